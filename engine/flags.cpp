@@ -1,0 +1,86 @@
+#include "engine/flags.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <sstream>
+
+namespace modserve {
+
+void Flags::Define(const std::string& name, const std::string& default_value, const std::string& help, bool is_bool) {
+  if (!defs_.count(name)) order_.push_back(name);
+  defs_[name] = Def{default_value, help, is_bool, false};
+}
+
+Status Flags::Parse(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0) {
+      positional_.push_back(arg);
+      continue;
+    }
+    std::string name = arg.substr(2), value;
+    bool has_value = false;
+    if (auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_value = true;
+    }
+    auto it = defs_.find(name);
+    if (it == defs_.end()) return InvalidArgument("unknown flag --" + name + " (see --help)");
+    if (!has_value) {
+      if (it->second.is_bool) {
+        value = "true";
+      } else {
+        if (i + 1 >= argc) return InvalidArgument("flag --" + name + " needs a value");
+        value = argv[++i];
+      }
+    }
+    if (it->second.is_bool && value != "true" && value != "false") {
+      return InvalidArgument("flag --" + name + " takes true or false, not \"" + value + "\"");
+    }
+    it->second.value = value;
+    it->second.given = true;
+  }
+  return Status::Ok();
+}
+
+std::string Flags::Usage(const std::string& program, const std::string& summary) const {
+  std::ostringstream os;
+  os << "usage: " << program << " [flags]\n" << summary << "\n\nflags:\n";
+  for (const auto& name : order_) {
+    const Def& d = defs_.at(name);
+    os << "  --" << name << (d.is_bool ? "" : " VALUE") << "\n      " << d.help;
+    if (!d.value.empty()) os << " (default: " << d.value << ")";
+    os << "\n";
+  }
+  return os.str();
+}
+
+bool Flags::Has(const std::string& name) const {
+  auto it = defs_.find(name);
+  return it != defs_.end() && it->second.given;
+}
+
+std::string Flags::Str(const std::string& name) const { return defs_.at(name).value; }
+
+StatusOr<int64_t> Flags::Int(const std::string& name) const {
+  const std::string& v = defs_.at(name).value;
+  char* end = nullptr;
+  errno = 0;
+  long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno == ERANGE) return InvalidArgument("flag --" + name + " needs an integer, got \"" + v + "\"");
+  return static_cast<int64_t>(x);
+}
+
+StatusOr<double> Flags::Double(const std::string& name) const {
+  const std::string& v = defs_.at(name).value;
+  char* end = nullptr;
+  errno = 0;
+  double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || errno == ERANGE) return InvalidArgument("flag --" + name + " needs a number, got \"" + v + "\"");
+  return x;
+}
+
+bool Flags::Bool(const std::string& name) const { return defs_.at(name).value == "true"; }
+
+}  // namespace modserve

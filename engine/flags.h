@@ -1,0 +1,41 @@
+// Flags: a small command-line parser for modserve's tools. Accepts
+// "--name value", "--name=value" and bare boolean "--name"; every flag must be
+// declared, so a typo is an error that names the flag.
+//
+// Thread-safety: not thread-safe; parse once at start-up.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/status.h"
+
+namespace modserve {
+
+class Flags {
+ public:
+  // Declares a flag with a default value (as text) and a help line.
+  void Define(const std::string& name, const std::string& default_value, const std::string& help, bool is_bool = false);
+  Status Parse(int argc, char** argv);
+  std::string Usage(const std::string& program, const std::string& summary) const;
+
+  bool Has(const std::string& name) const;  // given on the command line
+  std::string Str(const std::string& name) const;
+  StatusOr<int64_t> Int(const std::string& name) const;
+  StatusOr<double> Double(const std::string& name) const;
+  bool Bool(const std::string& name) const;
+  const std::vector<std::string>& positional() const { return positional_; }
+
+ private:
+  struct Def {
+    std::string value, help;
+    bool is_bool = false, given = false;
+  };
+  std::map<std::string, Def> defs_;
+  std::vector<std::string> order_;
+  std::vector<std::string> positional_;
+};
+
+}  // namespace modserve

@@ -1,0 +1,46 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace modserve {
+
+int64_t Sampler::Sample(const std::vector<float>& logits) {
+  const auto n = static_cast<int64_t>(logits.size());
+  if (n == 0) return -1;
+  if (params_.temperature <= 0.0) {
+    return std::max_element(logits.begin(), logits.end()) - logits.begin();  // first maximum on ties
+  }
+  std::vector<int64_t> ids(static_cast<size_t>(n));
+  std::iota(ids.begin(), ids.end(), 0);
+  // Highest logit first; ties by id keep the order deterministic.
+  std::stable_sort(ids.begin(), ids.end(), [&](int64_t a, int64_t b) { return logits[a] > logits[b]; });
+  int64_t keep = n;
+  if (params_.top_k > 0) keep = std::min(keep, params_.top_k);
+  std::vector<double> probs(static_cast<size_t>(keep));
+  const double top = logits[ids[0]];
+  double total = 0;
+  for (int64_t i = 0; i < keep; ++i) total += probs[i] = std::exp((logits[ids[i]] - top) / params_.temperature);
+  if (params_.top_p < 1.0) {
+    double cum = 0;
+    int64_t cut = keep;
+    for (int64_t i = 0; i < keep; ++i) {
+      cum += probs[i] / total;
+      if (cum >= params_.top_p) { cut = i + 1; break; }
+    }
+    keep = cut;
+    total = std::accumulate(probs.begin(), probs.begin() + keep, 0.0);
+  }
+  // A uniform draw from the RNG's raw 64 bits, so results do not depend on the
+  // standard library's distribution implementation.
+  const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53 * total;
+  double cum = 0;
+  for (int64_t i = 0; i < keep; ++i) {
+    cum += probs[i];
+    if (u < cum) return ids[i];
+  }
+  return ids[keep - 1];
+}
+
+}  // namespace modserve
