@@ -1,0 +1,173 @@
+#include "engine/mod_model.h"
+
+#include <cmath>
+#include <limits>
+
+namespace modserve {
+
+namespace F = torch::nn::functional;
+
+Compaction CompactSelected(const torch::Tensor& selected) {
+  // selected: [B, S] bool. Sort key puts selected positions first, each group in
+  // position order: key = (!selected) * S + position, all keys distinct.
+  const int64_t S = selected.size(1);
+  Compaction c;
+  auto counts = selected.sum(1);  // [B]
+  c.max_count = counts.numel() == 0 ? 0 : counts.max().item<int64_t>();
+  if (c.max_count == 0) return c;
+  auto pos = torch::arange(S, selected.options().dtype(torch::kLong)).unsqueeze(0);  // [1, S]
+  auto key = (~selected).to(torch::kLong) * S + pos;                                 // [B, S]
+  auto order = std::get<1>(key.sort(/*dim=*/1));                                     // [B, S]
+  c.index = order.narrow(1, 0, c.max_count).contiguous();                            // [B, K]
+  auto k = torch::arange(c.max_count, counts.options()).unsqueeze(0);                // [1, K]
+  c.valid = k < counts.unsqueeze(1);                                                 // [B, K]
+  return c;
+}
+
+torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& positions, double theta) {
+  // x: [B, H, T, hd]; positions: [B, T] int64.
+  const int64_t hd = x.size(-1);
+  const int64_t half = hd / 2;
+  auto opts = x.options().dtype(torch::kFloat);
+  auto inv_freq = torch::pow(theta, -torch::arange(0, half, opts) * 2.0 / static_cast<double>(hd));  // [half]
+  auto ang = positions.to(torch::kFloat).unsqueeze(-1) * inv_freq;                                   // [B, T, half]
+  auto cos = ang.cos().unsqueeze(1).to(x.scalar_type());                                             // [B, 1, T, half]
+  auto sin = ang.sin().unsqueeze(1).to(x.scalar_type());
+  auto x1 = x.narrow(-1, 0, half);
+  auto x2 = x.narrow(-1, half, half);
+  return torch::cat({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1);  // [B, H, T, hd]
+}
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  auto rms = torch::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+  return x * rms * weight;
+}
+
+PredictorImpl::PredictorImpl(int64_t d_model, int64_t hidden) {
+  fc1 = register_module("fc1", torch::nn::Linear(torch::nn::LinearOptions(d_model, hidden).bias(true)));
+  fc2 = register_module("fc2", torch::nn::Linear(torch::nn::LinearOptions(hidden, 1).bias(true)));
+}
+
+torch::Tensor PredictorImpl::forward(const torch::Tensor& x) {
+  // Parameter-free RMS normalization keeps the predictor's input scale fixed as
+  // the residual stream grows during training.
+  auto xn = x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-5);
+  return fc2(F::gelu(fc1(xn))).squeeze(-1);
+}
+
+BlockImpl::BlockImpl(const ModelConfig& cfg, bool routed)
+    : n_heads_(cfg.n_heads), head_dim_(cfg.head_dim()), rope_theta_(cfg.rope_theta) {
+  const int64_t d = cfg.d_model;
+  auto lin = [](int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
+  attn_norm = register_module("attn_norm", RMSNorm(d, cfg.norm_eps));
+  wqkv = register_module("wqkv", lin(d, 3 * d));
+  wo = register_module("wo", lin(d, d));
+  mlp_norm = register_module("mlp_norm", RMSNorm(d, cfg.norm_eps));
+  fc1 = register_module("fc1", lin(d, cfg.d_ff));
+  fc2 = register_module("fc2", lin(cfg.d_ff, d));
+  if (routed) {
+    router = register_module("router", lin(d, 1));
+    predictor = register_module("predictor", Predictor(d, cfg.predictor_hidden));
+  }
+}
+
+torch::Tensor BlockImpl::Delta(const torch::Tensor& x, const torch::Tensor& positions, const torch::Tensor& key_valid) {
+  // x: [B, T, d]; positions: [B, T]; key_valid: [B, T] bool.
+  const int64_t B = x.size(0), T = x.size(1), d = x.size(2);
+  auto qkv = wqkv(attn_norm(x)).view({B, T, 3, n_heads_, head_dim_}).permute({2, 0, 3, 1, 4});  // [3, B, H, T, hd]
+  auto q = ApplyRope(qkv[0], positions, rope_theta_);                                             // [B, H, T, hd]
+  auto k = ApplyRope(qkv[1], positions, rope_theta_);
+  auto v = qkv[2];
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));  // [B, H, T, T]
+  // Causal by real position, among valid keys; the diagonal keeps padding rows finite.
+  auto allowed = positions.unsqueeze(1) <= positions.unsqueeze(2);                                  // [B, Tq, Tk]
+  allowed = allowed & key_valid.unsqueeze(1);
+  allowed = allowed | torch::eye(T, key_valid.options()).unsqueeze(0);
+  scores = scores.masked_fill(~allowed.unsqueeze(1), -std::numeric_limits<float>::infinity());
+  auto att = torch::softmax(scores, -1);
+  auto a = wo(torch::matmul(att, v).transpose(1, 2).reshape({B, T, d}));  // [B, T, d]
+  auto m = fc2(F::gelu(fc1(mlp_norm(x + a))));                            // [B, T, d]
+  return a + m;
+}
+
+MoDTransformerImpl::MoDTransformerImpl(const ModelConfig& cfg) : cfg_(cfg) {
+  tok_emb = register_module("tok_emb", torch::nn::Embedding(cfg.vocab_size, cfg.d_model));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t l = 0; l < cfg.n_layers; ++l) layers->push_back(Block(cfg, cfg.IsRouted(l)));
+  final_norm = register_module("final_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
+  lm_head = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(cfg.d_model, cfg.vocab_size).bias(false)));
+  InitWeights();
+}
+
+void MoDTransformerImpl::InitWeights() {
+  torch::NoGradGuard no_grad;
+  const double std_out = 0.02 / std::sqrt(2.0 * static_cast<double>(cfg_.n_layers));
+  for (auto& p : named_parameters()) {
+    const std::string& name = p.key();
+    auto& t = p.value();
+    if (name.find("norm") != std::string::npos) {
+      t.fill_(1.0);
+    } else if (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
+      t.zero_();
+    } else if (name.find(".wo.") != std::string::npos || name.find(".fc2.") != std::string::npos) {
+      t.normal_(0.0, std_out);
+    } else {
+      t.normal_(0.0, 0.02);
+    }
+  }
+}
+
+ForwardOutput MoDTransformerImpl::Forward(const torch::Tensor& tokens, RouteMode mode) {
+  TORCH_CHECK(tokens.dim() == 2, "tokens must be [B, S]");
+  const int64_t B = tokens.size(0), S = tokens.size(1), d = cfg_.d_model;
+  TORCH_CHECK(S >= 1 && S <= cfg_.max_context, "sequence length ", S, " outside [1, max_context=", cfg_.max_context, "]");
+  ForwardOutput out;
+  auto x = tok_emb(tokens);                                                           // [B, S, d]
+  auto positions = torch::arange(S, tokens.options()).unsqueeze(0).expand({B, S});     // [B, S]
+  auto all_valid = torch::ones({B, S}, tokens.options().dtype(torch::kBool));
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    auto block = layers[l]->as<BlockImpl>();
+    if (!cfg_.IsRouted(l)) {
+      x = x + block->Delta(x, positions, all_valid).to(x.scalar_type());
+      continue;
+    }
+    RoutedLayerTrace trace;
+    trace.layer = l;
+    trace.router_logits = block->router(x).squeeze(-1).to(torch::kFloat);     // [B, S]
+    trace.predictor_logits = block->predictor(x.detach()).to(torch::kFloat);  // [B, S]
+    auto topk_idx = std::get<1>(trace.router_logits.detach().topk(cfg_.TopK(S), 1));  // [B, k]
+    trace.topk_mask = torch::zeros({B, S}, all_valid.options()).scatter(1, topk_idx, true);
+    trace.selected = mode == RouteMode::kTopK ? trace.topk_mask : (trace.predictor_logits.detach() > 0);
+    Compaction c = CompactSelected(trace.selected);
+    out.routed.push_back(trace);
+    if (c.max_count == 0) continue;  // no token computes this layer: skip it whole
+    auto gather_idx = c.index.unsqueeze(-1).expand({B, c.max_count, d});              // [B, K, d]
+    auto xs = x.gather(1, gather_idx);                                               // [B, K, d]
+    auto ps = positions.gather(1, c.index);                                          // [B, K] real positions
+    auto delta = block->Delta(xs, ps, c.valid);                                      // [B, K, d]
+    auto w = trace.router_logits.gather(1, c.index) * c.valid.to(x.scalar_type());   // [B, K]
+    x = x.scatter_add(1, gather_idx, (delta * w.unsqueeze(-1)).to(x.scalar_type()));
+  }
+  out.logits = lm_head(final_norm(x));  // [B, S, vocab]
+  return out;
+}
+
+double MoDTransformerImpl::ForwardFlopsPerToken(const ModelConfig& cfg, int64_t seq_len, double compute_fraction) {
+  const double d = static_cast<double>(cfg.d_model), ff = static_cast<double>(cfg.d_ff);
+  const double block_matmul = 2.0 * (4.0 * d * d + 2.0 * d * ff);
+  double flops = 2.0 * d * static_cast<double>(cfg.vocab_size);  // lm head
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    const bool routed = cfg.IsRouted(l);
+    const double f = routed ? compute_fraction : 1.0;
+    const double mean_keys = f * static_cast<double>(seq_len) / 2.0;  // causal, among computing tokens
+    flops += f * (block_matmul + 2.0 * 2.0 * mean_keys * d);
+    if (routed) flops += 2.0 * d + 2.0 * (d * static_cast<double>(cfg.predictor_hidden) + static_cast<double>(cfg.predictor_hidden));
+  }
+  return flops;
+}
+
+}  // namespace modserve
