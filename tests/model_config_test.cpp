@@ -1,0 +1,91 @@
+// Tests for ModelConfig: defaults, JSON round trip, and errors that name the key.
+#include <gtest/gtest.h>
+
+#include "engine/model_config.h"
+
+namespace modserve {
+namespace {
+
+TEST(ModelConfig, DefaultsAreValidAndRouteEveryOtherLayer) {
+  ModelConfig c;
+  EXPECT_TRUE(c.Validate().ok());
+  EXPECT_EQ(ModelConfig::DefaultRoutedLayers(6), (std::vector<int64_t>{1, 3, 5}));
+  EXPECT_EQ(ModelConfig::DefaultRoutedLayers(1), (std::vector<int64_t>{}));
+  EXPECT_TRUE(c.IsRouted(1));
+  EXPECT_FALSE(c.IsRouted(0));
+}
+
+TEST(ModelConfig, TopKIsCeilOfCapacityTimesLength) {
+  ModelConfig c;
+  c.capacity = 0.125;
+  EXPECT_EQ(c.TopK(256), 32);
+  EXPECT_EQ(c.TopK(257), 33);
+  EXPECT_EQ(c.TopK(1), 1);
+  EXPECT_EQ(c.TopK(9), 2);
+  c.capacity = 1.0;
+  EXPECT_EQ(c.TopK(100), 100);
+}
+
+TEST(ModelConfig, JsonRoundTrip) {
+  ModelConfig c;
+  c.n_layers = 4;
+  c.routed_layers = {0, 2};
+  c.capacity = 0.25;
+  c.weights_dtype = "bfloat16";
+  c.training = {{"steps", 12}};
+  auto back = ModelConfig::FromJson(c.ToJson(), "config.json");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->n_layers, 4);
+  EXPECT_EQ(back->routed_layers, (std::vector<int64_t>{0, 2}));
+  EXPECT_DOUBLE_EQ(back->capacity, 0.25);
+  EXPECT_EQ(back->weights_dtype, "bfloat16");
+  EXPECT_EQ(back->training["steps"], 12);
+}
+
+TEST(ModelConfig, DenseConfigHasNoRoutedLayers) {
+  ModelConfig c;
+  c.routing_enabled = false;
+  auto back = ModelConfig::FromJson(c.ToJson(), "config.json");
+  ASSERT_TRUE(back.ok());
+  EXPECT_FALSE(back->routing_enabled);
+  EXPECT_TRUE(back->routed_layers.empty());
+  EXPECT_FALSE(back->IsRouted(1));
+}
+
+TEST(ModelConfig, InvalidFieldsNameTheKey) {
+  struct Case {
+    const char* pointer;  // JSON pointer of the field to change
+    nlohmann::json value;
+    const char* expect;
+  };
+  std::vector<Case> cases = {
+      {"/architecture/n_heads", 5, "architecture.n_heads"},
+      {"/architecture/n_layers", 0, "architecture.n_layers"},
+      {"/architecture/d_model", "big", "architecture.d_model"},
+      {"/architecture/max_context", -1, "architecture.max_context"},
+      {"/routing/capacity", 0.0, "routing.capacity"},
+      {"/routing/capacity", 1.5, "routing.capacity"},
+      {"/routing/routed_layers", nlohmann::json::array({1, 9}), "routing.routed_layers"},
+      {"/routing/routed_layers", nlohmann::json::array({1, 1}), "routing.routed_layers"},
+      {"/routing/routed_layers", "odd", "routing.routed_layers"},
+      {"/tokenizer/type", "bpe", "tokenizer.type"},
+      {"/tokenizer/bos_id", 3, "tokenizer.bos_id"},
+      {"/weights/dtype", "float16", "weights.dtype"},
+  };
+  for (const auto& c : cases) {
+    nlohmann::json j = ModelConfig().ToJson();
+    j[nlohmann::json::json_pointer(c.pointer)] = c.value;
+    auto r = ModelConfig::FromJson(j, "m/config.json");
+    ASSERT_FALSE(r.ok()) << c.pointer;
+    EXPECT_NE(r.status().message().find(c.expect), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find("m/config.json"), std::string::npos);
+  }
+  nlohmann::json j = ModelConfig().ToJson();
+  j.erase("architecture");
+  auto r = ModelConfig::FromJson(j, "config.json");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("architecture"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace modserve
