@@ -1,6 +1,7 @@
 #include "engine/flags.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <sstream>
 
@@ -82,5 +83,28 @@ StatusOr<double> Flags::Double(const std::string& name) const {
 }
 
 bool Flags::Bool(const std::string& name) const { return defs_.at(name).value == "true"; }
+
+Status Flags::Get(const std::string& name, int64_t* out) const {
+  auto v = Int(name);
+  if (!v.ok()) return v.status();
+  *out = *v;
+  return Status::Ok();
+}
+
+Status Flags::Get(const std::string& name, double* out) const {
+  auto v = Double(name);
+  if (!v.ok()) return v.status();
+  *out = *v;
+  return Status::Ok();
+}
+
+int RunToolMain(const char* program, int argc, char** argv, Status (*body)(int, char**)) {
+  Status st = body(argc, argv);
+  if (!st.ok()) {
+    std::fprintf(stderr, "%s: %s\n", program, st.message().c_str());
+    return 1;
+  }
+  return 0;
+}
 
 }  // namespace modserve

@@ -26,6 +26,9 @@ class Flags {
   StatusOr<int64_t> Int(const std::string& name) const;
   StatusOr<double> Double(const std::string& name) const;
   bool Bool(const std::string& name) const;
+  // Typed reads into an existing variable, for chaining with MODSERVE_RETURN_IF_ERROR.
+  Status Get(const std::string& name, int64_t* out) const;
+  Status Get(const std::string& name, double* out) const;
   const std::vector<std::string>& positional() const { return positional_; }
 
  private:
@@ -37,5 +40,9 @@ class Flags {
   std::vector<std::string> order_;
   std::vector<std::string> positional_;
 };
+
+// A tool's main(): runs `body`, prints "<program>: <message>" on error and
+// returns the process exit code (0 on success, 1 on error).
+int RunToolMain(const char* program, int argc, char** argv, Status (*body)(int, char**));
 
 }  // namespace modserve

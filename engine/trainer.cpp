@@ -192,6 +192,7 @@ StatusOr<TrainSummary> Train(const TrainOptions& o) {
     prov["weight_decay"] = o.weight_decay;
     prov["grad_clip"] = o.grad_clip;
     prov["seed"] = o.seed;
+    prov["bf16_autocast"] = o.bf16_autocast;
     prov["predictor_loss_weight"] = o.loss_weights.predictor;
     prov["router_aux_loss_weight"] = o.loss_weights.router_aux;
     if (val) prov["final_val_bits_per_byte"] = sum.final_val_bits_per_byte;

@@ -31,18 +31,14 @@ Status Run(int argc, char** argv) {
   auto text = TokenCorpus::FromFile(f.Str("text"), (*model)->config().bos_id);
   if (!text.ok()) return text.status();
   EvalOptions o;
-  auto seq = f.Int("seq-len");
-  auto batch = f.Int("batch");
-  auto max_bytes = f.Int("max-bytes");
-  if (!seq.ok()) return seq.status();
-  if (!batch.ok()) return batch.status();
-  if (!max_bytes.ok()) return max_bytes.status();
+  int64_t seq = 0;
+  MODSERVE_RETURN_IF_ERROR(f.Get("seq-len", &seq));
+  MODSERVE_RETURN_IF_ERROR(f.Get("batch", &o.batch));
+  MODSERVE_RETURN_IF_ERROR(f.Get("max-bytes", &o.max_bytes));
   const int64_t ctx = (*model)->config().max_context;
-  o.seq_len = *seq == 0 ? ctx : *seq;
+  o.seq_len = seq == 0 ? ctx : seq;
   if (o.seq_len < 1 || o.seq_len > ctx) return InvalidArgument("--seq-len must be in [1, max_context=" + std::to_string(ctx) + "]");
-  if (*batch < 1) return InvalidArgument("--batch must be >= 1");
-  o.batch = *batch;
-  o.max_bytes = *max_bytes;
+  if (o.batch < 1) return InvalidArgument("--batch must be >= 1");
   EvalResult r = Evaluate(*model, *text, o);
   if (f.Bool("json")) {
     std::printf("%s\n", r.ToJson().dump().c_str());
@@ -63,11 +59,4 @@ Status Run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  Status st = Run(argc, argv);
-  if (!st.ok()) {
-    std::fprintf(stderr, "mod-eval: %s\n", st.message().c_str());
-    return 1;
-  }
-  return 0;
-}
+int main(int argc, char** argv) { return RunToolMain("mod-eval", argc, argv, Run); }

@@ -29,36 +29,24 @@ Status Run(int argc, char** argv) {
   auto model = LoadCheckpoint(f.Str("model"));
   if (!model.ok()) return model.status();
   SamplingParams p;
-  auto max_tokens = f.Int("max-tokens");
-  auto temperature = f.Double("temperature");
-  auto top_k = f.Int("top-k");
-  auto top_p = f.Double("top-p");
-  auto seed = f.Int("seed");
-  for (const Status& st : {max_tokens.status(), temperature.status(), top_k.status(), top_p.status(), seed.status()}) {
-    if (!st.ok()) return st;
-  }
-  if (*max_tokens < 1) return InvalidArgument("--max-tokens must be >= 1");
-  if (*temperature < 0) return InvalidArgument("--temperature must be >= 0");
-  if (*top_k < 0) return InvalidArgument("--top-k must be >= 0");
-  if (!(*top_p > 0 && *top_p <= 1)) return InvalidArgument("--top-p must be in (0, 1]");
-  p.temperature = *temperature;
-  p.top_k = *top_k;
-  p.top_p = *top_p;
-  p.seed = static_cast<uint64_t>(*seed);
+  int64_t max_tokens = 0, seed = 0;
+  MODSERVE_RETURN_IF_ERROR(f.Get("max-tokens", &max_tokens));
+  MODSERVE_RETURN_IF_ERROR(f.Get("temperature", &p.temperature));
+  MODSERVE_RETURN_IF_ERROR(f.Get("top-k", &p.top_k));
+  MODSERVE_RETURN_IF_ERROR(f.Get("top-p", &p.top_p));
+  MODSERVE_RETURN_IF_ERROR(f.Get("seed", &seed));
+  if (max_tokens < 1) return InvalidArgument("--max-tokens must be >= 1");
+  if (p.temperature < 0) return InvalidArgument("--temperature must be >= 0");
+  if (p.top_k < 0) return InvalidArgument("--top-k must be >= 0");
+  if (!(p.top_p > 0 && p.top_p <= 1)) return InvalidArgument("--top-p must be in (0, 1]");
+  p.seed = static_cast<uint64_t>(seed);
   const ModelConfig& cfg = (*model)->config();
   ByteTokenizer tok(cfg.bos_id, cfg.eos_id);
-  auto result = ReferenceGenerate(*model, tok.Encode(f.Str("prompt"), /*add_bos=*/true), *max_tokens, p);
+  auto result = ReferenceGenerate(*model, tok.Encode(f.Str("prompt"), /*add_bos=*/true), max_tokens, p);
   std::printf("%s%s\n", f.Str("prompt").c_str(), tok.Decode(result.tokens).c_str());
   return Status::Ok();
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  Status st = Run(argc, argv);
-  if (!st.ok()) {
-    std::fprintf(stderr, "mod-generate: %s\n", st.message().c_str());
-    return 1;
-  }
-  return 0;
-}
+int main(int argc, char** argv) { return RunToolMain("mod-generate", argc, argv, Run); }

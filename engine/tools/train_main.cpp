@@ -71,26 +71,14 @@ Status Run(int argc, char** argv) {
   o.val_text = f.Str("val");
   o.out_dir = f.Str("out");
   o.resume = f.Bool("resume");
-  auto get_int = [&](const char* name, int64_t* out) -> Status {
-    auto v = f.Int(name);
-    if (!v.ok()) return v.status();
-    *out = *v;
-    return Status::Ok();
-  };
-  auto get_double = [&](const char* name, double* out) -> Status {
-    auto v = f.Double(name);
-    if (!v.ok()) return v.status();
-    *out = *v;
-    return Status::Ok();
-  };
   ModelConfig& m = o.model;
-  MODSERVE_RETURN_IF_ERROR(get_int("layers", &m.n_layers));
-  MODSERVE_RETURN_IF_ERROR(get_int("d-model", &m.d_model));
-  MODSERVE_RETURN_IF_ERROR(get_int("heads", &m.n_heads));
-  MODSERVE_RETURN_IF_ERROR(get_int("d-ff", &m.d_ff));
-  MODSERVE_RETURN_IF_ERROR(get_int("max-context", &m.max_context));
-  MODSERVE_RETURN_IF_ERROR(get_double("capacity", &m.capacity));
-  MODSERVE_RETURN_IF_ERROR(get_int("predictor-hidden", &m.predictor_hidden));
+  MODSERVE_RETURN_IF_ERROR(f.Get("layers", &m.n_layers));
+  MODSERVE_RETURN_IF_ERROR(f.Get("d-model", &m.d_model));
+  MODSERVE_RETURN_IF_ERROR(f.Get("heads", &m.n_heads));
+  MODSERVE_RETURN_IF_ERROR(f.Get("d-ff", &m.d_ff));
+  MODSERVE_RETURN_IF_ERROR(f.Get("max-context", &m.max_context));
+  MODSERVE_RETURN_IF_ERROR(f.Get("capacity", &m.capacity));
+  MODSERVE_RETURN_IF_ERROR(f.Get("predictor-hidden", &m.predictor_hidden));
   m.routing_enabled = !f.Bool("dense");
   m.routed_layers = ModelConfig::DefaultRoutedLayers(m.n_layers);
   if (!f.Str("routed-layers").empty()) {
@@ -99,26 +87,26 @@ Status Run(int argc, char** argv) {
     m.routed_layers = *layers;
   }
   if (!m.routing_enabled) m.routed_layers.clear();
-  MODSERVE_RETURN_IF_ERROR(get_int("steps", &o.steps));
-  MODSERVE_RETURN_IF_ERROR(get_int("stop-at", &o.stop_at));
-  MODSERVE_RETURN_IF_ERROR(get_double("train-flops", &o.train_flops));
-  MODSERVE_RETURN_IF_ERROR(get_int("batch", &o.batch));
-  MODSERVE_RETURN_IF_ERROR(get_int("seq-len", &o.seq_len));
-  MODSERVE_RETURN_IF_ERROR(get_double("lr", &o.lr));
-  MODSERVE_RETURN_IF_ERROR(get_double("min-lr-ratio", &o.min_lr_ratio));
-  MODSERVE_RETURN_IF_ERROR(get_int("warmup", &o.warmup));
-  MODSERVE_RETURN_IF_ERROR(get_double("weight-decay", &o.weight_decay));
-  MODSERVE_RETURN_IF_ERROR(get_double("grad-clip", &o.grad_clip));
-  MODSERVE_RETURN_IF_ERROR(get_double("predictor-loss", &o.loss_weights.predictor));
-  MODSERVE_RETURN_IF_ERROR(get_double("router-aux-loss", &o.loss_weights.router_aux));
+  MODSERVE_RETURN_IF_ERROR(f.Get("steps", &o.steps));
+  MODSERVE_RETURN_IF_ERROR(f.Get("stop-at", &o.stop_at));
+  MODSERVE_RETURN_IF_ERROR(f.Get("train-flops", &o.train_flops));
+  MODSERVE_RETURN_IF_ERROR(f.Get("batch", &o.batch));
+  MODSERVE_RETURN_IF_ERROR(f.Get("seq-len", &o.seq_len));
+  MODSERVE_RETURN_IF_ERROR(f.Get("lr", &o.lr));
+  MODSERVE_RETURN_IF_ERROR(f.Get("min-lr-ratio", &o.min_lr_ratio));
+  MODSERVE_RETURN_IF_ERROR(f.Get("warmup", &o.warmup));
+  MODSERVE_RETURN_IF_ERROR(f.Get("weight-decay", &o.weight_decay));
+  MODSERVE_RETURN_IF_ERROR(f.Get("grad-clip", &o.grad_clip));
+  MODSERVE_RETURN_IF_ERROR(f.Get("predictor-loss", &o.loss_weights.predictor));
+  MODSERVE_RETURN_IF_ERROR(f.Get("router-aux-loss", &o.loss_weights.router_aux));
   int64_t seed = 0, threads = 0;
-  MODSERVE_RETURN_IF_ERROR(get_int("seed", &seed));
+  MODSERVE_RETURN_IF_ERROR(f.Get("seed", &seed));
   o.seed = static_cast<uint64_t>(seed);
-  MODSERVE_RETURN_IF_ERROR(get_int("eval-every", &o.eval_every));
-  MODSERVE_RETURN_IF_ERROR(get_int("eval-bytes", &o.eval_max_bytes));
-  MODSERVE_RETURN_IF_ERROR(get_int("save-every", &o.save_every));
-  MODSERVE_RETURN_IF_ERROR(get_int("log-every", &o.log_every));
-  MODSERVE_RETURN_IF_ERROR(get_int("threads", &threads));
+  MODSERVE_RETURN_IF_ERROR(f.Get("eval-every", &o.eval_every));
+  MODSERVE_RETURN_IF_ERROR(f.Get("eval-bytes", &o.eval_max_bytes));
+  MODSERVE_RETURN_IF_ERROR(f.Get("save-every", &o.save_every));
+  MODSERVE_RETURN_IF_ERROR(f.Get("log-every", &o.log_every));
+  MODSERVE_RETURN_IF_ERROR(f.Get("threads", &threads));
   o.threads = static_cast<int>(threads);
   if (f.Str("bf16") != "true" && f.Str("bf16") != "false") return InvalidArgument("--bf16 takes true or false");
   o.bf16_autocast = f.Str("bf16") == "true";
@@ -135,11 +123,4 @@ Status Run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  Status st = Run(argc, argv);
-  if (!st.ok()) {
-    std::fprintf(stderr, "mod-train: %s\n", st.message().c_str());
-    return 1;
-  }
-  return 0;
-}
+int main(int argc, char** argv) { return RunToolMain("mod-train", argc, argv, Run); }

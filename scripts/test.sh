@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets up, builds and runs every test: installs the Debian packages, fetches
+# the Brown validation split (for the shipped model's quality targets),
+# builds, and runs ctest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/fetch-corpus.sh data/brown
+scripts/build.sh
+ctest --test-dir build --output-on-failure
