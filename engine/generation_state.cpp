@@ -1,0 +1,49 @@
+#include "engine/generation_state.h"
+
+#include <algorithm>
+
+namespace modserve {
+
+const char* FinishReasonName(FinishReason r) {
+  switch (r) {
+    case FinishReason::kNone: return "none";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kEos: return "eos";
+    case FinishReason::kStop: return "stop";
+  }
+  return "none";
+}
+
+FinishReason GenerationState::Add(int64_t token) {
+  if (finished()) return finish_;
+  tokens_.push_back(token);
+  if (token == criteria_.eos_id) return finish_ = FinishReason::kEos;
+  if (token >= 0 && token < 256) {
+    text_.push_back(static_cast<char>(token));
+    for (const auto& s : criteria_.stop) {
+      if (!s.empty() && text_.size() >= s.size() && text_.compare(text_.size() - s.size(), s.size(), s) == 0) {
+        text_.resize(text_.size() - s.size());
+        return finish_ = FinishReason::kStop;
+      }
+    }
+  }
+  if (static_cast<int64_t>(tokens_.size()) >= criteria_.max_tokens) return finish_ = FinishReason::kLength;
+  return FinishReason::kNone;
+}
+
+size_t GenerationState::StableLength() const {
+  if (finished()) return text_.size();
+  size_t hold = 0;  // longest suffix of text_ that is a proper prefix of a stop string
+  for (const auto& s : criteria_.stop) {
+    if (s.empty()) continue;
+    for (size_t n = std::min(s.size() - 1, text_.size()); n > hold; --n) {
+      if (text_.compare(text_.size() - n, n, s, 0, n) == 0) {
+        hold = n;
+        break;
+      }
+    }
+  }
+  return text_.size() - hold;
+}
+
+}  // namespace modserve

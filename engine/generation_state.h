@@ -1,0 +1,47 @@
+// GenerationState: one request's generated tokens and when to stop: EOS,
+// max tokens, or a stop string (which may span several tokens). The text of
+// the completion never includes the stop string or EOS.
+//
+// StableLength() tells a streaming caller how many bytes of text() can be
+// sent: the bytes that can no longer turn out to be the start of a stop
+// string.
+//
+// Thread-safety: a plain value; one per request.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace modserve {
+
+enum class FinishReason { kNone, kLength, kEos, kStop };
+const char* FinishReasonName(FinishReason r);  // "none", "length", "eos", "stop"
+
+struct StopCriteria {
+  int64_t max_tokens = 16;
+  int64_t eos_id = 257;
+  std::vector<std::string> stop;  // non-empty strings
+};
+
+class GenerationState {
+ public:
+  explicit GenerationState(StopCriteria criteria) : criteria_(std::move(criteria)) {}
+
+  // Records one sampled token; returns why generation is finished (kNone: go on).
+  FinishReason Add(int64_t token);
+
+  FinishReason finish_reason() const { return finish_; }
+  bool finished() const { return finish_ != FinishReason::kNone; }
+  const std::vector<int64_t>& tokens() const { return tokens_; }
+  const std::string& text() const { return text_; }
+  size_t StableLength() const;
+
+ private:
+  StopCriteria criteria_;
+  std::vector<int64_t> tokens_;
+  std::string text_;
+  FinishReason finish_ = FinishReason::kNone;
+};
+
+}  // namespace modserve

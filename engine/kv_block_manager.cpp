@@ -1,0 +1,81 @@
+#include "engine/kv_block_manager.h"
+
+#include <stdexcept>
+
+namespace modserve {
+
+KvBlockManager::KvBlockManager(const KvBlockManagerOptions& opts)
+    : opts_(opts), used_per_layer_(static_cast<size_t>(opts.n_layers), 0) {
+  free_.reserve(static_cast<size_t>(opts.num_blocks));
+  for (int64_t b = opts.num_blocks - 1; b >= 0; --b) free_.push_back(b);  // block 0 is handed out first
+}
+
+Status KvBlockManager::AddSequence(SeqId id) {
+  if (seqs_.count(id)) return InvalidArgument("sequence " + std::to_string(id) + " already exists");
+  seqs_.emplace(id, std::vector<LayerCache>(static_cast<size_t>(opts_.n_layers)));
+  return Status::Ok();
+}
+
+void KvBlockManager::Release(SeqId id) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return;
+  for (int64_t l = 0; l < opts_.n_layers; ++l) Truncate(id, l, 0);
+  seqs_.erase(it);
+}
+
+KvBlockManager::LayerCache& KvBlockManager::At(SeqId id, int64_t layer) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end() || layer < 0 || layer >= opts_.n_layers) throw std::out_of_range("KvBlockManager: unknown sequence or layer");
+  return it->second[static_cast<size_t>(layer)];
+}
+
+const KvBlockManager::LayerCache& KvBlockManager::At(SeqId id, int64_t layer) const {
+  return const_cast<KvBlockManager*>(this)->At(id, layer);
+}
+
+int64_t KvBlockManager::BlocksNeeded(SeqId id, int64_t layer, int64_t n) const {
+  const LayerCache& c = At(id, layer);
+  const int64_t capacity = static_cast<int64_t>(c.blocks.size()) * opts_.block_size;
+  const int64_t missing = c.tokens + n - capacity;
+  return missing <= 0 ? 0 : (missing + opts_.block_size - 1) / opts_.block_size;
+}
+
+StatusOr<std::vector<int64_t>> KvBlockManager::Append(SeqId id, int64_t layer, int64_t n) {
+  if (!HasSequence(id)) return InvalidArgument("unknown sequence " + std::to_string(id));
+  const int64_t need = BlocksNeeded(id, layer, n);
+  if (need > free_blocks()) {
+    return Status::Error(StatusCode::kResourceExhausted, "KV cache full: layer " + std::to_string(layer) + " needs " +
+                                                             std::to_string(need) + " blocks, " + std::to_string(free_blocks()) + " free");
+  }
+  LayerCache& c = At(id, layer);
+  for (int64_t i = 0; i < need; ++i) {
+    c.blocks.push_back(free_.back());
+    free_.pop_back();
+  }
+  used_per_layer_[static_cast<size_t>(layer)] += need;
+  std::vector<int64_t> slots(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t t = c.tokens + i;
+    slots[static_cast<size_t>(i)] = c.blocks[static_cast<size_t>(t / opts_.block_size)] * opts_.block_size + t % opts_.block_size;
+  }
+  c.tokens += n;
+  return slots;
+}
+
+void KvBlockManager::Truncate(SeqId id, int64_t layer, int64_t n_tokens) {
+  LayerCache& c = At(id, layer);
+  if (n_tokens >= c.tokens) return;
+  c.tokens = n_tokens < 0 ? 0 : n_tokens;
+  const auto keep = static_cast<size_t>((c.tokens + opts_.block_size - 1) / opts_.block_size);
+  while (c.blocks.size() > keep) {
+    free_.push_back(c.blocks.back());
+    c.blocks.pop_back();
+    --used_per_layer_[static_cast<size_t>(layer)];
+  }
+}
+
+int64_t KvBlockManager::NumTokens(SeqId id, int64_t layer) const { return At(id, layer).tokens; }
+
+const std::vector<int64_t>& KvBlockManager::BlockTable(SeqId id, int64_t layer) const { return At(id, layer).blocks; }
+
+}  // namespace modserve

@@ -1,0 +1,50 @@
+// Tests for GenerationState: EOS, length, and stop strings across tokens.
+#include <gtest/gtest.h>
+
+#include "engine/generation_state.h"
+
+namespace modserve {
+namespace {
+
+void AddText(GenerationState& g, const std::string& s) {
+  for (unsigned char c : s) g.Add(c);
+}
+
+TEST(GenerationState, StopsAtMaxTokens) {
+  GenerationState g({3, 257, {}});
+  EXPECT_EQ(g.Add('a'), FinishReason::kNone);
+  EXPECT_EQ(g.Add('b'), FinishReason::kNone);
+  EXPECT_EQ(g.Add('c'), FinishReason::kLength);
+  EXPECT_EQ(g.text(), "abc");
+  EXPECT_STREQ(FinishReasonName(g.finish_reason()), "length");
+}
+
+TEST(GenerationState, StopsAtEosWithoutPuttingItInTheText) {
+  GenerationState g({10, 257, {}});
+  g.Add('h');
+  EXPECT_EQ(g.Add(257), FinishReason::kEos);
+  EXPECT_EQ(g.text(), "h");
+  EXPECT_EQ(g.tokens().size(), 2u);
+}
+
+TEST(GenerationState, StopStringsSpanTokensAndAreCutFromTheText) {
+  GenerationState g({100, 257, {"\n\n", "END"}});
+  AddText(g, "one\ntwo E");
+  EXPECT_FALSE(g.finished());
+  EXPECT_EQ(g.StableLength(), 8u) << "the trailing E may start END";
+  g.Add('N');
+  EXPECT_EQ(g.StableLength(), 8u);
+  EXPECT_EQ(g.Add('D'), FinishReason::kStop);
+  EXPECT_EQ(g.text(), "one\ntwo ");
+  EXPECT_EQ(g.StableLength(), g.text().size());
+}
+
+TEST(GenerationState, AStopStringBeatsTheLengthLimitOnTheSameToken) {
+  GenerationState g({2, 257, {"ab"}});
+  g.Add('a');
+  EXPECT_EQ(g.Add('b'), FinishReason::kStop);
+  EXPECT_EQ(g.text(), "");
+}
+
+}  // namespace
+}  // namespace modserve
