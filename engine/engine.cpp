@@ -1,0 +1,277 @@
+#include "engine/engine.h"
+
+#include <limits>
+#include <thread>
+#include <unordered_set>
+
+#include "engine/checkpoint.h"
+#include "engine/engine_torch.h"
+#include "engine/kv_cache.h"
+
+namespace modserve {
+
+namespace F = torch::nn::functional;
+
+struct Engine::Impl {
+  MoDTransformer model{nullptr};
+  torch::Device device{torch::kCPU};
+  std::unique_ptr<KvCache> kv;
+  std::unordered_map<SeqId, int64_t> positions;  // tokens processed per sequence
+  std::vector<int64_t> routed_ordinal;           // per layer: index among routed layers, or -1
+
+  StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch, bool all_logits);
+  Status Validate(const std::vector<SequenceChunk>& batch) const;
+};
+
+namespace {
+
+Status CheckDevice(const std::string& device, torch::Device* out) {
+  if (device == "cpu") {
+    *out = torch::Device(torch::kCPU);
+    return Status::Ok();
+  }
+  if (device == "cuda") {
+    if (!torch::cuda::is_available()) {
+      return FailedPrecondition(
+          "device: cuda was requested, but this LibTorch build has no CUDA support or no GPU is visible "
+          "(build against a CUDA-enabled LibTorch, see README)");
+    }
+    *out = torch::Device(torch::kCUDA, 0);
+    return Status::Ok();
+  }
+  return InvalidArgument("device must be \"cpu\" or \"cuda\", got \"" + device + "\"");
+}
+
+// [M, H, hd] rotated at positions [M].
+torch::Tensor Rope(const torch::Tensor& x, const torch::Tensor& positions, double theta) {
+  return ApplyRope(x.permute({1, 0, 2}).unsqueeze(0), positions.unsqueeze(0), theta).squeeze(0).permute({1, 0, 2});
+}
+
+}  // namespace
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+StatusOr<std::unique_ptr<Engine>> CreateEngine(MoDTransformer model, const EngineOptions& opts) {
+  if (opts.kv_blocks < 1) return InvalidArgument("kv_blocks must be >= 1");
+  if (opts.block_size < 1 || opts.block_size > 4096) return InvalidArgument("block_size must be in [1, 4096]");
+  auto impl = std::make_unique<Engine::Impl>();
+  MODSERVE_RETURN_IF_ERROR(CheckDevice(opts.device, &impl->device));
+  try {
+    torch::set_num_threads(opts.threads > 0 ? opts.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    model->eval();
+    model->to(impl->device);
+    impl->model = model;
+    const ModelConfig& cfg = model->config();
+    KvBlockManagerOptions bo;
+    bo.num_blocks = opts.kv_blocks;
+    bo.block_size = opts.block_size;
+    bo.n_layers = cfg.n_layers;
+    impl->kv = std::make_unique<KvCache>(bo, cfg.n_heads, cfg.head_dim(), torch::TensorOptions().dtype(torch::kFloat).device(impl->device));
+    int64_t ordinal = 0;
+    for (int64_t l = 0; l < cfg.n_layers; ++l) impl->routed_ordinal.push_back(cfg.IsRouted(l) ? ordinal++ : -1);
+  } catch (const c10::Error& e) {
+    return Internal(std::string("engine start-up failed: ") + e.what_without_backtrace());
+  }
+  return std::make_unique<Engine>(std::move(impl));
+}
+
+StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& model_dir, const EngineOptions& opts) {
+  torch::Device device(torch::kCPU);
+  MODSERVE_RETURN_IF_ERROR(CheckDevice(opts.device, &device));  // fail fast, before reading weights
+  auto model = LoadCheckpoint(model_dir);
+  if (!model.ok()) return model.status();
+  return CreateEngine(std::move(model).value(), opts);
+}
+
+const ModelConfig& Engine::config() const { return impl_->model->config(); }
+
+Status Engine::AddSequence(SeqId id) {
+  MODSERVE_RETURN_IF_ERROR(impl_->kv->manager().AddSequence(id));
+  impl_->positions[id] = 0;
+  return Status::Ok();
+}
+
+void Engine::Release(SeqId id) {
+  impl_->kv->manager().Release(id);
+  impl_->positions.erase(id);
+}
+
+int64_t Engine::NumTokens(SeqId id) const {
+  auto it = impl_->positions.find(id);
+  return it == impl_->positions.end() ? -1 : it->second;
+}
+
+KvOccupancy Engine::Occupancy() const {
+  const KvBlockManager& m = impl_->kv->manager();
+  KvOccupancy o;
+  o.block_size = m.block_size();
+  o.total_blocks = m.num_blocks();
+  o.used_blocks = m.used_blocks();
+  for (int64_t l = 0; l < config().n_layers; ++l) o.used_blocks_per_layer.push_back(m.used_blocks(l));
+  o.bytes_per_block = impl_->kv->bytes_per_block();
+  return o;
+}
+
+StatusOr<StepResult> Engine::Step(const std::vector<SequenceChunk>& batch, bool return_all_logits) {
+  return impl_->Step(batch, return_all_logits);
+}
+
+Status Engine::Impl::Validate(const std::vector<SequenceChunk>& batch) const {
+  const ModelConfig& cfg = model->config();
+  if (batch.empty()) return InvalidArgument("empty batch");
+  std::unordered_set<SeqId> seen;
+  for (const auto& c : batch) {
+    auto it = positions.find(c.id);
+    if (it == positions.end()) return InvalidArgument("unknown sequence " + std::to_string(c.id));
+    if (!seen.insert(c.id).second) return InvalidArgument("sequence " + std::to_string(c.id) + " appears twice in one step");
+    if (c.tokens.empty()) return InvalidArgument("sequence " + std::to_string(c.id) + " brings no tokens");
+    if (it->second + static_cast<int64_t>(c.tokens.size()) > cfg.max_context) {
+      return InvalidArgument("sequence " + std::to_string(c.id) + " would exceed max_context " + std::to_string(cfg.max_context));
+    }
+    for (int64_t t : c.tokens) {
+      if (t < 0 || t >= cfg.vocab_size) return InvalidArgument("token id " + std::to_string(t) + " outside [0, vocab_size)");
+    }
+  }
+  return Status::Ok();
+}
+
+StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch, bool all_logits) {
+  MODSERVE_RETURN_IF_ERROR(Validate(batch));
+  const ModelConfig& cfg = model->config();
+  const int64_t B = static_cast<int64_t>(batch.size()), d = cfg.d_model, H = cfg.n_heads, hd = cfg.head_dim();
+  KvBlockManager& blocks = kv->manager();
+
+  // Flatten the ragged batch: token t of chunk b sits at row offset[b] + t.
+  std::vector<int64_t> ids, pos, chunk_of, offset(static_cast<size_t>(B + 1), 0);
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& c = batch[static_cast<size_t>(b)];
+    const int64_t start = positions.at(c.id);
+    for (size_t i = 0; i < c.tokens.size(); ++i) {
+      ids.push_back(c.tokens[i]);
+      pos.push_back(start + static_cast<int64_t>(i));
+      chunk_of.push_back(b);
+    }
+    offset[static_cast<size_t>(b + 1)] = static_cast<int64_t>(ids.size());
+  }
+  const int64_t N = static_cast<int64_t>(ids.size());
+
+  StepResult result;
+  result.routes.resize(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) result.routes[static_cast<size_t>(b)].assign(static_cast<size_t>(offset[b + 1] - offset[b]), 0);
+  result.stats.tokens = N;
+  result.stats.sequences = B;
+
+  // Appends made in this step, undone if any allocation fails.
+  struct Journal {
+    SeqId id;
+    int64_t layer, prev_tokens;
+  };
+  std::vector<Journal> journal;
+  auto rollback = [&] {
+    for (auto it = journal.rbegin(); it != journal.rend(); ++it) blocks.Truncate(it->id, it->layer, it->prev_tokens);
+  };
+
+  try {
+    torch::NoGradGuard no_grad;
+    auto long_opts = torch::TensorOptions().dtype(torch::kLong);
+    auto tok = torch::tensor(ids, long_opts).to(device);        // [N]
+    auto all_pos = torch::tensor(pos, long_opts).to(device);    // [N]
+    auto x = model->tok_emb(tok);                               // [N, d]
+    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+
+    for (int64_t l = 0; l < cfg.n_layers; ++l) {
+      auto block = model->layers[l]->as<BlockImpl>();
+      const bool routed = cfg.IsRouted(l);
+      LayerStepStats ls{l, routed, N, 0};
+      torch::Tensor idx, r;  // idx: [M] rows that compute; r: [N] router weights
+      std::vector<int64_t> per_chunk(static_cast<size_t>(B), 0);
+      if (routed) {
+        r = block->router(x).squeeze(-1);                                     // [N]
+        auto sel = (block->predictor(x) > 0).to(torch::kCPU);                 // [N] bool
+        auto sel_a = sel.accessor<bool, 1>();
+        std::vector<int64_t> rows;
+        const uint64_t bit = uint64_t{1} << routed_ordinal[static_cast<size_t>(l)];
+        for (int64_t i = 0; i < N; ++i) {
+          if (!sel_a[i]) continue;
+          rows.push_back(i);
+          const int64_t b = chunk_of[static_cast<size_t>(i)];
+          ++per_chunk[static_cast<size_t>(b)];
+          result.routes[static_cast<size_t>(b)][static_cast<size_t>(i - offset[b])] |= bit;
+        }
+        ls.computed = static_cast<int64_t>(rows.size());
+        ls.skipped = N - ls.computed;
+        result.stats.layers.push_back(ls);
+        if (rows.empty()) continue;  // no token computes this layer: skip it whole
+        idx = torch::tensor(rows, long_opts).to(device);
+      } else {
+        for (int64_t b = 0; b < B; ++b) per_chunk[static_cast<size_t>(b)] = offset[b + 1] - offset[b];
+        result.stats.layers.push_back(ls);
+      }
+      auto xs = routed ? x.index_select(0, idx) : x;                           // [M, d]
+      auto ps = routed ? all_pos.index_select(0, idx) : all_pos;               // [M]
+      const int64_t M = xs.size(0);
+      auto qkv = block->wqkv(block->attn_norm(xs)).view({M, 3, H, hd});       // [M, 3, H, hd]
+      auto q = Rope(qkv.select(1, 0), ps, cfg.rope_theta);                     // [M, H, hd]
+      auto k = Rope(qkv.select(1, 1), ps, cfg.rope_theta);
+      auto v = qkv.select(1, 2);
+
+      std::vector<torch::Tensor> outs;
+      int64_t row = 0;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t m = per_chunk[static_cast<size_t>(b)];
+        if (m == 0) continue;
+        const SeqId id = batch[static_cast<size_t>(b)].id;
+        const int64_t prev = blocks.NumTokens(id, l);
+        auto slots = blocks.Append(id, l, m);
+        if (!slots.ok()) {
+          rollback();
+          return slots.status();
+        }
+        journal.push_back({id, l, prev});
+        kv->Write(*slots, k.narrow(0, row, m), v.narrow(0, row, m));
+        auto [K, V] = kv->Gather(id, l);                                        // [L, H, hd] each
+        const int64_t L = K.size(0);
+        auto qb = q.narrow(0, row, m).permute({1, 0, 2});                       // [H, m, hd]
+        auto scores = torch::matmul(qb, K.permute({1, 2, 0})) * scale;          // [H, m, L]
+        auto key_idx = torch::arange(L, long_opts.device(device)).unsqueeze(0);  // [1, L]
+        auto limit = (torch::arange(m, long_opts.device(device)) + prev).unsqueeze(1);  // [m, 1]
+        scores = scores.masked_fill((key_idx > limit).unsqueeze(0), -std::numeric_limits<float>::infinity());
+        auto att = torch::softmax(scores, -1);
+        outs.push_back(torch::matmul(att, V.permute({1, 0, 2})).permute({1, 0, 2}));  // [m, H, hd]
+        row += m;
+      }
+      auto a = block->wo(torch::cat(outs, 0).reshape({M, d}));                  // [M, d]
+      auto mlp = block->fc2(F::gelu(block->fc1(block->mlp_norm(xs + a))));       // [M, d]
+      auto delta = a + mlp;
+      if (routed) {
+        x = x.index_add(0, idx, delta * r.index_select(0, idx).unsqueeze(-1));
+      } else {
+        x = x + delta;
+      }
+    }
+
+    std::vector<int64_t> last(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) last[static_cast<size_t>(b)] = offset[b + 1] - 1;
+    auto last_rows = x.index_select(0, torch::tensor(last, long_opts).to(device));
+    auto logits = model->lm_head(model->final_norm(last_rows)).to(torch::kCPU).contiguous();  // [B, V]
+    const int64_t V = logits.size(1);
+    const float* p = logits.data_ptr<float>();
+    for (int64_t b = 0; b < B; ++b) result.logits.emplace_back(p + b * V, p + (b + 1) * V);
+    if (all_logits) {
+      auto all = model->lm_head(model->final_norm(x)).to(torch::kCPU).contiguous();  // [N, V]
+      const float* q = all.data_ptr<float>();
+      for (int64_t b = 0; b < B; ++b) result.all_logits.emplace_back(q + offset[b] * V, q + offset[b + 1] * V);
+    }
+  } catch (const c10::Error& e) {
+    rollback();
+    return Internal(std::string("engine step failed: ") + e.what_without_backtrace());
+  }
+
+  for (const auto& c : batch) positions[c.id] += static_cast<int64_t>(c.tokens.size());
+  result.stats.kv_blocks_used = blocks.used_blocks();
+  result.stats.kv_blocks_free = blocks.free_blocks();
+  return result;
+}
+
+}  // namespace modserve

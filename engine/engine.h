@@ -1,0 +1,100 @@
+// Engine: batched MoD decoding over a sparse paged KV cache (DESIGN §2).
+//
+// One entry point, Step(), runs a ragged batch of (sequence, new tokens)
+// chunks: a decode token and a prefill chunk are the same thing. Per routed
+// layer the predictor decides, token by token, who computes; the computing
+// tokens of all sequences are gathered into one matrix for the projections
+// and the MLP; attention runs per sequence over that sequence's K/V at that
+// layer; the result, scaled by the router weight, is added back. Tokens that
+// skip a layer write no K/V there. A routed layer no token computes is
+// skipped whole.
+//
+// A Step either applies completely or, on error (e.g. RESOURCE_EXHAUSTED when
+// the KV pool runs out), changes nothing: sequences keep their state.
+//
+// This header is torch-free so the server can include it.
+//
+// Thread-safety: not thread-safe. One thread (the step loop) owns an Engine.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/kv_block_manager.h"
+#include "engine/model_config.h"
+#include "engine/status.h"
+
+namespace modserve {
+
+struct EngineOptions {
+  int64_t kv_blocks = 4096;   // blocks in the KV pool (shared by all layers)
+  int64_t block_size = 16;    // tokens per block
+  std::string device = "cpu"; // "cpu" or "cuda"
+  int threads = 0;            // intra-op threads (0: one per hardware thread)
+};
+
+struct SequenceChunk {
+  SeqId id = 0;
+  std::vector<int64_t> tokens;  // the new tokens of this sequence in this step (>= 1)
+};
+
+struct LayerStepStats {
+  int64_t layer = 0;
+  bool routed = false;
+  int64_t computed = 0;  // tokens that went through the block
+  int64_t skipped = 0;   // tokens that passed by on the residual path
+};
+
+struct StepStats {
+  int64_t tokens = 0;
+  int64_t sequences = 0;
+  std::vector<LayerStepStats> layers;  // one per layer
+  int64_t kv_blocks_used = 0;
+  int64_t kv_blocks_free = 0;
+};
+
+struct StepResult {
+  // Per chunk, in batch order: logits of the chunk's last token [vocab].
+  std::vector<std::vector<float>> logits;
+  // Per chunk, only when asked for: logits of every token, row-major [n_tokens * vocab].
+  std::vector<std::vector<float>> all_logits;
+  // Per chunk, per token: bit i set iff the token computed the i-th routed layer.
+  std::vector<std::vector<uint64_t>> routes;
+  StepStats stats;
+};
+
+struct KvOccupancy {
+  int64_t block_size = 0;
+  int64_t total_blocks = 0;
+  int64_t used_blocks = 0;
+  std::vector<int64_t> used_blocks_per_layer;
+  int64_t bytes_per_block = 0;  // K and V of block_size tokens of one layer
+};
+
+class Engine {
+ public:
+  struct Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Loads a checkpoint directory and prepares the KV pool.
+  static StatusOr<std::unique_ptr<Engine>> Load(const std::string& model_dir, const EngineOptions& opts);
+
+  const ModelConfig& config() const;
+  Status AddSequence(SeqId id);
+  void Release(SeqId id);  // returns the sequence's KV blocks; no-op for unknown ids
+  int64_t NumTokens(SeqId id) const;  // tokens (positions) the sequence has processed; -1 if unknown
+
+  StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch, bool return_all_logits = false);
+
+  KvOccupancy Occupancy() const;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace modserve
