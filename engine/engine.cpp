@@ -7,6 +7,7 @@
 #include "engine/checkpoint.h"
 #include "engine/engine_torch.h"
 #include "engine/kv_cache.h"
+#include "engine/paged_attention.h"
 
 namespace modserve {
 
@@ -178,7 +179,6 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
     auto tok = torch::tensor(ids, long_opts).to(device);        // [N]
     auto all_pos = torch::tensor(pos, long_opts).to(device);    // [N]
     auto x = model->tok_emb(tok);                               // [N, d]
-    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
 
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
       auto block = model->layers[l]->as<BlockImpl>();
@@ -216,32 +216,28 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
       auto k = Rope(qkv.select(1, 1), ps, cfg.rope_theta);
       auto v = qkv.select(1, 2);
 
-      std::vector<torch::Tensor> outs;
+      // Reserve and write this layer's K/V for every chunk, then attend.
+      std::vector<AttentionChunk> chunks;
+      std::vector<int64_t> slots;
       int64_t row = 0;
       for (int64_t b = 0; b < B; ++b) {
         const int64_t m = per_chunk[static_cast<size_t>(b)];
         if (m == 0) continue;
         const SeqId id = batch[static_cast<size_t>(b)].id;
         const int64_t prev = blocks.NumTokens(id, l);
-        auto slots = blocks.Append(id, l, m);
-        if (!slots.ok()) {
+        auto s = blocks.Append(id, l, m);
+        if (!s.ok()) {
           rollback();
-          return slots.status();
+          return s.status();
         }
         journal.push_back({id, l, prev});
-        kv->Write(*slots, k.narrow(0, row, m), v.narrow(0, row, m));
-        auto [K, V] = kv->Gather(id, l);                                        // [L, H, hd] each
-        const int64_t L = K.size(0);
-        auto qb = q.narrow(0, row, m).permute({1, 0, 2});                       // [H, m, hd]
-        auto scores = torch::matmul(qb, K.permute({1, 2, 0})) * scale;          // [H, m, L]
-        auto key_idx = torch::arange(L, long_opts.device(device)).unsqueeze(0);  // [1, L]
-        auto limit = (torch::arange(m, long_opts.device(device)) + prev).unsqueeze(1);  // [m, 1]
-        scores = scores.masked_fill((key_idx > limit).unsqueeze(0), -std::numeric_limits<float>::infinity());
-        auto att = torch::softmax(scores, -1);
-        outs.push_back(torch::matmul(att, V.permute({1, 0, 2})).permute({1, 0, 2}));  // [m, H, hd]
+        slots.insert(slots.end(), s->begin(), s->end());
+        chunks.push_back({id, row, m, prev});
         row += m;
       }
-      auto a = block->wo(torch::cat(outs, 0).reshape({M, d}));                  // [M, d]
+      kv->Write(slots, k, v);
+      auto attn = PagedAttention(*kv, l, q, chunks);                             // [M, H, hd]
+      auto a = block->wo(attn.reshape({M, d}));                                  // [M, d]
       auto mlp = block->fc2(F::gelu(block->fc1(block->mlp_norm(xs + a))));       // [M, d]
       auto delta = a + mlp;
       if (routed) {

@@ -74,6 +74,11 @@ void KvBlockManager::Truncate(SeqId id, int64_t layer, int64_t n_tokens) {
   }
 }
 
+void KvBlockManager::AppendSlots(SeqId id, int64_t layer, std::vector<int64_t>* out) const {
+  const LayerCache& c = At(id, layer);
+  for (int64_t t = 0; t < c.tokens; ++t) out->push_back(c.blocks[static_cast<size_t>(t / opts_.block_size)] * opts_.block_size + t % opts_.block_size);
+}
+
 int64_t KvBlockManager::NumTokens(SeqId id, int64_t layer) const { return At(id, layer).tokens; }
 
 const std::vector<int64_t>& KvBlockManager::BlockTable(SeqId id, int64_t layer) const { return At(id, layer).blocks; }

@@ -46,6 +46,8 @@ class KvBlockManager {
 
   int64_t NumTokens(SeqId id, int64_t layer) const;
   const std::vector<int64_t>& BlockTable(SeqId id, int64_t layer) const;
+  // Appends the slots of every cached token of (id, layer), in order, to `out`.
+  void AppendSlots(SeqId id, int64_t layer, std::vector<int64_t>* out) const;
 
   int64_t block_size() const { return opts_.block_size; }
   int64_t num_blocks() const { return opts_.num_blocks; }

@@ -15,12 +15,13 @@ void KvCache::Write(const std::vector<int64_t>& slots, const torch::Tensor& k, c
 }
 
 std::pair<torch::Tensor, torch::Tensor> KvCache::Gather(SeqId id, int64_t layer) const {
-  const auto& table = manager_.BlockTable(id, layer);
-  const int64_t bs = manager_.block_size(), n = manager_.NumTokens(id, layer);
-  auto blocks = torch::tensor(table, torch::kLong).to(k_pool_.device());                   // [nb]
-  auto rows = (blocks.unsqueeze(1) * bs + torch::arange(bs, blocks.options())).reshape({-1});  // [nb * bs]
-  rows = rows.narrow(0, 0, n);
-  return {k_pool_.index_select(0, rows), v_pool_.index_select(0, rows)};
+  std::vector<int64_t> slots;
+  manager_.AppendSlots(id, layer, &slots);
+  return GatherSlots(torch::tensor(slots, torch::kLong).to(k_pool_.device()));
+}
+
+std::pair<torch::Tensor, torch::Tensor> KvCache::GatherSlots(const torch::Tensor& slots) const {
+  return {k_pool_.index_select(0, slots), v_pool_.index_select(0, slots)};
 }
 
 int64_t KvCache::bytes_per_block() const {

@@ -25,6 +25,9 @@ class KvCache {
   void Write(const std::vector<int64_t>& slots, const torch::Tensor& k, const torch::Tensor& v);
   // All cached K and V of (id, layer), in append order: [L, H, hd] each.
   std::pair<torch::Tensor, torch::Tensor> Gather(SeqId id, int64_t layer) const;
+  // K and V rows at `slots` [n] int64 on the cache's device: [n, H, hd] each.
+  std::pair<torch::Tensor, torch::Tensor> GatherSlots(const torch::Tensor& slots) const;
+  torch::Device device() const { return k_pool_.device(); }
 
   int64_t bytes_per_block() const;
 

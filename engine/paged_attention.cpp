@@ -1,0 +1,77 @@
+#include "engine/paged_attention.h"
+
+#include <cmath>
+#include <limits>
+
+namespace modserve {
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// One-token chunks of many sequences: keys padded to the longest, masked.
+torch::Tensor DecodeBatch(const KvCache& kv, int64_t layer, const torch::Tensor& q, const std::vector<const AttentionChunk*>& chunks,
+                          double scale) {
+  const auto n = static_cast<int64_t>(chunks.size());
+  int64_t lmax = 0;
+  for (const auto* c : chunks) lmax = std::max(lmax, c->prev + 1);
+  std::vector<int64_t> slots, rows, lengths;
+  slots.reserve(static_cast<size_t>(n * lmax));
+  for (const auto* c : chunks) {
+    const size_t start = slots.size();
+    kv.manager().AppendSlots(c->id, layer, &slots);
+    const auto len = static_cast<int64_t>(slots.size() - start);
+    slots.resize(start + static_cast<size_t>(lmax), slots[start]);  // pad with a valid slot; masked below
+    rows.push_back(c->row);
+    lengths.push_back(len);
+  }
+  auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(kv.device());
+  const int64_t H = q.size(1), hd = q.size(2);
+  auto [K, V] = kv.GatherSlots(torch::tensor(slots, torch::kLong).to(kv.device()));         // [n * lmax, H, hd]
+  K = K.view({n, lmax, H, hd});
+  V = V.view({n, lmax, H, hd});
+  auto qd = q.index_select(0, torch::tensor(rows, torch::kLong).to(kv.device())).unsqueeze(1);  // [n, 1, H, hd]
+  // Multiply-and-reduce rather than bmm: a single-row bmm per (sequence, head)
+  // is slow on the CPU and oversubscribes threads when batched.
+  auto scores = (qd * K).sum(-1) * scale;                                                     // [n, lmax, H]
+  auto pad = torch::arange(lmax, long_opts).unsqueeze(0) >= torch::tensor(lengths, torch::kLong).to(kv.device()).unsqueeze(1);  // [n, lmax]
+  scores = scores.masked_fill(pad.unsqueeze(-1), kNegInf);
+  auto att = torch::softmax(scores, 1);                                                       // [n, lmax, H]
+  return (att.unsqueeze(-1) * V).sum(1);                                                      // [n, H, hd]
+}
+
+// One sequence's chunk of `count` new tokens over its whole cache.
+torch::Tensor Prefill(const KvCache& kv, int64_t layer, const torch::Tensor& q, const AttentionChunk& c, double scale) {
+  auto [K, V] = kv.Gather(c.id, layer);                                              // [L, H, hd]
+  const int64_t L = K.size(0);
+  auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(kv.device());
+  auto qb = q.narrow(0, c.row, c.count).permute({1, 0, 2});                          // [H, m, hd]
+  auto scores = torch::matmul(qb, K.permute({1, 2, 0})) * scale;                     // [H, m, L]
+  auto key = torch::arange(L, long_opts).unsqueeze(0);                               // [1, L]
+  auto limit = (torch::arange(c.count, long_opts) + c.prev).unsqueeze(1);            // [m, 1]
+  scores = scores.masked_fill((key > limit).unsqueeze(0), kNegInf);
+  return torch::matmul(torch::softmax(scores, -1), V.permute({1, 0, 2})).permute({1, 0, 2});  // [m, H, hd]
+}
+
+}  // namespace
+
+torch::Tensor PagedAttention(const KvCache& kv, int64_t layer, const torch::Tensor& q, const std::vector<AttentionChunk>& chunks) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(2)));
+  auto out = torch::empty_like(q);  // [M, H, hd]
+  std::vector<const AttentionChunk*> decode;
+  for (const auto& c : chunks) {
+    if (c.count == 1) {
+      decode.push_back(&c);
+    } else if (c.count > 1) {
+      out.narrow(0, c.row, c.count).copy_(Prefill(kv, layer, q, c, scale));
+    }
+  }
+  if (!decode.empty()) {
+    std::vector<int64_t> rows;
+    for (const auto* c : decode) rows.push_back(c->row);
+    out.index_copy_(0, torch::tensor(rows, torch::kLong).to(q.device()), DecodeBatch(kv, layer, q, decode, scale));
+  }
+  return out;
+}
+
+}  // namespace modserve

@@ -1,0 +1,30 @@
+// PagedAttention: causal attention of a layer's computing tokens over each
+// sequence's cached K/V at that layer (the sparse paged KV cache).
+//
+// The new tokens' K/V must already be written to the cache. Decode chunks (one
+// new token) of all sequences run as one padded batched attention; prefill
+// chunks run one sequence at a time. Query i of a chunk sees the chunk's
+// cached keys before it plus new keys up to itself.
+//
+// Thread-safety: reads the cache; run from the engine's step loop.
+#pragma once
+
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "engine/kv_cache.h"
+
+namespace modserve {
+
+struct AttentionChunk {
+  SeqId id = 0;
+  int64_t row = 0;   // first row of this chunk's queries in q
+  int64_t count = 0; // new computing tokens of the chunk at this layer
+  int64_t prev = 0;  // tokens cached at this layer before this step
+};
+
+// q: [M, H, hd] (rotated); returns [M, H, hd].
+torch::Tensor PagedAttention(const KvCache& kv, int64_t layer, const torch::Tensor& q, const std::vector<AttentionChunk>& chunks);
+
+}  // namespace modserve

@@ -1,0 +1,260 @@
+// mod-bench: decode throughput of MoD against its dense baseline (same
+// architecture, routing off) at several batch sizes, on the shipped model and
+// on a synthetic model; realized compute fraction, KV bytes per token, and
+// achieved GFLOP/s against a matmul peak measured for the same shapes in the
+// same run. A benchmark tool, not a test: it prints figures.
+#include <malloc.h>
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/checkpoint.h"
+#include "engine/engine_torch.h"
+#include "engine/flags.h"
+
+using namespace modserve;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+struct DecodeRun {
+  double tokens_per_s = 0;
+  double seconds = 0;
+  double compute_fraction = 1;  // over routed layers, decode steps only
+  double kv_bytes_per_token = 0;
+  double flops = 0;             // matmul FLOPs of the timed decode steps
+  std::vector<int64_t> rows_per_layer;  // mean computing rows per decode step, per layer
+};
+
+// The dense baseline of `mod`: same architecture and trunk weights, routing off.
+MoDTransformer DenseTwin(MoDTransformer& mod) {
+  ModelConfig cfg = mod->config();
+  cfg.routing_enabled = false;
+  cfg.routed_layers.clear();
+  MoDTransformer dense(cfg);
+  torch::NoGradGuard ng;
+  auto src = mod->named_parameters();
+  for (auto& p : dense->named_parameters()) p.value().copy_(src[p.key()]);
+  return dense;
+}
+
+// Shifts each routed layer's predictor bias so that `capacity` of the tokens of
+// a calibration batch compute it, layer by layer in order.
+void CalibratePredictors(MoDTransformer& m, int64_t seq_len, uint64_t seed) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(seed);
+  auto tokens = torch::randint(32, 127, {8, seq_len}, torch::kLong);  // printable bytes, as the bench feeds
+  tokens.select(1, 0).fill_(m->config().bos_id);
+  const ModelConfig& cfg = m->config();
+  for (size_t i = 0; i < cfg.routed_layers.size(); ++i) {
+    auto out = m->Forward(tokens, RouteMode::kPredictor);
+    auto logits = out.routed[i].predictor_logits.flatten();
+    const double q = torch::quantile(logits, 1.0 - cfg.capacity).item<double>();
+    m->layers[cfg.routed_layers[i]]->as<BlockImpl>()->predictor->fc2->bias.sub_(q);
+  }
+}
+
+double LayerMatmulFlops(const ModelConfig& c) {
+  const double d = static_cast<double>(c.d_model), ff = static_cast<double>(c.d_ff);
+  return 2.0 * (4.0 * d * d + 2.0 * d * ff);
+}
+
+// Prefills `batch` sequences with `prompt` random printable bytes, then times
+// `steps` decode steps of all of them together. Each step feeds the greedy
+// token (a trained model) or another random printable byte (a random model,
+// whose predictors were calibrated on such bytes).
+DecodeRun Decode(MoDTransformer model, int64_t batch, int64_t prompt, int64_t steps, int64_t block_size, bool greedy, uint64_t seed) {
+  EngineOptions o;
+  o.block_size = block_size;
+  o.kv_blocks = batch * model->config().n_layers * ((prompt + steps) / o.block_size + 2);
+  auto engine = std::move(CreateEngine(model, o)).value();
+  const ModelConfig& cfg = model->config();
+  std::mt19937_64 rng(seed);
+  std::vector<int64_t> next(static_cast<size_t>(batch));
+  for (int64_t b = 0; b < batch; ++b) {
+    engine->AddSequence(b);
+    std::vector<int64_t> toks{cfg.bos_id};
+    for (int64_t i = 1; i < prompt; ++i) toks.push_back(static_cast<int64_t>(32 + rng() % 95));
+    auto r = engine->Step({{b, toks}});
+    if (!r.ok()) throw std::runtime_error(r.status().ToString());
+    next[static_cast<size_t>(b)] = std::max_element(r->logits[0].begin(), r->logits[0].end()) - r->logits[0].begin();
+  }
+  DecodeRun run;
+  run.rows_per_layer.assign(static_cast<size_t>(cfg.n_layers), 0);
+  double computed = 0, seen = 0;
+  auto t0 = Clock::now();
+  for (int64_t s = 0; s < steps; ++s) {
+    std::vector<SequenceChunk> chunks;
+    for (int64_t b = 0; b < batch; ++b) chunks.push_back({b, {next[static_cast<size_t>(b)]}});
+    auto r = engine->Step(chunks);
+    if (!r.ok()) throw std::runtime_error(r.status().ToString());
+    for (int64_t b = 0; b < batch; ++b) {
+      const auto& row = r->logits[static_cast<size_t>(b)];
+      next[static_cast<size_t>(b)] = greedy ? std::max_element(row.begin(), row.end()) - row.begin() : static_cast<int64_t>(32 + rng() % 95);
+    }
+    for (const auto& l : r->stats.layers) {
+      run.rows_per_layer[static_cast<size_t>(l.layer)] += l.computed;
+      const double ctx = static_cast<double>(prompt + s);  // upper bound on keys per computing token
+      const double keys = l.routed ? ctx * cfg.capacity : ctx;
+      run.flops += static_cast<double>(l.computed) * (LayerMatmulFlops(cfg) + 4.0 * keys * static_cast<double>(cfg.d_model));
+      if (l.routed) {
+        computed += static_cast<double>(l.computed);
+        seen += static_cast<double>(l.computed + l.skipped);
+        run.flops += static_cast<double>(l.computed + l.skipped) * 2.0 * static_cast<double>(cfg.d_model) * (1.0 + static_cast<double>(cfg.predictor_hidden));
+      }
+    }
+    run.flops += static_cast<double>(batch) * 2.0 * static_cast<double>(cfg.d_model * cfg.vocab_size);
+  }
+  run.seconds = Seconds(t0, Clock::now());
+  run.tokens_per_s = static_cast<double>(batch * steps) / run.seconds;
+  run.compute_fraction = seen > 0 ? computed / seen : 1.0;
+  for (auto& r : run.rows_per_layer) r = (r + steps / 2) / std::max<int64_t>(steps, 1);
+  const KvOccupancy occ = engine->Occupancy();
+  run.kv_bytes_per_token = static_cast<double>(occ.used_blocks * occ.bytes_per_block) / static_cast<double>(batch * (prompt + steps));
+  return run;
+}
+
+// GFLOP/s of the step's matmuls (QKV, out, MLP up and down) at the row counts
+// the decode steps ran, timed back to back in this process.
+double MatmulPeak(const ModelConfig& c, const std::vector<int64_t>& rows_per_layer, int reps) {
+  torch::NoGradGuard ng;
+  const int64_t d = c.d_model, ff = c.d_ff;
+  auto wqkv = torch::randn({3 * d, d}), wo = torch::randn({d, d}), w1 = torch::randn({ff, d}), w2 = torch::randn({d, ff});
+  double flops = 0;
+  auto t0 = Clock::now();
+  for (int rep = 0; rep < reps; ++rep) {
+    for (int64_t m : rows_per_layer) {
+      if (m == 0) continue;
+      auto x = torch::randn({m, d});
+      auto h = torch::randn({m, ff});
+      torch::linear(x, wqkv);
+      torch::linear(x, wo);
+      torch::linear(x, w1);
+      torch::linear(h, w2);
+      flops += static_cast<double>(m) * 2.0 * (4.0 * d * d + 2.0 * d * ff);
+    }
+  }
+  return flops / Seconds(t0, Clock::now()) / 1e9;
+}
+
+Status Run(int argc, char** argv) {
+  Flags f;
+  f.Define("model", "models/mod-small", "checkpoint directory of the shipped model ('' to skip)");
+  f.Define("batches", "1,8,32,64", "comma-separated batch sizes");
+  f.Define("prompt", "128", "prompt tokens per sequence");
+  f.Define("steps", "32", "timed decode steps");
+  f.Define("block-size", "8", "KV cache block size in tokens");
+  f.Define("synthetic", "true", "also run the synthetic model");
+  f.Define("synthetic-d-model", "1024", "synthetic model width");
+  f.Define("synthetic-layers", "12", "synthetic model layers");
+  f.Define("synthetic-heads", "16", "synthetic model heads");
+  f.Define("synthetic-capacity", "0.125", "synthetic model capacity");
+  f.Define("threads", "0", "intra-op threads (0: one per hardware thread)");
+  f.Define("json", "false", "print {\"results\": [...]}", true);
+  f.Define("help", "false", "print this help", true);
+  MODSERVE_RETURN_IF_ERROR(f.Parse(argc, argv));
+  if (f.Bool("help")) {
+    std::printf("%s", f.Usage("mod-bench", "Decode throughput of MoD vs dense, KV bytes per token, achieved GFLOP/s.").c_str());
+    return Status::Ok();
+  }
+  int64_t prompt = 0, steps = 0, block_size = 0, sd = 0, sl = 0, sh = 0, threads = 0;
+  double scap = 0;
+  MODSERVE_RETURN_IF_ERROR(f.Get("prompt", &prompt));
+  MODSERVE_RETURN_IF_ERROR(f.Get("steps", &steps));
+  MODSERVE_RETURN_IF_ERROR(f.Get("block-size", &block_size));
+  MODSERVE_RETURN_IF_ERROR(f.Get("synthetic-d-model", &sd));
+  MODSERVE_RETURN_IF_ERROR(f.Get("synthetic-layers", &sl));
+  MODSERVE_RETURN_IF_ERROR(f.Get("synthetic-heads", &sh));
+  MODSERVE_RETURN_IF_ERROR(f.Get("synthetic-capacity", &scap));
+  MODSERVE_RETURN_IF_ERROR(f.Get("threads", &threads));
+  if (prompt < 1 || steps < 1) return InvalidArgument("--prompt and --steps must be >= 1");
+  if (block_size < 1) return InvalidArgument("--block-size must be >= 1");
+  std::vector<int64_t> batches;
+  {
+    std::stringstream ss(f.Str("batches"));
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      char* end = nullptr;
+      long v = std::strtol(item.c_str(), &end, 10);
+      if (item.empty() || *end != '\0' || v < 1) return InvalidArgument("--batches must be positive integers, got \"" + f.Str("batches") + "\"");
+      batches.push_back(v);
+    }
+  }
+  // Keep large temporaries (gathered K/V) on the heap instead of mapping and
+  // unmapping them every step: page faults otherwise dominate batched decode.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+  torch::set_num_threads(threads > 0 ? static_cast<int>(threads) : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+
+  std::vector<std::pair<std::string, MoDTransformer>> models;
+  if (!f.Str("model").empty()) {
+    auto m = LoadCheckpoint(f.Str("model"));
+    if (!m.ok()) return m.status();
+    models.emplace_back("shipped", *m);
+  }
+  if (f.Bool("synthetic")) {
+    ModelConfig c;
+    c.d_model = sd;
+    c.n_layers = sl;
+    c.n_heads = sh;
+    c.d_ff = 4 * sd;
+    c.max_context = 1024;
+    c.capacity = scap;
+    c.routed_layers = ModelConfig::DefaultRoutedLayers(sl);
+    MODSERVE_RETURN_IF_ERROR(c.Validate());
+    torch::manual_seed(7);
+    MoDTransformer m(c);
+    CalibratePredictors(m, std::min<int64_t>(prompt + steps, c.max_context), 8);
+    models.emplace_back("synthetic", m);
+  }
+
+  nlohmann::json results = nlohmann::json::array();
+  for (auto& [name, mod] : models) {
+    if (prompt + steps > mod->config().max_context) {
+      return InvalidArgument("--prompt + --steps exceeds the " + name + " model's max_context " + std::to_string(mod->config().max_context));
+    }
+    MoDTransformer dense = DenseTwin(mod);
+    for (int64_t b : batches) {
+      const bool greedy = name == "shipped";
+      DecodeRun m = Decode(mod, b, prompt, steps, block_size, greedy, 1);
+      DecodeRun d = Decode(dense, b, prompt, steps, block_size, greedy, 1);
+      const double achieved = m.flops / m.seconds / 1e9;
+      const double peak = MatmulPeak(mod->config(), m.rows_per_layer, static_cast<int>(steps));
+      nlohmann::json r = {{"model", name},
+                          {"batch", b},
+                          {"mod_tokens_per_s", m.tokens_per_s},
+                          {"dense_tokens_per_s", d.tokens_per_s},
+                          {"speedup_ratio", m.tokens_per_s / d.tokens_per_s},
+                          {"compute_fraction", m.compute_fraction},
+                          {"kv_bytes_per_token_mod", m.kv_bytes_per_token},
+                          {"kv_bytes_per_token_dense", d.kv_bytes_per_token},
+                          {"kv_bytes_ratio", m.kv_bytes_per_token / d.kv_bytes_per_token},
+                          {"achieved_gflops", achieved},
+                          {"dense_achieved_gflops", d.flops / d.seconds / 1e9},
+                          {"matmul_peak_gflops", peak},
+                          {"peak_fraction", achieved / peak}};
+      results.push_back(r);
+      if (!f.Bool("json")) {
+        std::printf("%-9s batch %3lld  MoD %9.1f tok/s  dense %9.1f tok/s  ratio %.2f  compute %.3f  KV B/tok %.0f vs %.0f (%.3f)  %.1f GFLOP/s of %.1f peak (%.0f%%)\n",
+                    name.c_str(), static_cast<long long>(b), m.tokens_per_s, d.tokens_per_s, m.tokens_per_s / d.tokens_per_s,
+                    m.compute_fraction, m.kv_bytes_per_token, d.kv_bytes_per_token, m.kv_bytes_per_token / d.kv_bytes_per_token, achieved,
+                    peak, 100.0 * achieved / peak);
+        std::fflush(stdout);
+      }
+    }
+  }
+  if (f.Bool("json")) std::printf("%s\n", nlohmann::json{{"results", results}}.dump(2).c_str());
+  return Status::Ok();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return RunToolMain("mod-bench", argc, argv, Run); }
