@@ -9,7 +9,7 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// One-token chunks of many sequences: keys padded to the longest, masked.
+// One-token chunks of several sequences: keys padded to the longest, masked.
 torch::Tensor DecodeBatch(const KvCache& kv, int64_t layer, const torch::Tensor& q, const std::vector<const AttentionChunk*>& chunks,
                           double scale) {
   const auto n = static_cast<int64_t>(chunks.size());
@@ -66,10 +66,14 @@ torch::Tensor PagedAttention(const KvCache& kv, int64_t layer, const torch::Tens
       out.narrow(0, c.row, c.count).copy_(Prefill(kv, layer, q, c, scale));
     }
   }
-  if (!decode.empty()) {
+  // Groups of kDecodeGroup sequences bound the gathered K/V temporaries.
+  constexpr size_t kDecodeGroup = 16;
+  for (size_t start = 0; start < decode.size(); start += kDecodeGroup) {
+    std::vector<const AttentionChunk*> group(decode.begin() + static_cast<long>(start),
+                                             decode.begin() + static_cast<long>(std::min(decode.size(), start + kDecodeGroup)));
     std::vector<int64_t> rows;
-    for (const auto* c : decode) rows.push_back(c->row);
-    out.index_copy_(0, torch::tensor(rows, torch::kLong).to(q.device()), DecodeBatch(kv, layer, q, decode, scale));
+    for (const auto* c : group) rows.push_back(c->row);
+    out.index_copy_(0, torch::tensor(rows, torch::kLong).to(q.device()), DecodeBatch(kv, layer, q, group, scale));
   }
   return out;
 }
