@@ -98,6 +98,24 @@ Status Flags::Get(const std::string& name, double* out) const {
   return Status::Ok();
 }
 
+Status Flags::Get(const std::string& name, std::vector<int64_t>* out) const {
+  const std::string& v = defs_.at(name).value;
+  std::vector<int64_t> items;
+  std::stringstream ss(v);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    errno = 0;
+    long long x = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || errno == ERANGE) {
+      return InvalidArgument("flag --" + name + " needs a comma-separated list of integers, got \"" + v + "\"");
+    }
+    items.push_back(static_cast<int64_t>(x));
+  }
+  *out = std::move(items);
+  return Status::Ok();
+}
+
 int RunToolMain(const char* program, int argc, char** argv, Status (*body)(int, char**)) {
   Status st = body(argc, argv);
   if (!st.ok()) {

@@ -29,6 +29,8 @@ class Flags {
   // Typed reads into an existing variable, for chaining with MODSERVE_RETURN_IF_ERROR.
   Status Get(const std::string& name, int64_t* out) const;
   Status Get(const std::string& name, double* out) const;
+  // A comma-separated list of integers ("" is an empty list).
+  Status Get(const std::string& name, std::vector<int64_t>* out) const;
   const std::vector<std::string>& positional() const { return positional_; }
 
  private:

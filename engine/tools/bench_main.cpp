@@ -8,7 +8,6 @@
 #include <chrono>
 #include <cstdio>
 #include <random>
-#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -178,15 +177,9 @@ Status Run(int argc, char** argv) {
   if (prompt < 1 || steps < 1) return InvalidArgument("--prompt and --steps must be >= 1");
   if (block_size < 1) return InvalidArgument("--block-size must be >= 1");
   std::vector<int64_t> batches;
-  {
-    std::stringstream ss(f.Str("batches"));
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-      char* end = nullptr;
-      long v = std::strtol(item.c_str(), &end, 10);
-      if (item.empty() || *end != '\0' || v < 1) return InvalidArgument("--batches must be positive integers, got \"" + f.Str("batches") + "\"");
-      batches.push_back(v);
-    }
+  MODSERVE_RETURN_IF_ERROR(f.Get("batches", &batches));
+  for (int64_t b : batches) {
+    if (b < 1) return InvalidArgument("--batches must list positive batch sizes");
   }
   // Keep large temporaries (gathered K/V) on the heap instead of mapping and
   // unmapping them every step: page faults otherwise dominate batched decode.

@@ -1,7 +1,6 @@
 // mod-train: trains a MoD (or dense) byte-level model from a text corpus and
 // writes a checkpoint directory (config.json + model.safetensors).
 #include <cstdio>
-#include <sstream>
 
 #include "engine/flags.h"
 #include "engine/trainer.h"
@@ -9,19 +8,6 @@
 using namespace modserve;
 
 namespace {
-
-StatusOr<std::vector<int64_t>> ParseLayers(const std::string& s) {
-  std::vector<int64_t> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    char* end = nullptr;
-    long v = std::strtol(item.c_str(), &end, 10);
-    if (item.empty() || *end != '\0') return InvalidArgument("--routed-layers must be a comma-separated list of layer indices, got \"" + s + "\"");
-    out.push_back(v);
-  }
-  return out;
-}
 
 Status Run(int argc, char** argv) {
   Flags f;
@@ -81,11 +67,7 @@ Status Run(int argc, char** argv) {
   MODSERVE_RETURN_IF_ERROR(f.Get("predictor-hidden", &m.predictor_hidden));
   m.routing_enabled = !f.Bool("dense");
   m.routed_layers = ModelConfig::DefaultRoutedLayers(m.n_layers);
-  if (!f.Str("routed-layers").empty()) {
-    auto layers = ParseLayers(f.Str("routed-layers"));
-    if (!layers.ok()) return layers.status();
-    m.routed_layers = *layers;
-  }
+  if (!f.Str("routed-layers").empty()) MODSERVE_RETURN_IF_ERROR(f.Get("routed-layers", &m.routed_layers));
   if (!m.routing_enabled) m.routed_layers.clear();
   MODSERVE_RETURN_IF_ERROR(f.Get("steps", &o.steps));
   MODSERVE_RETURN_IF_ERROR(f.Get("stop-at", &o.stop_at));
