@@ -6,6 +6,7 @@
 #include <malloc.h>
 
 #include <chrono>
+#include <functional>
 #include <cstdio>
 #include <random>
 #include <thread>
@@ -144,6 +145,35 @@ double MatmulPeak(const ModelConfig& c, const std::vector<int64_t>& rows_per_lay
   return flops / Seconds(t0, Clock::now()) / 1e9;
 }
 
+// Milliseconds for one layer's four projection matmuls at `rows` rows, in f32
+// and in bf16: how a layer's cost scales with the tokens that compute it.
+void PrintRowScan(int64_t d, int64_t ff) {
+  torch::NoGradGuard ng;
+  auto time_ms = [](const std::function<void()>& f) {
+    for (int i = 0; i < 3; ++i) f();
+    auto t0 = Clock::now();
+    for (int i = 0; i < 30; ++i) f();
+    return Seconds(t0, Clock::now()) / 30 * 1e3;
+  };
+  std::printf("layer projection matmuls (d_model %lld, d_ff %lld): ms per layer by rows\n", static_cast<long long>(d), static_cast<long long>(ff));
+  for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    auto w = [&](int64_t o, int64_t i) { return torch::randn({o, i}).to(dtype); };
+    auto wqkv = w(3 * d, d), wo = w(d, d), w1 = w(ff, d), w2 = w(d, ff);
+    std::printf("  %-5s", dtype == torch::kFloat ? "f32" : "bf16");
+    for (int64_t m : {1, 4, 8, 16, 32, 64}) {
+      auto x = torch::randn({m, d}).to(dtype), h = torch::randn({m, ff}).to(dtype);
+      const double ms = time_ms([&] {
+        torch::linear(x, wqkv);
+        torch::linear(x, wo);
+        torch::linear(x, w1);
+        torch::linear(h, w2);
+      });
+      std::printf("  %lld rows %.2f", static_cast<long long>(m), ms);
+    }
+    std::printf("\n");
+  }
+}
+
 Status Run(int argc, char** argv) {
   Flags f;
   f.Define("model", "models/mod-small", "checkpoint directory of the shipped model ('' to skip)");
@@ -157,6 +187,7 @@ Status Run(int argc, char** argv) {
   f.Define("synthetic-heads", "16", "synthetic model heads");
   f.Define("synthetic-capacity", "0.125", "synthetic model capacity");
   f.Define("threads", "0", "intra-op threads (0: one per hardware thread)");
+  f.Define("row-scan", "false", "only print how one synthetic layer's matmul time scales with its rows (f32 and bf16)", true);
   f.Define("json", "false", "print {\"results\": [...]}", true);
   f.Define("help", "false", "print this help", true);
   MODSERVE_RETURN_IF_ERROR(f.Parse(argc, argv));
@@ -186,6 +217,11 @@ Status Run(int argc, char** argv) {
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
   torch::set_num_threads(threads > 0 ? static_cast<int>(threads) : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+
+  if (f.Bool("row-scan")) {
+    PrintRowScan(sd, 4 * sd);
+    return Status::Ok();
+  }
 
   std::vector<std::pair<std::string, MoDTransformer>> models;
   if (!f.Str("model").empty()) {
