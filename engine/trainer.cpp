@@ -89,13 +89,13 @@ StatusOr<TrainSummary> Train(const TrainOptions& o) {
     torch::manual_seed(o.seed);
     MoDTransformer model(o.model);
     int64_t first_step = 0;
-    auto opt = MakeOptimizer(model, o);
     if (o.resume) {
       auto loaded = LoadCheckpoint(o.out_dir);
       if (!loaded.ok()) return loaded.status();
       model = std::move(loaded).value();
-      model->train();
-      opt = MakeOptimizer(model, o);
+    }
+    auto opt = MakeOptimizer(model, o);
+    if (o.resume) {
       const std::string path = (fs::path(o.out_dir) / "trainer_state.pt").string();
       if (!fs::exists(path)) return NotFound(path + ": no trainer state to resume from");
       torch::serialize::InputArchive archive;
