@@ -56,19 +56,21 @@ Engine::~Engine() = default;
 StatusOr<std::unique_ptr<Engine>> CreateEngine(MoDTransformer model, const EngineOptions& opts) {
   if (opts.kv_blocks < 1) return InvalidArgument("kv_blocks must be >= 1");
   if (opts.block_size < 1 || opts.block_size > 4096) return InvalidArgument("block_size must be in [1, 4096]");
+  if (opts.dtype != "float32" && opts.dtype != "bfloat16") return InvalidArgument("dtype must be \"float32\" or \"bfloat16\", got \"" + opts.dtype + "\"");
+  const auto dtype = opts.dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat;
   auto impl = std::make_unique<Engine::Impl>();
   MODSERVE_RETURN_IF_ERROR(CheckDevice(opts.device, &impl->device));
   try {
     torch::set_num_threads(opts.threads > 0 ? opts.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
     model->eval();
-    model->to(impl->device);
+    model->to(impl->device, dtype);
     impl->model = model;
     const ModelConfig& cfg = model->config();
     KvBlockManagerOptions bo;
     bo.num_blocks = opts.kv_blocks;
     bo.block_size = opts.block_size;
     bo.n_layers = cfg.n_layers;
-    impl->kv = std::make_unique<KvCache>(bo, cfg.n_heads, cfg.head_dim(), torch::TensorOptions().dtype(torch::kFloat).device(impl->device));
+    impl->kv = std::make_unique<KvCache>(bo, cfg.n_heads, cfg.head_dim(), torch::TensorOptions().dtype(dtype).device(impl->device));
     int64_t ordinal = 0;
     for (int64_t l = 0; l < cfg.n_layers; ++l) impl->routed_ordinal.push_back(cfg.IsRouted(l) ? ordinal++ : -1);
   } catch (const c10::Error& e) {
@@ -250,12 +252,12 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
     std::vector<int64_t> last(static_cast<size_t>(B));
     for (int64_t b = 0; b < B; ++b) last[static_cast<size_t>(b)] = offset[b + 1] - 1;
     auto last_rows = x.index_select(0, torch::tensor(last, long_opts).to(device));
-    auto logits = model->lm_head(model->final_norm(last_rows)).to(torch::kCPU).contiguous();  // [B, V]
+    auto logits = model->lm_head(model->final_norm(last_rows)).to(torch::kCPU, torch::kFloat).contiguous();  // [B, V]
     const int64_t V = logits.size(1);
     const float* p = logits.data_ptr<float>();
     for (int64_t b = 0; b < B; ++b) result.logits.emplace_back(p + b * V, p + (b + 1) * V);
     if (all_logits) {
-      auto all = model->lm_head(model->final_norm(x)).to(torch::kCPU).contiguous();  // [N, V]
+      auto all = model->lm_head(model->final_norm(x)).to(torch::kCPU, torch::kFloat).contiguous();  // [N, V]
       const float* q = all.data_ptr<float>();
       for (int64_t b = 0; b < B; ++b) result.all_logits.emplace_back(q + offset[b] * V, q + offset[b + 1] * V);
     }

@@ -32,6 +32,9 @@ struct EngineOptions {
   int64_t kv_blocks = 4096;   // blocks in the KV pool (shared by all layers)
   int64_t block_size = 16;    // tokens per block
   std::string device = "cpu"; // "cpu" or "cuda"
+  std::string dtype = "float32";  // weights, activations and KV cache: "float32" or "bfloat16"
+                                  // (bfloat16 halves KV bytes and runs matmuls through oneDNN;
+                                  // norms, softmax and logits stay float32)
   int threads = 0;            // intra-op threads (0: one per hardware thread)
 };
 

@@ -43,8 +43,9 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  auto rms = torch::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps_);
-  return x * rms * weight;
+  auto xf = x.to(torch::kFloat);  // statistics in float32 whatever the activations' dtype
+  auto rms = torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+  return (xf * rms).to(x.scalar_type()) * weight;
 }
 
 PredictorImpl::PredictorImpl(int64_t d_model, int64_t hidden) {

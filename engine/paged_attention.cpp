@@ -28,9 +28,9 @@ torch::Tensor DecodeBatch(const KvCache& kv, int64_t layer, const torch::Tensor&
   auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(kv.device());
   const int64_t H = q.size(1), hd = q.size(2);
   auto [K, V] = kv.GatherSlots(torch::tensor(slots, torch::kLong).to(kv.device()));         // [n * lmax, H, hd]
-  K = K.view({n, lmax, H, hd});
-  V = V.view({n, lmax, H, hd});
-  auto qd = q.index_select(0, torch::tensor(rows, torch::kLong).to(kv.device())).unsqueeze(1);  // [n, 1, H, hd]
+  K = K.to(torch::kFloat).view({n, lmax, H, hd});
+  V = V.to(torch::kFloat).view({n, lmax, H, hd});
+  auto qd = q.index_select(0, torch::tensor(rows, torch::kLong).to(kv.device())).to(torch::kFloat).unsqueeze(1);  // [n, 1, H, hd]
   // Multiply-and-reduce rather than bmm: a single-row bmm per (sequence, head)
   // is slow on the CPU and oversubscribes threads when batched.
   auto scores = (qd * K).sum(-1) * scale;                                                     // [n, lmax, H]
@@ -43,9 +43,11 @@ torch::Tensor DecodeBatch(const KvCache& kv, int64_t layer, const torch::Tensor&
 // One sequence's chunk of `count` new tokens over its whole cache.
 torch::Tensor Prefill(const KvCache& kv, int64_t layer, const torch::Tensor& q, const AttentionChunk& c, double scale) {
   auto [K, V] = kv.Gather(c.id, layer);                                              // [L, H, hd]
+  K = K.to(torch::kFloat);
+  V = V.to(torch::kFloat);
   const int64_t L = K.size(0);
   auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(kv.device());
-  auto qb = q.narrow(0, c.row, c.count).permute({1, 0, 2});                          // [H, m, hd]
+  auto qb = q.narrow(0, c.row, c.count).to(torch::kFloat).permute({1, 0, 2});       // [H, m, hd]
   auto scores = torch::matmul(qb, K.permute({1, 2, 0})) * scale;                     // [H, m, L]
   auto key = torch::arange(L, long_opts).unsqueeze(0);                               // [1, L]
   auto limit = (torch::arange(c.count, long_opts) + c.prev).unsqueeze(1);            // [m, 1]
@@ -63,7 +65,7 @@ torch::Tensor PagedAttention(const KvCache& kv, int64_t layer, const torch::Tens
     if (c.count == 1) {
       decode.push_back(&c);
     } else if (c.count > 1) {
-      out.narrow(0, c.row, c.count).copy_(Prefill(kv, layer, q, c, scale));
+      out.narrow(0, c.row, c.count).copy_(Prefill(kv, layer, q, c, scale));  // copy_ casts back to q's dtype
     }
   }
   // Groups of kDecodeGroup sequences bound the gathered K/V temporaries.
@@ -73,7 +75,7 @@ torch::Tensor PagedAttention(const KvCache& kv, int64_t layer, const torch::Tens
                                              decode.begin() + static_cast<long>(std::min(decode.size(), start + kDecodeGroup)));
     std::vector<int64_t> rows;
     for (const auto* c : group) rows.push_back(c->row);
-    out.index_copy_(0, torch::tensor(rows, torch::kLong).to(q.device()), DecodeBatch(kv, layer, q, group, scale));
+    out.index_copy_(0, torch::tensor(rows, torch::kLong).to(q.device()), DecodeBatch(kv, layer, q, group, scale).to(q.scalar_type()));
   }
   return out;
 }

@@ -3,7 +3,8 @@
 //
 // The new tokens' K/V must already be written to the cache. Decode chunks (one
 // new token) of all sequences run as one padded batched attention; prefill
-// chunks run one sequence at a time. Query i of a chunk sees the chunk's
+// chunks run one sequence at a time. Scores, softmax and the weighted sum
+// are float32 whatever the cache's dtype. Query i of a chunk sees the chunk's
 // cached keys before it plus new keys up to itself.
 //
 // Thread-safety: reads the cache; run from the engine's step loop.

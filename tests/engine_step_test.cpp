@@ -286,6 +286,23 @@ TEST(EngineStep, NoBlocksLeakUnderRandomAddStepRelease) {
   EXPECT_EQ(engine->Occupancy().used_blocks, 0);
 }
 
+TEST(EngineStep, Bfloat16EngineStaysCloseToFloat32AndHalvesTheKvBytes) {
+  MoDTransformer f32_model = Shipped();
+  MoDTransformer bf16_model = Shipped();  // a separate copy: the engine converts its model in place
+  auto tokens = Bytes(kText.substr(0, 120), true);
+  auto f32 = MakeEngine(f32_model);
+  EngineOptions o;
+  o.dtype = "bfloat16";
+  auto bf16 = CreateEngine(bf16_model, o);
+  ASSERT_TRUE(bf16.ok()) << bf16.status().ToString();
+  auto a = Incremental(*f32, 1, tokens, 16);
+  auto b = Incremental(**bf16, 1, tokens, 16);
+  EXPECT_LE(RelErr(b, a), 0.1);
+  EXPECT_EQ((*bf16)->Occupancy().bytes_per_block * 2, f32->Occupancy().bytes_per_block);
+  o.dtype = "float16";
+  EXPECT_EQ(CreateEngine(Shipped(), o).status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(EngineStep, CudaOnACpuOnlyBuildFailsAtStartWithAClearMessage) {
   if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is present";
   EngineOptions o;

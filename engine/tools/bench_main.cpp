@@ -34,16 +34,21 @@ struct DecodeRun {
   std::vector<int64_t> rows_per_layer;  // mean computing rows per decode step, per layer
 };
 
-// The dense baseline of `mod`: same architecture and trunk weights, routing off.
-MoDTransformer DenseTwin(MoDTransformer& mod) {
-  ModelConfig cfg = mod->config();
+// A model with config `cfg` holding `src`'s weights wherever the names match:
+// with cfg = src's config a copy, with routing off the dense baseline (same
+// architecture and trunk weights).
+MoDTransformer CopyWithConfig(MoDTransformer& src, const ModelConfig& cfg) {
+  MoDTransformer out(cfg);
+  torch::NoGradGuard ng;
+  auto from = src->named_parameters();
+  for (auto& p : out->named_parameters()) p.value().copy_(from[p.key()]);
+  return out;
+}
+
+ModelConfig DenseConfig(ModelConfig cfg) {
   cfg.routing_enabled = false;
   cfg.routed_layers.clear();
-  MoDTransformer dense(cfg);
-  torch::NoGradGuard ng;
-  auto src = mod->named_parameters();
-  for (auto& p : dense->named_parameters()) p.value().copy_(src[p.key()]);
-  return dense;
+  return cfg;
 }
 
 // Shifts each routed layer's predictor bias so that `capacity` of the tokens of
@@ -71,8 +76,10 @@ double LayerMatmulFlops(const ModelConfig& c) {
 // `steps` decode steps of all of them together. Each step feeds the greedy
 // token (a trained model) or another random printable byte (a random model,
 // whose predictors were calibrated on such bytes).
-DecodeRun Decode(MoDTransformer model, int64_t batch, int64_t prompt, int64_t steps, int64_t block_size, bool greedy, uint64_t seed) {
+DecodeRun Decode(MoDTransformer model, int64_t batch, int64_t prompt, int64_t steps, int64_t block_size, bool greedy,
+                 const std::string& dtype, uint64_t seed) {
   EngineOptions o;
+  o.dtype = dtype;
   o.block_size = block_size;
   o.kv_blocks = batch * model->config().n_layers * ((prompt + steps) / o.block_size + 2);
   auto engine = std::move(CreateEngine(model, o)).value();
@@ -124,17 +131,18 @@ DecodeRun Decode(MoDTransformer model, int64_t batch, int64_t prompt, int64_t st
 
 // GFLOP/s of the step's matmuls (QKV, out, MLP up and down) at the row counts
 // the decode steps ran, timed back to back in this process.
-double MatmulPeak(const ModelConfig& c, const std::vector<int64_t>& rows_per_layer, int reps) {
+double MatmulPeak(const ModelConfig& c, const std::vector<int64_t>& rows_per_layer, int reps, torch::ScalarType dtype) {
   torch::NoGradGuard ng;
   const int64_t d = c.d_model, ff = c.d_ff;
-  auto wqkv = torch::randn({3 * d, d}), wo = torch::randn({d, d}), w1 = torch::randn({ff, d}), w2 = torch::randn({d, ff});
+  auto w = [&](int64_t o, int64_t i) { return torch::randn({o, i}).to(dtype); };
+  auto wqkv = w(3 * d, d), wo = w(d, d), w1 = w(ff, d), w2 = w(d, ff);
   double flops = 0;
   auto t0 = Clock::now();
   for (int rep = 0; rep < reps; ++rep) {
     for (int64_t m : rows_per_layer) {
       if (m == 0) continue;
-      auto x = torch::randn({m, d});
-      auto h = torch::randn({m, ff});
+      auto x = torch::randn({m, d}).to(dtype);
+      auto h = torch::randn({m, ff}).to(dtype);
       torch::linear(x, wqkv);
       torch::linear(x, wo);
       torch::linear(x, w1);
@@ -181,6 +189,7 @@ Status Run(int argc, char** argv) {
   f.Define("prompt", "128", "prompt tokens per sequence");
   f.Define("steps", "32", "timed decode steps");
   f.Define("block-size", "8", "KV cache block size in tokens");
+  f.Define("dtype", "float32", "engine dtype: float32 or bfloat16");
   f.Define("synthetic", "true", "also run the synthetic model");
   f.Define("synthetic-d-model", "1024", "synthetic model width");
   f.Define("synthetic-layers", "12", "synthetic model layers");
@@ -207,6 +216,7 @@ Status Run(int argc, char** argv) {
   MODSERVE_RETURN_IF_ERROR(f.Get("threads", &threads));
   if (prompt < 1 || steps < 1) return InvalidArgument("--prompt and --steps must be >= 1");
   if (block_size < 1) return InvalidArgument("--block-size must be >= 1");
+  if (f.Str("dtype") != "float32" && f.Str("dtype") != "bfloat16") return InvalidArgument("--dtype must be float32 or bfloat16");
   std::vector<int64_t> batches;
   MODSERVE_RETURN_IF_ERROR(f.Get("batches", &batches));
   for (int64_t b : batches) {
@@ -250,13 +260,14 @@ Status Run(int argc, char** argv) {
     if (prompt + steps > mod->config().max_context) {
       return InvalidArgument("--prompt + --steps exceeds the " + name + " model's max_context " + std::to_string(mod->config().max_context));
     }
-    MoDTransformer dense = DenseTwin(mod);
+    MoDTransformer dense = CopyWithConfig(mod, DenseConfig(mod->config()));
     for (int64_t b : batches) {
       const bool greedy = name == "shipped";
-      DecodeRun m = Decode(mod, b, prompt, steps, block_size, greedy, 1);
-      DecodeRun d = Decode(dense, b, prompt, steps, block_size, greedy, 1);
+      DecodeRun m = Decode(CopyWithConfig(mod, mod->config()), b, prompt, steps, block_size, greedy, f.Str("dtype"), 1);
+      DecodeRun d = Decode(CopyWithConfig(dense, dense->config()), b, prompt, steps, block_size, greedy, f.Str("dtype"), 1);
       const double achieved = m.flops / m.seconds / 1e9;
-      const double peak = MatmulPeak(mod->config(), m.rows_per_layer, static_cast<int>(steps));
+      const double peak = MatmulPeak(mod->config(), m.rows_per_layer, static_cast<int>(steps),
+                                     f.Str("dtype") == "bfloat16" ? torch::kBFloat16 : torch::kFloat);
       nlohmann::json r = {{"model", name},
                           {"batch", b},
                           {"mod_tokens_per_s", m.tokens_per_s},
