@@ -7,6 +7,10 @@
 
 namespace modserve {
 
+Flags::Flags(std::string program, std::string summary) : program_(std::move(program)), summary_(std::move(summary)) {
+  Define("help", "false", "print this help", true);
+}
+
 void Flags::Define(const std::string& name, const std::string& default_value, const std::string& help, bool is_bool) {
   if (!defs_.count(name)) order_.push_back(name);
   defs_[name] = Def{default_value, help, is_bool, false};
@@ -41,6 +45,10 @@ Status Flags::Parse(int argc, char** argv) {
     }
     it->second.value = value;
     it->second.given = true;
+  }
+  if (!program_.empty() && Bool("help")) {
+    std::printf("%s", Usage(program_, summary_).c_str());
+    help_requested_ = true;
   }
   return Status::Ok();
 }

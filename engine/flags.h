@@ -16,6 +16,11 @@ namespace modserve {
 
 class Flags {
  public:
+  Flags() = default;
+  // A tool's flags: also defines --help, which makes Parse() print the usage
+  // and help_requested() return true.
+  Flags(std::string program, std::string summary);
+
   // Declares a flag with a default value (as text) and a help line.
   void Define(const std::string& name, const std::string& default_value, const std::string& help, bool is_bool = false);
   Status Parse(int argc, char** argv);
@@ -32,6 +37,7 @@ class Flags {
   // A comma-separated list of integers ("" is an empty list).
   Status Get(const std::string& name, std::vector<int64_t>* out) const;
   const std::vector<std::string>& positional() const { return positional_; }
+  bool help_requested() const { return help_requested_; }
 
  private:
   struct Def {
@@ -41,6 +47,8 @@ class Flags {
   std::map<std::string, Def> defs_;
   std::vector<std::string> order_;
   std::vector<std::string> positional_;
+  std::string program_, summary_;
+  bool help_requested_ = false;
 };
 
 // A tool's main(): runs `body`, prints "<program>: <message>" on error and

@@ -76,6 +76,18 @@ TEST(Flags, ParsesAndRejectsUnknownFlags) {
   EXPECT_FALSE(g.Int("steps").ok());
 }
 
+TEST(Flags, ToolFlagsHandleHelp) {
+  Flags f("prog", "does things");
+  f.Define("steps", "10", "steps");
+  const char* argv[] = {"prog", "--help"};
+  ::testing::internal::CaptureStdout();
+  ASSERT_TRUE(f.Parse(2, const_cast<char**>(argv)).ok());
+  const std::string out = ::testing::internal::GetCapturedStdout();
+  EXPECT_TRUE(f.help_requested());
+  EXPECT_NE(out.find("usage: prog"), std::string::npos);
+  EXPECT_NE(out.find("--steps"), std::string::npos);
+}
+
 TEST(LrSchedule, WarmsUpThenDecaysToTheFloor) {
   EXPECT_DOUBLE_EQ(WarmupCosineLr(0, 10, 100, 1.0, 0.1), 0.1);
   EXPECT_DOUBLE_EQ(WarmupCosineLr(9, 10, 100, 1.0, 0.1), 1.0);

@@ -183,7 +183,7 @@ void PrintRowScan(int64_t d, int64_t ff) {
 }
 
 Status Run(int argc, char** argv) {
-  Flags f;
+  Flags f("mod-bench", "Decode throughput of MoD vs dense, KV bytes per token, achieved GFLOP/s.");
   f.Define("model", "models/mod-small", "checkpoint directory of the shipped model ('' to skip)");
   f.Define("batches", "1,8,32,64", "comma-separated batch sizes");
   f.Define("prompt", "128", "prompt tokens per sequence");
@@ -198,12 +198,8 @@ Status Run(int argc, char** argv) {
   f.Define("threads", "0", "intra-op threads (0: one per hardware thread)");
   f.Define("row-scan", "false", "only print how one synthetic layer's matmul time scales with its rows (f32 and bf16)", true);
   f.Define("json", "false", "print {\"results\": [...]}", true);
-  f.Define("help", "false", "print this help", true);
   MODSERVE_RETURN_IF_ERROR(f.Parse(argc, argv));
-  if (f.Bool("help")) {
-    std::printf("%s", f.Usage("mod-bench", "Decode throughput of MoD vs dense, KV bytes per token, achieved GFLOP/s.").c_str());
-    return Status::Ok();
-  }
+  if (f.help_requested()) return Status::Ok();
   int64_t prompt = 0, steps = 0, block_size = 0, sd = 0, sl = 0, sh = 0, threads = 0;
   double scap = 0;
   MODSERVE_RETURN_IF_ERROR(f.Get("prompt", &prompt));

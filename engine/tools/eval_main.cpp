@@ -11,19 +11,15 @@ using namespace modserve;
 namespace {
 
 Status Run(int argc, char** argv) {
-  Flags f;
+  Flags f("mod-eval", "Evaluates a modserve checkpoint on a text file.");
   f.Define("model", "", "checkpoint directory");
   f.Define("text", "", "UTF-8 text file to evaluate on");
   f.Define("seq-len", "0", "bytes per window (0: the model's max_context)");
   f.Define("batch", "16", "windows per forward");
   f.Define("max-bytes", "0", "evaluate only the first N bytes (0: all)");
   f.Define("json", "false", "print one JSON object", true);
-  f.Define("help", "false", "print this help", true);
   MODSERVE_RETURN_IF_ERROR(f.Parse(argc, argv));
-  if (f.Bool("help")) {
-    std::printf("%s", f.Usage("mod-eval", "Evaluates a modserve checkpoint on a text file.").c_str());
-    return Status::Ok();
-  }
+  if (f.help_requested()) return Status::Ok();
   if (f.Str("model").empty()) return InvalidArgument("--model is required (a checkpoint directory)");
   if (f.Str("text").empty()) return InvalidArgument("--text is required (a text file)");
   auto model = LoadCheckpoint(f.Str("model"));

@@ -12,7 +12,7 @@ using namespace modserve;
 namespace {
 
 Status Run(int argc, char** argv) {
-  Flags f;
+  Flags f("mod-generate", "Generates text from a modserve checkpoint.");
   f.Define("model", "models/mod-small", "checkpoint directory");
   f.Define("prompt", "The ", "prompt text");
   f.Define("max-tokens", "200", "tokens to generate");
@@ -20,12 +20,8 @@ Status Run(int argc, char** argv) {
   f.Define("top-k", "0", "top-k cut (0: none)");
   f.Define("top-p", "0.95", "nucleus cut (1: none)");
   f.Define("seed", "0", "sampling seed");
-  f.Define("help", "false", "print this help", true);
   MODSERVE_RETURN_IF_ERROR(f.Parse(argc, argv));
-  if (f.Bool("help")) {
-    std::printf("%s", f.Usage("mod-generate", "Generates text from a modserve checkpoint.").c_str());
-    return Status::Ok();
-  }
+  if (f.help_requested()) return Status::Ok();
   auto model = LoadCheckpoint(f.Str("model"));
   if (!model.ok()) return model.status();
   SamplingParams p;

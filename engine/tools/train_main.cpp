@@ -10,7 +10,7 @@ using namespace modserve;
 namespace {
 
 Status Run(int argc, char** argv) {
-  Flags f;
+  Flags f("mod-train", "Trains a Mixture-of-Depths (or dense) byte-level language model.");
   f.Define("train", "", "training text file (UTF-8)");
   f.Define("val", "", "held-out validation text file (UTF-8)");
   f.Define("out", "", "checkpoint directory to write");
@@ -43,12 +43,8 @@ Status Run(int argc, char** argv) {
   f.Define("log-every", "50", "log line every N steps when stderr is not a terminal");
   f.Define("threads", "0", "intra-op threads (0: one per hardware thread)");
   f.Define("bf16", "true", "run training matmuls in bfloat16 (float32 master weights)");
-  f.Define("help", "false", "print this help", true);
   MODSERVE_RETURN_IF_ERROR(f.Parse(argc, argv));
-  if (f.Bool("help")) {
-    std::printf("%s", f.Usage("mod-train", "Trains a Mixture-of-Depths (or dense) byte-level language model.").c_str());
-    return Status::Ok();
-  }
+  if (f.help_requested()) return Status::Ok();
   if (f.Str("train").empty()) return InvalidArgument("--train is required (a text file)");
   if (f.Str("out").empty()) return InvalidArgument("--out is required (a checkpoint directory)");
 
