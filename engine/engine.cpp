@@ -11,8 +11,6 @@
 
 namespace modserve {
 
-namespace F = torch::nn::functional;
-
 struct Engine::Impl {
   MoDTransformer model{nullptr};
   torch::Device device{torch::kCPU};
@@ -142,7 +140,7 @@ Status Engine::Impl::Validate(const std::vector<SequenceChunk>& batch) const {
 StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch, bool all_logits) {
   MODSERVE_RETURN_IF_ERROR(Validate(batch));
   const ModelConfig& cfg = model->config();
-  const int64_t B = static_cast<int64_t>(batch.size()), d = cfg.d_model, H = cfg.n_heads, hd = cfg.head_dim();
+  const int64_t B = static_cast<int64_t>(batch.size());
   KvBlockManager& blocks = kv->manager();
 
   // Flatten the ragged batch: token t of chunk b sits at row offset[b] + t.
@@ -212,8 +210,7 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
       }
       auto xs = routed ? x.index_select(0, idx) : x;                           // [M, d]
       auto ps = routed ? all_pos.index_select(0, idx) : all_pos;               // [M]
-      const int64_t M = xs.size(0);
-      auto qkv = block->wqkv(block->attn_norm(xs)).view({M, 3, H, hd});       // [M, 3, H, hd]
+      auto qkv = block->Qkv(xs);                                               // [M, 3, H, hd]
       auto q = Rope(qkv.select(1, 0), ps, cfg.rope_theta);                     // [M, H, hd]
       auto k = Rope(qkv.select(1, 1), ps, cfg.rope_theta);
       auto v = qkv.select(1, 2);
@@ -239,9 +236,7 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
       }
       kv->Write(slots, k, v);
       auto attn = PagedAttention(*kv, l, q, chunks);                             // [M, H, hd]
-      auto a = block->wo(attn.reshape({M, d}));                                  // [M, d]
-      auto mlp = block->fc2(F::gelu(block->fc1(block->mlp_norm(xs + a))));       // [M, d]
-      auto delta = a + mlp;
+      auto delta = block->Output(xs, attn);                                      // [M, d]
       if (routed) {
         x = x.index_add(0, idx, delta * r.index_select(0, idx).unsqueeze(-1));
       } else {

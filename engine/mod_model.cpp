@@ -42,11 +42,13 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
   weight = register_parameter("weight", torch::ones({dim}));
 }
 
-torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+torch::Tensor RmsNormalize(const torch::Tensor& x, double eps) {
   auto xf = x.to(torch::kFloat);  // statistics in float32 whatever the activations' dtype
-  auto rms = torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps_);
-  return (xf * rms).to(x.scalar_type()) * weight;
+  auto rms = torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return (xf * rms).to(x.scalar_type());
 }
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) { return RmsNormalize(x, eps_) * weight; }
 
 PredictorImpl::PredictorImpl(int64_t d_model, int64_t hidden) {
   fc1 = register_module("fc1", torch::nn::Linear(torch::nn::LinearOptions(d_model, hidden).bias(true)));
@@ -56,8 +58,7 @@ PredictorImpl::PredictorImpl(int64_t d_model, int64_t hidden) {
 torch::Tensor PredictorImpl::forward(const torch::Tensor& x) {
   // Parameter-free RMS normalization keeps the predictor's input scale fixed as
   // the residual stream grows during training.
-  auto xn = x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-5);
-  return fc2(F::gelu(fc1(xn))).squeeze(-1);
+  return fc2(F::gelu(fc1(RmsNormalize(x, 1e-5)))).squeeze(-1);
 }
 
 BlockImpl::BlockImpl(const ModelConfig& cfg, bool routed)
@@ -76,10 +77,24 @@ BlockImpl::BlockImpl(const ModelConfig& cfg, bool routed)
   }
 }
 
+torch::Tensor BlockImpl::Qkv(const torch::Tensor& x) {
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = 3;
+  shape.push_back(n_heads_);
+  shape.push_back(head_dim_);
+  return wqkv(attn_norm(x)).view(shape);  // [..., 3, H, hd]
+}
+
+torch::Tensor BlockImpl::Output(const torch::Tensor& x, const torch::Tensor& heads) {
+  std::vector<int64_t> shape = x.sizes().vec();
+  auto a = wo(heads.reshape(shape));             // [..., d]
+  return a + fc2(F::gelu(fc1(mlp_norm(x + a))));  // [..., d]
+}
+
 torch::Tensor BlockImpl::Delta(const torch::Tensor& x, const torch::Tensor& positions, const torch::Tensor& key_valid) {
   // x: [B, T, d]; positions: [B, T]; key_valid: [B, T] bool.
-  const int64_t B = x.size(0), T = x.size(1), d = x.size(2);
-  auto qkv = wqkv(attn_norm(x)).view({B, T, 3, n_heads_, head_dim_}).permute({2, 0, 3, 1, 4});  // [3, B, H, T, hd]
+  const int64_t T = x.size(1);
+  auto qkv = Qkv(x).permute({2, 0, 3, 1, 4});                                                       // [3, B, H, T, hd]
   auto q = ApplyRope(qkv[0], positions, rope_theta_);                                             // [B, H, T, hd]
   auto k = ApplyRope(qkv[1], positions, rope_theta_);
   auto v = qkv[2];
@@ -90,9 +105,7 @@ torch::Tensor BlockImpl::Delta(const torch::Tensor& x, const torch::Tensor& posi
   allowed = allowed | torch::eye(T, key_valid.options()).unsqueeze(0);
   scores = scores.masked_fill(~allowed.unsqueeze(1), -std::numeric_limits<float>::infinity());
   auto att = torch::softmax(scores, -1);
-  auto a = wo(torch::matmul(att, v).transpose(1, 2).reshape({B, T, d}));  // [B, T, d]
-  auto m = fc2(F::gelu(fc1(mlp_norm(x + a))));                            // [B, T, d]
-  return a + m;
+  return Output(x, torch::matmul(att, v).transpose(1, 2));  // heads [B, T, H, hd] -> [B, T, d]
 }
 
 MoDTransformerImpl::MoDTransformerImpl(const ModelConfig& cfg) : cfg_(cfg) {

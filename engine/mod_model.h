@@ -57,6 +57,9 @@ Compaction CompactSelected(const torch::Tensor& selected);
 // Rotary position embedding of x [B, H, T, hd] at integer positions [B, T].
 torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& positions, double theta);
 
+// x / rms(x) over the last dimension, with the statistics in float32; keeps x's dtype.
+torch::Tensor RmsNormalize(const torch::Tensor& x, double eps);
+
 class RMSNormImpl : public torch::nn::Module {
  public:
   RMSNormImpl(int64_t dim, double eps);
@@ -84,6 +87,11 @@ class BlockImpl : public torch::nn::Module {
   // f(x): the block's residual update (attention + MLP) for tokens x [B, T, d]
   // at positions [B, T]; key_valid [B, T] bool marks real (non-padding) tokens.
   torch::Tensor Delta(const torch::Tensor& x, const torch::Tensor& positions, const torch::Tensor& key_valid);
+  // The pieces of Delta, shared with the engine step: Qkv maps x [..., d] to
+  // un-rotated q, k, v [..., 3, H, hd]; Output maps x [..., d] and the
+  // attention heads [..., H, hd] to the update attn + MLP [..., d].
+  torch::Tensor Qkv(const torch::Tensor& x);
+  torch::Tensor Output(const torch::Tensor& x, const torch::Tensor& heads);
 
   RMSNorm attn_norm{nullptr}, mlp_norm{nullptr};
   torch::nn::Linear wqkv{nullptr}, wo{nullptr}, fc1{nullptr}, fc2{nullptr};
