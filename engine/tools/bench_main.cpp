@@ -6,7 +6,6 @@
 #include <malloc.h>
 
 #include <chrono>
-#include <functional>
 #include <cstdio>
 #include <random>
 #include <thread>
@@ -129,54 +128,60 @@ DecodeRun Decode(MoDTransformer model, int64_t batch, int64_t prompt, int64_t st
   return run;
 }
 
-// GFLOP/s of the step's matmuls (QKV, out, MLP up and down) at the row counts
-// the decode steps ran, timed back to back in this process.
+// One layer's four projection matmuls (QKV, out, MLP up, MLP down) with random
+// weights of the model's shapes, for timing them outside the engine.
+struct LayerMatmuls {
+  LayerMatmuls(int64_t d, int64_t ff, torch::ScalarType dtype) : d(d), ff(ff), dtype(dtype) {
+    auto w = [&](int64_t o, int64_t i) { return torch::randn({o, i}).to(dtype); };
+    wqkv = w(3 * d, d), wo = w(d, d), w1 = w(ff, d), w2 = w(d, ff);
+  }
+  // Inputs for `rows` rows, made before timing: x [rows, d] and h [rows, ff].
+  std::pair<torch::Tensor, torch::Tensor> Inputs(int64_t rows) const {
+    return {torch::randn({rows, d}).to(dtype), torch::randn({rows, ff}).to(dtype)};
+  }
+  void Run(const std::pair<torch::Tensor, torch::Tensor>& in) const {
+    torch::linear(in.first, wqkv);
+    torch::linear(in.first, wo);
+    torch::linear(in.first, w1);
+    torch::linear(in.second, w2);
+  }
+  int64_t d, ff;
+  torch::ScalarType dtype;
+  torch::Tensor wqkv, wo, w1, w2;
+};
+
+// GFLOP/s of the step's matmuls at the row counts the decode steps ran, timed
+// back to back in this process.
 double MatmulPeak(const ModelConfig& c, const std::vector<int64_t>& rows_per_layer, int reps, torch::ScalarType dtype) {
   torch::NoGradGuard ng;
-  const int64_t d = c.d_model, ff = c.d_ff;
-  auto w = [&](int64_t o, int64_t i) { return torch::randn({o, i}).to(dtype); };
-  auto wqkv = w(3 * d, d), wo = w(d, d), w1 = w(ff, d), w2 = w(d, ff);
-  double flops = 0;
-  auto t0 = Clock::now();
-  for (int rep = 0; rep < reps; ++rep) {
-    for (int64_t m : rows_per_layer) {
-      if (m == 0) continue;
-      auto x = torch::randn({m, d}).to(dtype);
-      auto h = torch::randn({m, ff}).to(dtype);
-      torch::linear(x, wqkv);
-      torch::linear(x, wo);
-      torch::linear(x, w1);
-      torch::linear(h, w2);
-      flops += static_cast<double>(m) * 2.0 * (4.0 * d * d + 2.0 * d * ff);
-    }
+  LayerMatmuls mm(c.d_model, c.d_ff, dtype);
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> inputs;
+  double flops_per_rep = 0;
+  for (int64_t m : rows_per_layer) {
+    if (m == 0) continue;
+    inputs.push_back(mm.Inputs(m));
+    flops_per_rep += static_cast<double>(m) * LayerMatmulFlops(c);
   }
-  return flops / Seconds(t0, Clock::now()) / 1e9;
+  auto t0 = Clock::now();
+  for (int rep = 0; rep < reps; ++rep)
+    for (const auto& in : inputs) mm.Run(in);
+  return flops_per_rep * reps / Seconds(t0, Clock::now()) / 1e9;
 }
 
 // Milliseconds for one layer's four projection matmuls at `rows` rows, in f32
 // and in bf16: how a layer's cost scales with the tokens that compute it.
 void PrintRowScan(int64_t d, int64_t ff) {
   torch::NoGradGuard ng;
-  auto time_ms = [](const std::function<void()>& f) {
-    for (int i = 0; i < 3; ++i) f();
-    auto t0 = Clock::now();
-    for (int i = 0; i < 30; ++i) f();
-    return Seconds(t0, Clock::now()) / 30 * 1e3;
-  };
   std::printf("layer projection matmuls (d_model %lld, d_ff %lld): ms per layer by rows\n", static_cast<long long>(d), static_cast<long long>(ff));
   for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
-    auto w = [&](int64_t o, int64_t i) { return torch::randn({o, i}).to(dtype); };
-    auto wqkv = w(3 * d, d), wo = w(d, d), w1 = w(ff, d), w2 = w(d, ff);
+    LayerMatmuls mm(d, ff, dtype);
     std::printf("  %-5s", dtype == torch::kFloat ? "f32" : "bf16");
     for (int64_t m : {1, 4, 8, 16, 32, 64}) {
-      auto x = torch::randn({m, d}).to(dtype), h = torch::randn({m, ff}).to(dtype);
-      const double ms = time_ms([&] {
-        torch::linear(x, wqkv);
-        torch::linear(x, wo);
-        torch::linear(x, w1);
-        torch::linear(h, w2);
-      });
-      std::printf("  %lld rows %.2f", static_cast<long long>(m), ms);
+      const auto in = mm.Inputs(m);
+      for (int i = 0; i < 3; ++i) mm.Run(in);
+      auto t0 = Clock::now();
+      for (int i = 0; i < 30; ++i) mm.Run(in);
+      std::printf("  %lld rows %.2f", static_cast<long long>(m), Seconds(t0, Clock::now()) / 30 * 1e3);
     }
     std::printf("\n");
   }
