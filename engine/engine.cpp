@@ -137,6 +137,28 @@ Status Engine::Impl::Validate(const std::vector<SequenceChunk>& batch) const {
   return Status::Ok();
 }
 
+namespace {
+
+// Compares the predictor's decisions with top-k routing on every prefill chunk
+// long enough for top-k to mean something (see LayerStepStats).
+void CountTopKAgreement(const ModelConfig& cfg, const torch::Tensor& r, const torch::TensorAccessor<bool, 1>& sel,
+                        const std::vector<int64_t>& offset, LayerStepStats* ls) {
+  torch::Tensor r_cpu;  // [N], fetched only when a chunk qualifies
+  for (size_t b = 0; b + 1 < offset.size(); ++b) {
+    const int64_t begin = offset[b], S = offset[b + 1] - begin;
+    if (S < kAgreementMinChunk) continue;
+    if (!r_cpu.defined()) r_cpu = r.to(torch::kCPU, torch::kFloat);
+    auto top = std::get<1>(r_cpu.narrow(0, begin, S).topk(cfg.TopK(S)));  // [k] indices within the chunk
+    std::vector<bool> in_top(static_cast<size_t>(S), false);
+    auto top_a = top.accessor<int64_t, 1>();
+    for (int64_t i = 0; i < top.size(0); ++i) in_top[static_cast<size_t>(top_a[i])] = true;
+    for (int64_t i = 0; i < S; ++i) ls->agreement_matches += (sel[begin + i] == in_top[static_cast<size_t>(i)]);
+    ls->agreement_tokens += S;
+  }
+}
+
+}  // namespace
+
 StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch, bool all_logits) {
   MODSERVE_RETURN_IF_ERROR(Validate(batch));
   const ModelConfig& cfg = model->config();
@@ -201,6 +223,7 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
         }
         ls.computed = static_cast<int64_t>(rows.size());
         ls.skipped = N - ls.computed;
+        CountTopKAgreement(cfg, r, sel_a, offset, &ls);
         result.stats.layers.push_back(ls);
         if (rows.empty()) continue;  // no token computes this layer: skip it whole
         idx = torch::tensor(rows, long_opts).to(device);

@@ -48,7 +48,14 @@ struct LayerStepStats {
   bool routed = false;
   int64_t computed = 0;  // tokens that went through the block
   int64_t skipped = 0;   // tokens that passed by on the residual path
+  // Predictor vs top-k on prefill chunks (>= kAgreementMinChunk tokens), where
+  // both decisions are known: the top-k routing takes the ceil(C * S) tokens of
+  // the chunk with the largest router weights. Tokens compared, and how many of
+  // them the predictor routed the same way.
+  int64_t agreement_tokens = 0;
+  int64_t agreement_matches = 0;
 };
+inline constexpr int64_t kAgreementMinChunk = 8;
 
 struct StepStats {
   int64_t tokens = 0;

@@ -31,6 +31,10 @@ class GenerationState {
   // Records one sampled token; returns why generation is finished (kNone: go on).
   FinishReason Add(int64_t token);
 
+  // Ends generation for a reason found outside (e.g. the context is full).
+  void ForceFinish(FinishReason r) {
+    if (finish_ == FinishReason::kNone) finish_ = r;
+  }
   FinishReason finish_reason() const { return finish_; }
   bool finished() const { return finish_ != FinishReason::kNone; }
   const std::vector<int64_t>& tokens() const { return tokens_; }

@@ -24,6 +24,8 @@ enum class StatusCode {
   kResourceExhausted,
   kUnavailable,
   kInternal,
+  kCancelled,
+  kDeadlineExceeded,
 };
 
 class Status {
@@ -48,6 +50,12 @@ inline Status NotFound(std::string m) { return Status::Error(StatusCode::kNotFou
 inline Status DataLoss(std::string m) { return Status::Error(StatusCode::kDataLoss, std::move(m)); }
 inline Status FailedPrecondition(std::string m) { return Status::Error(StatusCode::kFailedPrecondition, std::move(m)); }
 inline Status Internal(std::string m) { return Status::Error(StatusCode::kInternal, std::move(m)); }
+inline Status ResourceExhausted(std::string m) { return Status::Error(StatusCode::kResourceExhausted, std::move(m)); }
+inline Status Unavailable(std::string m) { return Status::Error(StatusCode::kUnavailable, std::move(m)); }
+inline Status Cancelled(std::string m) { return Status::Error(StatusCode::kCancelled, std::move(m)); }
+inline Status DeadlineExceeded(std::string m) { return Status::Error(StatusCode::kDeadlineExceeded, std::move(m)); }
+// The upper-case name of a code ("OK", "INVALID_ARGUMENT", ...), as gRPC spells it.
+const char* StatusCodeName(StatusCode code);
 
 // Holds either a value or a non-OK Status.
 template <typename T>

@@ -1,0 +1,182 @@
+// mod-client: command-line client for mod-server.
+//   mod-client generate --prompt TEXT      prints the completion
+//   mod-client stream --prompt TEXT        prints tokens as they arrive (--routes: per token routed layers)
+//   mod-client info                        prints the model description (GetModelInfo)
+//   mod-client health                      prints the grpc.health.v1 status; exit 0 iff SERVING
+//   mod-client bench --concurrency N ...   load generator (see load_generator.h)
+// Every RPC carries a deadline (--timeout seconds).
+#include <grpcpp/grpcpp.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "client/grpc_code_name.h"
+#include "client/load_generator.h"
+#include "engine/flags.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "modserve/v1/modserve.grpc.pb.h"
+
+namespace modserve {
+namespace {
+
+const char* kSummary =
+    "client for mod-server. Commands: generate, stream, info, health, bench (mod-client COMMAND [flags])";
+
+std::chrono::system_clock::time_point Deadline(double seconds) {
+  return std::chrono::system_clock::now() +
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+Status RpcError(const char* what, const grpc::Status& s) {
+  return Status::Error(StatusCode::kUnavailable,
+                       std::string(what) + " failed: " + GrpcCodeName(s.error_code()) + ": " + s.error_message());
+}
+
+Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
+  req->set_prompt(f.Str("prompt"));
+  int64_t max_tokens = 0, top_k = 0;
+  double temperature = 0, top_p = 0;
+  MODSERVE_RETURN_IF_ERROR(f.Get("max-tokens", &max_tokens));
+  MODSERVE_RETURN_IF_ERROR(f.Get("top-k", &top_k));
+  MODSERVE_RETURN_IF_ERROR(f.Get("temperature", &temperature));
+  MODSERVE_RETURN_IF_ERROR(f.Get("top-p", &top_p));
+  req->set_max_tokens(static_cast<int32_t>(max_tokens));
+  req->set_top_k(static_cast<int32_t>(top_k));
+  req->set_temperature(static_cast<float>(temperature));
+  req->set_top_p(static_cast<float>(top_p));
+  if (f.Has("seed")) {
+    int64_t seed = 0;
+    MODSERVE_RETURN_IF_ERROR(f.Get("seed", &seed));
+    req->set_seed(static_cast<uint64_t>(seed));
+  }
+  if (!f.Str("stop").empty()) req->add_stop(f.Str("stop"));
+  req->set_return_routes(f.Bool("routes"));
+  return Status::Ok();
+}
+
+const char* FinishName(v1::FinishReason r) {
+  switch (r) {
+    case v1::FINISH_REASON_LENGTH: return "length";
+    case v1::FINISH_REASON_EOS: return "eos";
+    case v1::FINISH_REASON_STOP: return "stop";
+    default: return "unspecified";
+  }
+}
+
+void PrintUsage(const v1::GenerateResponse& r) {
+  const auto& u = r.usage();
+  std::fprintf(stderr, "\n[finish: %s; prompt %d tokens, completion %d tokens; routed layers computed %lld, skipped %lld]\n",
+               FinishName(r.finish_reason()), u.prompt_tokens(), u.completion_tokens(),
+               static_cast<long long>(u.routed_computed()), static_cast<long long>(u.routed_skipped()));
+}
+
+Status Run(int argc, char** argv) {
+  Flags f("mod-client", kSummary);
+  f.Define("server", "127.0.0.1:50051", "server address host:port");
+  f.Define("timeout", "60", "deadline of each RPC, seconds");
+  f.Define("prompt", "The jury said ", "prompt text (generate, stream)");
+  f.Define("max-tokens", "0", "tokens to generate (0: server default; bench: per request, default 64)");
+  f.Define("temperature", "0", "sampling temperature (0: greedy)");
+  f.Define("top-p", "0", "nucleus mass (0: none)");
+  f.Define("top-k", "0", "top-k cut (0: none)");
+  f.Define("seed", "0", "sampling seed (unset: the server picks)");
+  f.Define("stop", "", "a stop string");
+  f.Define("routes", "false", "stream: show which routed layers each token computed", true);
+  f.Define("concurrency", "8", "bench: client threads (requests in flight)");
+  f.Define("requests", "64", "bench: requests to send");
+  f.Define("rate", "0", "bench: Poisson arrival rate, requests/s (0: closed loop)");
+  f.Define("prompt-bytes", "64", "bench: prompt length in bytes");
+  f.Define("json", "false", "bench: print the report as JSON", true);
+  MODSERVE_RETURN_IF_ERROR(f.Parse(argc, argv));
+  if (f.help_requested()) return Status::Ok();
+  if (f.positional().size() != 1) return InvalidArgument("expected one command: generate, stream, info, health or bench");
+  const std::string cmd = f.positional()[0];
+  double timeout = 0;
+  MODSERVE_RETURN_IF_ERROR(f.Get("timeout", &timeout));
+  if (!(timeout > 0)) return InvalidArgument("--timeout must be > 0 seconds");
+
+  auto channel = grpc::CreateChannel(f.Str("server"), grpc::InsecureChannelCredentials());
+  if (cmd == "generate" || cmd == "stream") {
+    v1::GenerateRequest req;
+    MODSERVE_RETURN_IF_ERROR(BuildRequest(f, &req));
+    auto stub = v1::Generator::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline(timeout));
+    if (cmd == "generate") {
+      v1::GenerateResponse resp;
+      grpc::Status s = stub->Generate(&ctx, req, &resp);
+      if (!s.ok()) return RpcError("Generate", s);
+      std::cout << resp.text() << std::flush;
+      PrintUsage(resp);
+      return Status::Ok();
+    }
+    auto reader = stub->GenerateStream(&ctx, req);
+    v1::GenerateResponse msg, last;
+    while (reader->Read(&msg)) {
+      if (f.Bool("routes")) {
+        for (int i = 0; i < msg.token_ids_size(); ++i) {
+          std::string layers;
+          for (int l : msg.routes(i).computed_layers()) layers += (layers.empty() ? "" : ",") + std::to_string(l);
+          std::cout << "token " << msg.token_ids(i) << " layers [" << layers << "]\n";
+        }
+        if (!msg.text().empty()) std::cout << "text \"" << msg.text() << "\"\n";
+      } else {
+        std::cout << msg.text() << std::flush;
+      }
+      last = msg;
+    }
+    grpc::Status s = reader->Finish();
+    if (!s.ok()) return RpcError("GenerateStream", s);
+    PrintUsage(last);
+    return Status::Ok();
+  }
+  if (cmd == "info") {
+    auto stub = v1::Generator::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline(timeout));
+    v1::ModelInfo info;
+    grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
+    if (!s.ok()) return RpcError("GetModelInfo", s);
+    std::cout << info.DebugString();
+    return Status::Ok();
+  }
+  if (cmd == "health") {
+    auto stub = grpc::health::v1::Health::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline(timeout));
+    grpc::health::v1::HealthCheckResponse resp;
+    grpc::Status s = stub->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp);
+    if (!s.ok()) return RpcError("Health.Check", s);
+    std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status()) << "\n";
+    if (resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+      return Status::Error(StatusCode::kUnavailable, "server is not serving");
+    }
+    return Status::Ok();
+  }
+  if (cmd == "bench") {
+    LoadOptions o;
+    o.server = f.Str("server");
+    o.timeout_seconds = timeout;
+    MODSERVE_RETURN_IF_ERROR(f.Get("concurrency", &o.concurrency));
+    MODSERVE_RETURN_IF_ERROR(f.Get("requests", &o.requests));
+    MODSERVE_RETURN_IF_ERROR(f.Get("rate", &o.rate));
+    MODSERVE_RETURN_IF_ERROR(f.Get("prompt-bytes", &o.prompt_bytes));
+    MODSERVE_RETURN_IF_ERROR(f.Get("temperature", &o.temperature));
+    int64_t max_tokens = 0;
+    MODSERVE_RETURN_IF_ERROR(f.Get("max-tokens", &max_tokens));
+    if (max_tokens > 0) o.max_tokens = max_tokens;
+    if (o.concurrency < 1 || o.concurrency > 4096) return InvalidArgument("--concurrency must be in [1, 4096]");
+    if (o.requests < 1) return InvalidArgument("--requests must be >= 1");
+    if (o.rate < 0) return InvalidArgument("--rate must be >= 0");
+    if (o.prompt_bytes < 1) return InvalidArgument("--prompt-bytes must be >= 1");
+    LoadReport rep = RunLoad(o);
+    std::cout << (f.Bool("json") ? rep.ToJson() + "\n" : rep.ToText());
+    return Status::Ok();
+  }
+  return InvalidArgument("unknown command \"" + cmd + "\" (generate, stream, info, health, bench)");
+}
+
+}  // namespace
+}  // namespace modserve
+
+int main(int argc, char** argv) { return modserve::RunToolMain("mod-client", argc, argv, modserve::Run); }

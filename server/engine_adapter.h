@@ -1,0 +1,46 @@
+// EngineAdapter: presents the real Engine to the scheduler as a StepEngine.
+//
+// Thread-safety: as Engine: one thread (the step loop) at a time.
+#pragma once
+
+#include <memory>
+
+#include "engine/engine.h"
+#include "server/step_engine.h"
+
+namespace modserve {
+
+class EngineAdapter final : public StepEngine {
+ public:
+  explicit EngineAdapter(std::unique_ptr<Engine> engine) : engine_(std::move(engine)) {}
+
+  StepEngineInfo Info() const override {
+    const ModelConfig& c = engine_->config();
+    const KvOccupancy occ = engine_->Occupancy();
+    StepEngineInfo info;
+    info.n_layers = c.n_layers;
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      if (c.IsRouted(l)) info.routed_layers.push_back(l);  // layer order, as the engine's route bits
+    }
+    info.capacity = c.routing_enabled ? c.capacity : 1.0;
+    info.block_size = occ.block_size;
+    info.total_blocks = occ.total_blocks;
+    info.max_context = c.max_context;
+    info.vocab_size = c.vocab_size;
+    return info;
+  }
+  Status AddSequence(SeqId id) override { return engine_->AddSequence(id); }
+  void Release(SeqId id) override { engine_->Release(id); }
+  StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch) override { return engine_->Step(batch); }
+  int64_t FreeBlocks() const override {
+    const KvOccupancy occ = engine_->Occupancy();
+    return occ.total_blocks - occ.used_blocks;
+  }
+
+  const Engine& engine() const { return *engine_; }
+
+ private:
+  std::unique_ptr<Engine> engine_;
+};
+
+}  // namespace modserve

@@ -1,0 +1,66 @@
+// GenerationRequest / RequestUpdate: what the scheduler takes in and gives
+// back for one request, free of gRPC and of the model. The service turns a
+// validated GenerateRequest into a GenerationRequest and RequestUpdates into
+// GenerateResponses.
+//
+// Thread-safety: plain values.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/generation_state.h"
+#include "engine/sampler.h"
+#include "engine/status.h"
+
+namespace modserve {
+
+using Clock = std::chrono::steady_clock;
+
+struct GenerationRequest {
+  std::string request_id;
+  std::vector<int64_t> prompt;  // token ids, BOS included
+  SamplingParams sampling;
+  StopCriteria stop;
+  bool return_routes = false;
+  Clock::time_point deadline = Clock::time_point::max();
+};
+
+struct LayerUsage {
+  int64_t layer = 0;
+  int64_t computed = 0;
+  int64_t skipped = 0;
+};
+
+struct RequestUsage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  // Per routed layer, over every token the engine processed for the request
+  // (counted from the per-token routes, once per token even if recomputed
+  // after a preemption).
+  std::vector<LayerUsage> layers;
+  int64_t routed_computed() const;
+  int64_t routed_skipped() const;
+};
+
+// One message to the client: the new tokens and text since the last update.
+struct RequestUpdate {
+  std::string text;                // valid UTF-8, safe to send (no stop-string prefix pending)
+  std::vector<int64_t> token_ids;  // new generated tokens
+  // Per new token, when asked: bit i set iff the forward pass that produced
+  // the token (over the previous token) computed the i-th routed layer.
+  std::vector<uint64_t> routes;
+  bool finished = false;
+  FinishReason finish_reason = FinishReason::kNone;  // when finished with an OK status
+  Status status;                   // when finished: OK, or why the request failed
+  RequestUsage usage;              // when finished
+};
+
+// Receives a request's updates, in order, on the scheduler's step thread; the
+// last one has finished = true. Must not block.
+using UpdateSink = std::function<void(RequestUpdate)>;
+
+}  // namespace modserve

@@ -1,0 +1,259 @@
+#include "server/generator_service.h"
+
+#include <chrono>
+#include <atomic>
+#include <deque>
+#include <mutex>
+#include <random>
+
+#include "server/grpc_status.h"
+
+namespace modserve {
+namespace {
+
+v1::FinishReason ToProto(FinishReason r) {
+  switch (r) {
+    case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kEos: return v1::FINISH_REASON_EOS;
+    case FinishReason::kStop: return v1::FINISH_REASON_STOP;
+    case FinishReason::kNone: break;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+// The scheduler's sink and a reactor meet here: the sink delivers under `mu`
+// while the reactor lives; OnDone clears `target` before the reactor goes.
+class UpdateTarget {
+ public:
+  virtual ~UpdateTarget() = default;
+  virtual void DeliverLocked(RequestUpdate u) = 0;
+};
+
+struct Link {
+  std::mutex mu;
+  UpdateTarget* target = nullptr;
+};
+
+UpdateSink MakeSink(std::shared_ptr<Link> link) {
+  return [link](RequestUpdate u) {
+    std::lock_guard<std::mutex> lock(link->mu);
+    if (link->target != nullptr) link->target->DeliverLocked(std::move(u));
+  };
+}
+
+// Unary Generate: collects every update into one response.
+class UnaryReactor final : public grpc::ServerUnaryReactor, public UpdateTarget {
+ public:
+  UnaryReactor(GeneratorService* svc, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req,
+               v1::GenerateResponse* resp)
+      : svc_(svc), resp_(resp), link_(std::make_shared<Link>()) {
+    link_->target = this;
+    auto h = svc_->Submit(ctx, *req, MakeSink(link_), &request_id_);
+    std::lock_guard<std::mutex> lock(link_->mu);
+    if (!h.ok()) {
+      finished_ = true;
+      Finish(ToGrpcStatus(h.status()));
+      return;
+    }
+    handle_ = *h;
+  }
+
+  void DeliverLocked(RequestUpdate u) override {
+    if (finished_) return;
+    svc_->AppendUpdate(u, request_id_, resp_);
+    if (!u.finished) return;
+    finished_ = true;
+    Finish(ToGrpcStatus(u.status));
+  }
+
+  void OnCancel() override {
+    if (handle_ != 0) svc_->Cancel(handle_);
+  }
+
+  void OnDone() override {
+    {
+      std::lock_guard<std::mutex> lock(link_->mu);
+      link_->target = nullptr;
+    }
+    delete this;
+  }
+
+ private:
+  GeneratorService* svc_;
+  v1::GenerateResponse* resp_;
+  std::shared_ptr<Link> link_;
+  std::string request_id_;
+  std::atomic<Scheduler::Handle> handle_{0};
+  bool finished_ = false;  // under link_->mu
+};
+
+// GenerateStream: one response per update, one write in flight.
+class StreamReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse>, public UpdateTarget {
+ public:
+  StreamReactor(GeneratorService* svc, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req)
+      : svc_(svc), link_(std::make_shared<Link>()) {
+    link_->target = this;
+    auto h = svc_->Submit(ctx, *req, MakeSink(link_), &request_id_);
+    std::lock_guard<std::mutex> lock(link_->mu);
+    if (!h.ok()) {
+      final_ = ToGrpcStatus(h.status());
+      final_known_ = true;
+      WriteNextLocked();
+      return;
+    }
+    handle_ = *h;
+  }
+
+  void DeliverLocked(RequestUpdate u) override {
+    if (final_known_) return;
+    if (u.finished) {
+      final_known_ = true;
+      final_ = ToGrpcStatus(u.status);
+      if (!u.status.ok()) pending_.clear();  // failed: nothing more to send but the status
+    }
+    if (u.status.ok()) {
+      pending_.emplace_back();
+      svc_->AppendUpdate(u, request_id_, &pending_.back());
+    }
+    if (!writing_) WriteNextLocked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(link_->mu);
+    writing_ = false;
+    if (!ok) {  // the stream is broken (client gone): stop the request
+      if (!final_known_ && handle_ != 0) svc_->Cancel(handle_);
+      final_known_ = true;
+      final_ = grpc::Status(grpc::StatusCode::CANCELLED, "stream write failed: the client went away");
+      pending_.clear();
+    }
+    WriteNextLocked();
+  }
+
+  void OnCancel() override {
+    if (handle_ != 0) svc_->Cancel(handle_);
+  }
+
+  void OnDone() override {
+    {
+      std::lock_guard<std::mutex> lock(link_->mu);
+      link_->target = nullptr;
+    }
+    delete this;
+  }
+
+ private:
+  void WriteNextLocked() {
+    if (finish_called_) return;
+    if (!pending_.empty()) {
+      current_ = std::move(pending_.front());
+      pending_.pop_front();
+      writing_ = true;
+      StartWrite(&current_);
+    } else if (final_known_) {
+      finish_called_ = true;
+      Finish(final_);
+    }
+  }
+
+  GeneratorService* svc_;
+  std::shared_ptr<Link> link_;
+  std::string request_id_;
+  std::atomic<Scheduler::Handle> handle_{0};
+  // Under link_->mu:
+  std::deque<v1::GenerateResponse> pending_;
+  v1::GenerateResponse current_;
+  bool writing_ = false;
+  bool final_known_ = false;
+  bool finish_called_ = false;
+  grpc::Status final_;
+};
+
+}  // namespace
+
+void GeneratorService::Attach(Scheduler* scheduler, ServedModel model, ServerMetrics* metrics) {
+  metrics_ = metrics;
+  model_ = std::make_shared<const ServedModel>(std::move(model));
+  seed_base_ = std::random_device{}();
+  scheduler_.store(scheduler);
+}
+
+StatusOr<Scheduler::Handle> GeneratorService::Submit(grpc::CallbackServerContext* ctx, const v1::GenerateRequest& request,
+                                                     UpdateSink sink, std::string* request_id) {
+  Scheduler* scheduler = scheduler_.load();
+  if (scheduler == nullptr) {
+    return Unavailable("the model is still loading; retry shortly");
+  }
+  const uint64_t n = next_id_.fetch_add(1);
+  auto g = ValidateGenerateRequest(request, model_->validation, seed_base_ + n * 0x9E3779B97F4A7C15ull,
+                                   "req-" + std::to_string(n));
+  if (!g.ok()) {
+    metrics_->CountRejected(g.status().code());
+    return g.status();
+  }
+  *request_id = g->request_id;
+  const auto deadline = ctx->deadline();
+  if (deadline != std::chrono::system_clock::time_point::max()) {
+    g->deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - std::chrono::system_clock::now());
+  }
+  auto h = scheduler->Submit(std::move(*g), std::move(sink));
+  if (!h.ok()) metrics_->CountRejected(h.status().code());
+  return h;
+}
+
+void GeneratorService::Cancel(Scheduler::Handle h) {
+  Scheduler* scheduler = scheduler_.load();
+  if (scheduler != nullptr) scheduler->Cancel(h);
+}
+
+void GeneratorService::AppendUpdate(const RequestUpdate& u, const std::string& request_id,
+                                    v1::GenerateResponse* out) const {
+  out->set_request_id(request_id);
+  out->mutable_text()->append(u.text);
+  for (int64_t t : u.token_ids) out->add_token_ids(static_cast<int32_t>(t));
+  const auto& routed = model_->routed_layers;
+  for (uint64_t bits : u.routes) {
+    auto* route = out->add_routes();
+    for (size_t i = 0; i < routed.size(); ++i) {
+      if ((bits >> i) & 1) route->add_computed_layers(static_cast<int32_t>(routed[i]));
+    }
+  }
+  if (!u.finished || !u.status.ok()) return;
+  out->set_finish_reason(ToProto(u.finish_reason));
+  auto* usage = out->mutable_usage();
+  usage->set_prompt_tokens(static_cast<int32_t>(u.usage.prompt_tokens));
+  usage->set_completion_tokens(static_cast<int32_t>(u.usage.completion_tokens));
+  usage->set_routed_computed(u.usage.routed_computed());
+  usage->set_routed_skipped(u.usage.routed_skipped());
+  for (const auto& l : u.usage.layers) {
+    auto* lu = usage->add_layers();
+    lu->set_layer(static_cast<int32_t>(l.layer));
+    lu->set_computed(l.computed);
+    lu->set_skipped(l.skipped);
+  }
+}
+
+grpc::ServerUnaryReactor* GeneratorService::Generate(grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request,
+                                                     v1::GenerateResponse* response) {
+  return new UnaryReactor(this, ctx, request, response);
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* GeneratorService::GenerateStream(grpc::CallbackServerContext* ctx,
+                                                                                 const v1::GenerateRequest* request) {
+  return new StreamReactor(this, ctx, request);
+}
+
+grpc::ServerUnaryReactor* GeneratorService::GetModelInfo(grpc::CallbackServerContext* ctx,
+                                                         const v1::GetModelInfoRequest* /*request*/,
+                                                         v1::ModelInfo* response) {
+  auto* reactor = ctx->DefaultReactor();
+  if (scheduler_.load() == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading; retry shortly"));
+  } else {
+    *response = model_->info;
+    reactor->Finish(grpc::Status::OK);
+  }
+  return reactor;
+}
+
+}  // namespace modserve

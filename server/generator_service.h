@@ -1,0 +1,62 @@
+// GeneratorService: the modserve.v1.Generator gRPC service on the callback
+// API. One reactor per RPC: it validates the request, submits it to the
+// scheduler, and turns the scheduler's updates into responses with one write
+// in flight at a time; a client cancel or an expired deadline tells the
+// scheduler, which frees the request's KV blocks within one step. Reactions
+// never block: updates are queued under a per-RPC mutex.
+//
+// Until Attach() is called (the model is loading) Generate answers
+// UNAVAILABLE.
+//
+// Thread-safety: all methods are called by gRPC's threads and the scheduler's
+// step thread; shared state is atomic or under per-RPC mutexes.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "modserve/v1/modserve.grpc.pb.h"
+#include "server/metrics.h"
+#include "server/request_validation.h"
+#include "server/scheduler.h"
+
+namespace modserve {
+
+// What the service knows of the served model once it is loaded.
+struct ServedModel {
+  ValidationContext validation;
+  std::vector<int64_t> routed_layers;  // bit i of a route = routed_layers[i]
+  v1::ModelInfo info;
+};
+
+class GeneratorService final : public v1::Generator::CallbackService {
+ public:
+  // Starts serving Generate with `scheduler` and `metrics` (which must
+  // outlive every RPC).
+  void Attach(Scheduler* scheduler, ServedModel model, ServerMetrics* metrics);
+
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request,
+                                     v1::GenerateResponse* response) override;
+  grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateStream(grpc::CallbackServerContext* ctx,
+                                                                 const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx, const v1::GetModelInfoRequest* request,
+                                         v1::ModelInfo* response) override;
+
+  // For reactors: validates and submits; `sink` receives the updates.
+  StatusOr<Scheduler::Handle> Submit(grpc::CallbackServerContext* ctx, const v1::GenerateRequest& request,
+                                     UpdateSink sink, std::string* request_id);
+  void Cancel(Scheduler::Handle h);
+  // Appends an update to `out` (text, ids, routes; on the last one finish reason and usage).
+  void AppendUpdate(const RequestUpdate& u, const std::string& request_id, v1::GenerateResponse* out) const;
+
+ private:
+  ServerMetrics* metrics_ = nullptr;  // set by Attach, before scheduler_
+  std::atomic<Scheduler*> scheduler_{nullptr};
+  std::shared_ptr<const ServedModel> model_;  // set once by Attach, before scheduler_
+  std::atomic<uint64_t> next_id_{1};
+  uint64_t seed_base_ = 0;
+};
+
+}  // namespace modserve

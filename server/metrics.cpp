@@ -1,0 +1,140 @@
+#include "server/metrics.h"
+
+#include "server/metrics_http_server.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <map>
+
+namespace modserve {
+
+using prometheus::Counter;
+using prometheus::Family;
+using prometheus::Gauge;
+using prometheus::Histogram;
+
+struct ServerMetrics::Impl {
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<MetricsHttpServer> http;
+
+  struct LayerCounters {
+    Counter* computed;
+    Counter* skipped;
+    Gauge* agreement;
+    int64_t agreement_tokens = 0, agreement_matches = 0;  // step thread only
+  };
+  std::map<int64_t, LayerCounters> layers;  // by layer index; set before steps run
+  Family<Counter>* layer_tokens = nullptr;
+  Family<Gauge>* agreement = nullptr;
+
+  Family<Counter>* requests = nullptr;
+  Counter* prompt_tokens = nullptr;
+  Counter* generated_tokens = nullptr;
+  Counter* preemptions = nullptr;
+  Gauge* queue = nullptr;
+  Gauge* running = nullptr;
+  Gauge* kv_usage = nullptr;
+  Histogram* ttft = nullptr;
+  Histogram* itl = nullptr;
+  Histogram* duration = nullptr;
+  Histogram* batch_tokens = nullptr;
+};
+
+ServerMetrics::ServerMetrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ServerMetrics::~ServerMetrics() = default;
+
+StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string& address) {
+  auto m = std::make_unique<Impl>();
+  auto& reg = *m->registry;
+  m->layer_tokens = &prometheus::BuildCounter()
+                           .Name("modserve_layer_tokens_total")
+                           .Help("Tokens per routed layer that computed the layer or skipped it (skip rate = skipped / all)")
+                           .Register(reg);
+  m->agreement = &prometheus::BuildGauge()
+                        .Name("modserve_predictor_agreement_ratio")
+                        .Help("Fraction of prompt tokens (prefill chunks of >= 8 tokens) where the predictor's decision equals top-k routing over the chunk")
+                        .Register(reg);
+  m->requests = &prometheus::BuildCounter()
+                     .Name("modserve_requests_total")
+                     .Help("Requests that ended, by finish reason (length, eos, stop; none if it failed) and gRPC code")
+                     .Register(reg);
+  m->prompt_tokens = &prometheus::BuildCounter().Name("modserve_prompt_tokens_total").Help("Prompt tokens of requests that ended (BOS included)").Register(reg).Add({});
+  m->generated_tokens = &prometheus::BuildCounter().Name("modserve_generated_tokens_total").Help("Tokens generated").Register(reg).Add({});
+  m->preemptions = &prometheus::BuildCounter().Name("modserve_preemptions_total").Help("Requests preempted for KV memory (recomputed later)").Register(reg).Add({});
+  m->queue = &prometheus::BuildGauge().Name("modserve_queue_requests").Help("Requests waiting to be admitted").Register(reg).Add({});
+  m->running = &prometheus::BuildGauge().Name("modserve_running_requests").Help("Requests in the engine").Register(reg).Add({});
+  m->kv_usage = &prometheus::BuildGauge().Name("modserve_kv_cache_usage_ratio").Help("Used / total KV cache blocks").Register(reg).Add({});
+  // Buckets span CPU (tens of ms per step) and GPU (sub-millisecond) latencies.
+  const Histogram::BucketBoundaries latency = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+  const Histogram::BucketBoundaries request = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
+  m->ttft = &prometheus::BuildHistogram().Name("modserve_time_to_first_token_seconds").Help("From arrival to the first generated token").Register(reg).Add({}, latency);
+  m->itl = &prometheus::BuildHistogram().Name("modserve_inter_token_latency_seconds").Help("Between consecutive generated tokens of a request").Register(reg).Add({}, latency);
+  m->duration = &prometheus::BuildHistogram().Name("modserve_request_duration_seconds").Help("From arrival to the end of a request").Register(reg).Add({}, request);
+  m->batch_tokens = &prometheus::BuildHistogram()
+                         .Name("modserve_batch_tokens")
+                         .Help("Tokens per engine step (decode tokens + prefill chunks)")
+                         .Register(reg)
+                         .Add({}, Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096});
+  std::shared_ptr<prometheus::Registry> registry = m->registry;
+  auto http = MetricsHttpServer::Start(address, [registry] { return prometheus::TextSerializer().Serialize(registry->Collect()); });
+  if (!http.ok()) return http.status();
+  m->http = std::move(*http);
+  return std::make_unique<ServerMetrics>(std::move(m));
+}
+
+void ServerMetrics::SetRoutedLayers(const std::vector<int64_t>& routed_layers) {
+  for (int64_t l : routed_layers) {
+    const std::string layer = std::to_string(l);
+    impl_->layers[l] = {&impl_->layer_tokens->Add({{"layer", layer}, {"decision", "computed"}}),
+                        &impl_->layer_tokens->Add({{"layer", layer}, {"decision", "skipped"}}),
+                        &impl_->agreement->Add({{"layer", layer}})};
+  }
+}
+
+int ServerMetrics::port() const {
+  return impl_->http->port();
+}
+
+void ServerMetrics::CountRejected(StatusCode code) {
+  impl_->requests->Add({{"finish_reason", "none"}, {"code", StatusCodeName(code)}}).Increment();
+}
+
+void ServerMetrics::OnQueueChanged(int64_t waiting, int64_t running) {
+  impl_->queue->Set(static_cast<double>(waiting));
+  impl_->running->Set(static_cast<double>(running));
+}
+
+void ServerMetrics::OnStep(const StepReport& r) {
+  for (const auto& ls : r.stats->layers) {
+    auto it = impl_->layers.find(ls.layer);
+    if (!ls.routed || it == impl_->layers.end()) continue;
+    auto& lc = it->second;
+    lc.computed->Increment(static_cast<double>(ls.computed));
+    lc.skipped->Increment(static_cast<double>(ls.skipped));
+    if (ls.agreement_tokens > 0) {
+      lc.agreement_tokens += ls.agreement_tokens;
+      lc.agreement_matches += ls.agreement_matches;
+      lc.agreement->Set(static_cast<double>(lc.agreement_matches) / static_cast<double>(lc.agreement_tokens));
+    }
+  }
+  impl_->batch_tokens->Observe(static_cast<double>(r.batch_tokens));
+  impl_->kv_usage->Set(r.kv_usage);
+  if (r.preemptions > 0) impl_->preemptions->Increment(static_cast<double>(r.preemptions));
+}
+
+void ServerMetrics::OnFirstToken(double seconds) { impl_->ttft->Observe(seconds); }
+void ServerMetrics::OnInterToken(double seconds) { impl_->itl->Observe(seconds); }
+
+void ServerMetrics::OnRequestDone(FinishReason reason, StatusCode code, double seconds, int64_t prompt_tokens,
+                                  int64_t generated_tokens) {
+  impl_->requests->Add({{"finish_reason", FinishReasonName(reason)}, {"code", StatusCodeName(code)}}).Increment();
+  impl_->duration->Observe(seconds);
+  impl_->prompt_tokens->Increment(static_cast<double>(prompt_tokens));
+  impl_->generated_tokens->Increment(static_cast<double>(generated_tokens));
+}
+
+}  // namespace modserve

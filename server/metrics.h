@@ -1,0 +1,48 @@
+// ServerMetrics: the server's Prometheus metrics (names in README "Metrics";
+// dashboards rely on them) and the HTTP endpoint that serves /metrics on its
+// own port and thread, never through the inference queue.
+//
+// It implements SchedulerObserver, so the scheduler reports plain numbers and
+// only this file knows Prometheus.
+//
+// Thread-safety: all methods are thread-safe (prometheus-cpp metrics are).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/status.h"
+#include "server/scheduler_observer.h"
+
+namespace modserve {
+
+class ServerMetrics : public SchedulerObserver {
+ public:
+  struct Impl;
+  // Binds `address` (host:port; port 0 picks a free one) and serves /metrics from then on.
+  static StatusOr<std::unique_ptr<ServerMetrics>> Start(const std::string& address);
+  explicit ServerMetrics(std::unique_ptr<Impl> impl);
+  ~ServerMetrics() override;
+
+  int port() const;  // the bound port
+
+  // Creates the per-layer series once the model is known; call before the
+  // scheduler starts reporting steps.
+  void SetRoutedLayers(const std::vector<int64_t>& routed_layers);
+
+  // A request refused before it reached the scheduler (invalid, queue full, draining).
+  void CountRejected(StatusCode code);
+
+  void OnQueueChanged(int64_t waiting, int64_t running) override;
+  void OnStep(const StepReport& report) override;
+  void OnFirstToken(double seconds) override;
+  void OnInterToken(double seconds) override;
+  void OnRequestDone(FinishReason reason, StatusCode code, double seconds, int64_t prompt_tokens,
+                     int64_t generated_tokens) override;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace modserve

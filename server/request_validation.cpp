@@ -1,0 +1,99 @@
+#include "server/request_validation.h"
+
+#include <cmath>
+#include <string>
+
+#include "engine/tokenizer.h"
+#include "server/utf8_stream.h"
+
+namespace modserve {
+namespace {
+
+std::string Num(double v) {
+  std::string s = std::to_string(v);
+  s.erase(s.find_last_not_of('0') + 1);
+  if (!s.empty() && s.back() == '.') s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r, const ValidationContext& ctx,
+                                                    uint64_t fallback_seed, const std::string& fallback_id) {
+  const RequestLimits& lim = ctx.limits;
+  const auto prompt_bytes = static_cast<int64_t>(r.prompt().size());
+  if (prompt_bytes == 0) return InvalidArgument("prompt must not be empty");
+  if (prompt_bytes > lim.max_prompt_bytes) {
+    return InvalidArgument("prompt is " + std::to_string(prompt_bytes) + " bytes; the limit is max_prompt_bytes = " +
+                           std::to_string(lim.max_prompt_bytes));
+  }
+  if (!IsValidUtf8(r.prompt())) return InvalidArgument("prompt is not valid UTF-8");
+  const int64_t prompt_tokens = prompt_bytes + 1;  // byte-level tokens + BOS
+  if (prompt_tokens >= ctx.max_context) {
+    return InvalidArgument("prompt is " + std::to_string(prompt_tokens) + " tokens (" + std::to_string(prompt_bytes) +
+                           " bytes + BOS) but the model's context length is " + std::to_string(ctx.max_context) +
+                           " tokens; a prompt may have at most " + std::to_string(ctx.max_context - 2) +
+                           " bytes to leave room for one generated token");
+  }
+  const int64_t room = ctx.max_context - prompt_tokens;
+  int64_t max_tokens = r.max_tokens();
+  if (max_tokens < 0 || max_tokens > lim.max_tokens) {
+    return InvalidArgument("max_tokens must be in [0, " + std::to_string(lim.max_tokens) + "] (0: the default " +
+                           std::to_string(lim.default_max_tokens) + "), got " + std::to_string(max_tokens));
+  }
+  if (max_tokens == 0) {
+    max_tokens = std::min(lim.default_max_tokens, room);
+  } else if (max_tokens > room) {
+    return InvalidArgument("max_tokens " + std::to_string(max_tokens) + " plus the prompt's " + std::to_string(prompt_tokens) +
+                           " tokens exceeds the context length " + std::to_string(ctx.max_context) + "; at most " +
+                           std::to_string(room) + " tokens can be generated for this prompt");
+  }
+  if (!std::isfinite(r.temperature()) || r.temperature() < 0 || r.temperature() > 2) {
+    return InvalidArgument("temperature must be in [0, 2] (0: greedy), got " + Num(r.temperature()));
+  }
+  if (!std::isfinite(r.top_p()) || r.top_p() < 0 || r.top_p() > 1) {
+    return InvalidArgument("top_p must be in (0, 1] (0: unset, meaning 1), got " + Num(r.top_p()));
+  }
+  if (r.top_k() < 0 || r.top_k() > ctx.vocab_size) {
+    return InvalidArgument("top_k must be in [0, " + std::to_string(ctx.vocab_size) + "] (0: no cut), got " +
+                           std::to_string(r.top_k()));
+  }
+  if (r.stop_size() > lim.max_stop) {
+    return InvalidArgument("stop has " + std::to_string(r.stop_size()) + " strings; at most max_stop = " +
+                           std::to_string(lim.max_stop) + " are allowed");
+  }
+  for (int i = 0; i < r.stop_size(); ++i) {
+    const std::string& s = r.stop(i);
+    const std::string name = "stop[" + std::to_string(i) + "]";
+    if (s.empty()) return InvalidArgument(name + " must not be empty");
+    if (static_cast<int64_t>(s.size()) > lim.max_stop_bytes) {
+      return InvalidArgument(name + " is " + std::to_string(s.size()) + " bytes; the limit is max_stop_bytes = " +
+                             std::to_string(lim.max_stop_bytes));
+    }
+    if (!IsValidUtf8(s)) return InvalidArgument(name + " is not valid UTF-8");
+  }
+  if (r.has_request_id()) {
+    const std::string& id = r.request_id();
+    if (id.empty() || id.size() > 128) {
+      return InvalidArgument("request_id must be 1 to 128 characters, got " + std::to_string(id.size()));
+    }
+    for (char ch : id) {
+      if (ch < 0x21 || ch > 0x7e) return InvalidArgument("request_id must be printable ASCII without spaces");
+    }
+  }
+
+  GenerationRequest g;
+  g.request_id = r.has_request_id() ? r.request_id() : fallback_id;
+  g.prompt = ByteTokenizer(ctx.bos_id, ctx.eos_id).Encode(r.prompt(), /*add_bos=*/true);
+  g.sampling.temperature = r.temperature();
+  g.sampling.top_k = r.top_k();
+  g.sampling.top_p = r.top_p() == 0 ? 1.0 : r.top_p();
+  g.sampling.seed = r.has_seed() ? r.seed() : fallback_seed;
+  g.stop.max_tokens = max_tokens;
+  g.stop.eos_id = ctx.eos_id;
+  g.stop.stop.assign(r.stop().begin(), r.stop().end());
+  g.return_routes = r.return_routes();
+  return g;
+}
+
+}  // namespace modserve

@@ -1,0 +1,31 @@
+// Request validation: turns a GenerateRequest from the wire into a
+// GenerationRequest for the scheduler, or an INVALID_ARGUMENT status whose
+// message names the field and its allowed range.
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/status.h"
+#include "modserve/v1/modserve.pb.h"
+#include "server/generation_request.h"
+#include "server/server_config.h"
+
+namespace modserve {
+
+// What validation needs to know about the served model.
+struct ValidationContext {
+  RequestLimits limits;
+  int64_t max_context = 0;
+  int64_t vocab_size = 0;
+  int64_t bos_id = 256;
+  int64_t eos_id = 257;
+};
+
+// `fallback_seed` is used when the request has no seed; `fallback_id` when it
+// has no request_id.
+StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r, const ValidationContext& ctx,
+                                                    uint64_t fallback_seed, const std::string& fallback_id);
+
+}  // namespace modserve

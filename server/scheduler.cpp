@@ -1,0 +1,405 @@
+#include "server/scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <utility>
+
+#include "server/utf8_stream.h"
+
+namespace modserve {
+
+int64_t RequestUsage::routed_computed() const {
+  int64_t n = 0;
+  for (const auto& l : layers) n += l.computed;
+  return n;
+}
+
+int64_t RequestUsage::routed_skipped() const {
+  int64_t n = 0;
+  for (const auto& l : layers) n += l.skipped;
+  return n;
+}
+
+// One accepted request, from Submit until its last update.
+struct Scheduler::Active {
+  Active(Handle h, GenerationRequest r, UpdateSink s)
+      : handle(h), req(std::move(r)), sink(std::move(s)), sampler(req.sampling), gen(req.stop), tokens(req.prompt) {}
+
+  Handle handle;
+  GenerationRequest req;
+  UpdateSink sink;
+  Sampler sampler;
+  GenerationState gen;
+  Utf8StreamDecoder utf8;
+  std::vector<int64_t> tokens;  // prompt + generated; the last generated one is not in the cache yet
+  int64_t cached = 0;           // tokens the engine holds for this request
+  int64_t routes_counted = 0;   // tokens whose routes are in `usage` (recomputation counts once)
+  bool in_engine = false;
+  size_t text_sent = 0;         // bytes of gen.text() already passed to utf8
+  Clock::time_point arrival = Clock::now();
+  Clock::time_point last_token;
+  RequestUsage usage;
+  std::vector<int64_t> new_ids;      // generated since the last update
+  std::vector<uint64_t> new_routes;  // routes of new_ids, when asked
+};
+
+Scheduler::Scheduler(StepEngine* engine, SchedulerOptions opts, SchedulerObserver* observer)
+    : engine_(engine), opts_(opts), observer_(observer), info_(engine->Info()) {
+  route_fraction_.assign(info_.routed_layers.size(), info_.capacity);
+}
+
+Scheduler::~Scheduler() = default;
+
+StatusOr<Scheduler::Handle> Scheduler::Submit(GenerationRequest request, UpdateSink sink) {
+  // A request must fit in an empty pool even if every routed layer were dense.
+  const int64_t max_len = std::min<int64_t>(info_.max_context, static_cast<int64_t>(request.prompt.size()) + request.stop.max_tokens);
+  const int64_t worst = info_.n_layers * ((max_len + info_.block_size - 1) / info_.block_size);
+  if (worst > info_.total_blocks) {
+    return ResourceExhausted("request needs up to " + std::to_string(worst) + " KV blocks but the pool holds " +
+                             std::to_string(info_.total_blocks) + "; lower max_tokens or the prompt length");
+  }
+  Handle h;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!admitting_) return Unavailable("server is shutting down and accepts no new requests");
+    if (waiting_count_ >= opts_.max_queue) {
+      return ResourceExhausted("request queue is full (" + std::to_string(opts_.max_queue) +
+                               " waiting requests); retry later");
+    }
+    h = next_handle_++;
+    inbox_.push_back(std::make_unique<Active>(h, std::move(request), std::move(sink)));
+    ++waiting_count_;
+  }
+  cv_.notify_one();
+  PublishCounts();
+  return h;
+}
+
+void Scheduler::Cancel(Handle h) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancel_.insert(h);
+  }
+  cv_.notify_one();
+}
+
+void Scheduler::StopAdmitting() {
+  std::lock_guard<std::mutex> lock(mu_);
+  admitting_ = false;
+}
+
+void Scheduler::CancelAll(Status status) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancel_all_ = true;
+    cancel_all_status_ = std::move(status);
+  }
+  cv_.notify_one();
+}
+
+void Scheduler::Wake() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    wake_ = true;
+  }
+  cv_.notify_one();
+}
+
+void Scheduler::WaitForWork(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, timeout, [&] { return wake_ || !inbox_.empty() || !cancel_.empty() || cancel_all_; });
+  wake_ = false;
+}
+
+int64_t Scheduler::waiting() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return waiting_count_;
+}
+
+int64_t Scheduler::running() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return running_count_;
+}
+
+void Scheduler::PublishCounts() {
+  if (observer_ == nullptr) return;
+  int64_t w, r;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    w = waiting_count_;
+    r = running_count_;
+  }
+  observer_->OnQueueChanged(w, r);
+}
+
+void Scheduler::TakeInbox() {
+  std::lock_guard<std::mutex> lock(mu_);
+  while (!inbox_.empty()) {
+    waiting_.push_back(std::move(inbox_.front()));
+    inbox_.pop_front();
+  }
+}
+
+void Scheduler::EndExpiredAndCancelled() {
+  std::set<Handle> cancel;
+  bool all = false;
+  Status all_status;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancel.swap(cancel_);
+    all = cancel_all_;
+    all_status = cancel_all_status_;
+    cancel_all_ = false;
+  }
+  const auto now = Clock::now();
+  auto verdict = [&](const Active& a) -> Status {
+    if (all) return all_status;
+    if (cancel.count(a.handle)) return Cancelled("request cancelled by the client");
+    if (now >= a.req.deadline) return DeadlineExceeded("deadline expired after " + std::to_string(a.gen.tokens().size()) + " generated tokens");
+    return Status::Ok();
+  };
+  for (auto it = running_.begin(); it != running_.end();) {
+    Status s = verdict(*it->second);
+    if (s.ok()) {
+      ++it;
+      continue;
+    }
+    ActivePtr a = std::move(it->second);
+    it = running_.erase(it);
+    Finish(*a, s);
+  }
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    Status s = verdict(**it);
+    if (s.ok()) {
+      ++it;
+      continue;
+    }
+    ActivePtr a = std::move(*it);
+    it = waiting_.erase(it);
+    Finish(*a, s);
+  }
+}
+
+int64_t Scheduler::EstimateBlocks(int64_t cached, int64_t new_tokens) const {
+  const int64_t bs = info_.block_size;
+  auto blocks = [bs](double tokens) { return static_cast<int64_t>(std::ceil(tokens / static_cast<double>(bs))); };
+  const int64_t n_routed = static_cast<int64_t>(info_.routed_layers.size());
+  int64_t need = (info_.n_layers - n_routed) * (blocks(static_cast<double>(cached + new_tokens)) - blocks(static_cast<double>(cached)));
+  for (double f : route_fraction_) {
+    need += blocks(f * static_cast<double>(cached + new_tokens)) - blocks(f * static_cast<double>(cached));
+  }
+  return need;
+}
+
+void Scheduler::Emit(Active& a, bool finished, Status status) {
+  const std::string& text = a.gen.text();
+  const size_t stable = finished ? text.size() : std::max(a.text_sent, std::min(text.size(), a.gen.StableLength()));
+  RequestUpdate u;
+  if (stable > a.text_sent) u.text = a.utf8.Push(std::string_view(text).substr(a.text_sent, stable - a.text_sent));
+  a.text_sent = stable;
+  if (finished) u.text += a.utf8.Flush();
+  if (!finished && u.text.empty() && a.new_ids.empty()) return;
+  u.token_ids.swap(a.new_ids);
+  u.routes.swap(a.new_routes);
+  u.finished = finished;
+  if (finished) {
+    u.status = std::move(status);
+    u.finish_reason = a.gen.finish_reason();
+    a.usage.prompt_tokens = static_cast<int64_t>(a.req.prompt.size());
+    a.usage.completion_tokens = static_cast<int64_t>(a.gen.tokens().size());
+    u.usage = a.usage;
+  }
+  a.sink(std::move(u));
+}
+
+void Scheduler::Finish(Active& a, Status status) {
+  if (a.in_engine) {
+    engine_->Release(a.handle);
+    a.in_engine = false;
+  }
+  const StatusCode code = status.code();
+  Emit(a, /*finished=*/true, std::move(status));
+  if (observer_ != nullptr) {
+    const double secs = std::chrono::duration<double>(Clock::now() - a.arrival).count();
+    observer_->OnRequestDone(a.gen.finish_reason(), code, secs, static_cast<int64_t>(a.req.prompt.size()),
+                             static_cast<int64_t>(a.gen.tokens().size()));
+  }
+}
+
+void Scheduler::Preempt(Active& a) {
+  engine_->Release(a.handle);
+  a.in_engine = false;
+  a.cached = 0;  // recomputed later from prompt + generated tokens
+}
+
+bool Scheduler::Step() {
+  TakeInbox();
+  EndExpiredAndCancelled();
+  auto sync_counts = [&] {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      int64_t inbox = static_cast<int64_t>(inbox_.size());
+      waiting_count_ = inbox + static_cast<int64_t>(waiting_.size());
+      running_count_ = static_cast<int64_t>(running_.size());
+    }
+    PublishCounts();
+  };
+  if (running_.empty() && waiting_.empty()) {
+    sync_counts();
+    return false;
+  }
+
+  // Plan: decode tokens first, then prefill chunks of running requests, then admissions.
+  int64_t budget = opts_.max_batch_tokens;
+  int64_t reserve = 0;
+  std::vector<Active*> planned;
+  std::vector<SequenceChunk> batch;
+  auto plan = [&](Active& a) {
+    const int64_t n = std::min<int64_t>(static_cast<int64_t>(a.tokens.size()) - a.cached, budget);
+    if (n <= 0) return;
+    SequenceChunk c;
+    c.id = static_cast<SeqId>(a.handle);
+    c.tokens.assign(a.tokens.begin() + a.cached, a.tokens.begin() + a.cached + n);
+    batch.push_back(std::move(c));
+    planned.push_back(&a);
+    budget -= n;
+    reserve += EstimateBlocks(a.cached, n);
+  };
+  for (auto& [h, a] : running_) {
+    if (static_cast<int64_t>(a->tokens.size()) - a->cached == 1) plan(*a);
+  }
+  for (auto& [h, a] : running_) {
+    if (static_cast<int64_t>(a->tokens.size()) - a->cached > 1) plan(*a);
+  }
+  const int64_t free_blocks = engine_->FreeBlocks();
+  while (!waiting_.empty() && budget > 0 && static_cast<int64_t>(running_.size()) < opts_.max_running) {
+    Active& a = *waiting_.front();
+    const int64_t n = std::min<int64_t>(static_cast<int64_t>(a.tokens.size()), budget);
+    if (!running_.empty() && reserve + EstimateBlocks(0, n) > free_blocks) break;  // wait for blocks
+    Status s = engine_->AddSequence(static_cast<SeqId>(a.handle));
+    ActivePtr owned = std::move(waiting_.front());
+    waiting_.pop_front();
+    if (!s.ok()) {
+      Finish(*owned, s);
+      continue;
+    }
+    owned->in_engine = true;
+    Active* raw = owned.get();
+    running_.emplace(raw->handle, std::move(owned));
+    plan(*raw);
+  }
+  sync_counts();
+  if (batch.empty()) return !running_.empty();
+
+  // Run; when the pool is short, preempt the newest running request and retry.
+  int64_t preemptions = 0;
+  StatusOr<StepResult> result = engine_->Step(batch);
+  while (!result.ok() && result.status().code() == StatusCode::kResourceExhausted && running_.size() > 1) {
+    auto newest = std::prev(running_.end());
+    Active* victim = newest->second.get();
+    auto pos = std::find(planned.begin(), planned.end(), victim);
+    if (pos != planned.end()) {
+      batch.erase(batch.begin() + (pos - planned.begin()));
+      planned.erase(pos);
+    }
+    Preempt(*victim);
+    waiting_.push_front(std::move(newest->second));
+    running_.erase(newest);
+    ++preemptions;
+    if (batch.empty()) break;
+    result = engine_->Step(batch);
+  }
+  if (batch.empty()) {
+    sync_counts();
+    return true;
+  }
+  if (!result.ok()) {
+    // Not a memory problem we can schedule around: fail the requests in this step.
+    for (Active* a : planned) {
+      ActivePtr owned = std::move(running_.at(a->handle));
+      running_.erase(a->handle);
+      Finish(*owned, result.status());
+    }
+    sync_counts();
+    return true;
+  }
+  ApplyResult(planned, batch, *result);
+  if (observer_ != nullptr) {
+    StepReport report;
+    report.stats = &result->stats;
+    report.batch_tokens = result->stats.tokens;
+    report.running = static_cast<int64_t>(running_.size());
+    report.kv_usage = info_.total_blocks > 0 ? static_cast<double>(info_.total_blocks - engine_->FreeBlocks()) /
+                                                   static_cast<double>(info_.total_blocks)
+                                             : 0.0;
+    report.preemptions = preemptions;
+    observer_->OnStep(report);
+  }
+  sync_counts();
+  return true;
+}
+
+void Scheduler::ApplyResult(const std::vector<Active*>& planned, const std::vector<SequenceChunk>& batch,
+                            const StepResult& result) {
+  // Learn the routed layers' real compute fraction for admission estimates.
+  size_t ri = 0;
+  for (const auto& ls : result.stats.layers) {
+    if (!ls.routed || ri >= route_fraction_.size()) continue;
+    const int64_t total = ls.computed + ls.skipped;
+    if (total > 0) {
+      const double w = std::min(1.0, static_cast<double>(total) / 1024.0);
+      route_fraction_[ri] = (1 - w) * route_fraction_[ri] + w * static_cast<double>(ls.computed) / static_cast<double>(total);
+    }
+    ++ri;
+  }
+
+  const auto now = Clock::now();
+  const size_t n_routed = info_.routed_layers.size();
+  for (size_t i = 0; i < planned.size(); ++i) {
+    Active& a = *planned[i];
+    const auto& routes = result.routes[i];
+    if (a.usage.layers.empty()) {
+      for (int64_t l : info_.routed_layers) a.usage.layers.push_back({l, 0, 0});
+    }
+    for (size_t j = 0; j < routes.size(); ++j) {
+      const int64_t position = a.cached + static_cast<int64_t>(j);
+      if (position < a.routes_counted) continue;
+      for (size_t r = 0; r < n_routed; ++r) {
+        if ((routes[j] >> r) & 1) {
+          ++a.usage.layers[r].computed;
+        } else {
+          ++a.usage.layers[r].skipped;
+        }
+      }
+      a.routes_counted = position + 1;
+    }
+    a.cached += static_cast<int64_t>(batch[i].tokens.size());
+    if (a.cached < static_cast<int64_t>(a.tokens.size())) continue;  // mid-prefill: no token yet
+
+    const int64_t token = a.sampler.Sample(result.logits[i]);
+    a.tokens.push_back(token);
+    FinishReason reason = a.gen.Add(token);
+    a.new_ids.push_back(token);
+    if (a.req.return_routes) a.new_routes.push_back(routes.empty() ? 0 : routes.back());
+    if (observer_ != nullptr) {
+      if (a.gen.tokens().size() == 1) {
+        observer_->OnFirstToken(std::chrono::duration<double>(now - a.arrival).count());
+      } else {
+        observer_->OnInterToken(std::chrono::duration<double>(now - a.last_token).count());
+      }
+    }
+    a.last_token = now;
+    const bool context_full = static_cast<int64_t>(a.tokens.size()) >= info_.max_context;
+    if (reason == FinishReason::kNone && !context_full) {
+      Emit(a, /*finished=*/false, Status::Ok());
+      continue;
+    }
+    if (reason == FinishReason::kNone) a.gen.ForceFinish(FinishReason::kLength);
+    ActivePtr owned = std::move(running_.at(a.handle));
+    running_.erase(a.handle);
+    Finish(*owned, Status::Ok());
+  }
+}
+
+}  // namespace modserve

@@ -1,0 +1,108 @@
+// Scheduler: iteration-level (continuous) batching over a StepEngine
+// (DESIGN §3). Each Step() builds a plan from the waiting queue, the running
+// set, the per-step token budget and the free KV blocks: the next token of
+// every decoding request, then prefill chunks of requests still reading their
+// prompt, then newly admitted requests, all in one engine step. It samples
+// each finished chunk's next token, applies stop criteria and hands updates to
+// each request's sink.
+//
+// Admission is route-aware: a request's KV need is estimated with the routed
+// layers' observed compute fraction, not a dense worst case. If the engine
+// still runs out of blocks, the newest running request is preempted (its
+// blocks freed) and later recomputed from its prompt and the tokens it has
+// generated so far; accepted requests never fail for memory. A request that
+// could not fit even in an empty pool is refused at Submit.
+//
+// Thread-safety: Submit, Cancel, StopAdmitting, CancelAll and the counters
+// may be called from any thread. Step and WaitForWork are called by one
+// thread only (the step loop). Sinks run on the step thread.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <vector>
+
+#include "server/generation_request.h"
+#include "server/scheduler_observer.h"
+#include "server/step_engine.h"
+
+namespace modserve {
+
+struct SchedulerOptions {
+  int64_t max_queue = 256;         // waiting requests; beyond: RESOURCE_EXHAUSTED
+  int64_t max_running = 64;        // requests in the engine at once
+  int64_t max_batch_tokens = 256;  // tokens per step (decode tokens + prefill chunks)
+};
+
+class Scheduler {
+ public:
+  using Handle = uint64_t;
+
+  // `engine` and `observer` (may be null) must outlive the scheduler.
+  Scheduler(StepEngine* engine, SchedulerOptions opts, SchedulerObserver* observer = nullptr);
+  ~Scheduler();
+
+  // Queues a request. RESOURCE_EXHAUSTED when the queue is full or the
+  // request could never fit in the KV pool; UNAVAILABLE once draining.
+  StatusOr<Handle> Submit(GenerationRequest request, UpdateSink sink);
+  // The request ends with CANCELLED within one step (no-op if already done).
+  void Cancel(Handle h);
+  // Refuse new requests from now on (draining); in-flight ones continue.
+  void StopAdmitting();
+  // Ends every request with `status` at the next step.
+  void CancelAll(Status status);
+
+  // Runs one iteration; returns false if there was nothing to do.
+  bool Step();
+  // Blocks until there is work or `timeout` passes (or Wake() is called).
+  void WaitForWork(std::chrono::milliseconds timeout);
+  void Wake();
+
+  int64_t waiting() const;
+  int64_t running() const;
+  bool idle() const { return waiting() == 0 && running() == 0; }
+
+ private:
+  struct Active;
+  using ActivePtr = std::unique_ptr<Active>;
+
+  void TakeInbox();
+  void EndExpiredAndCancelled();
+  void Finish(Active& a, Status status);
+  void Preempt(Active& a);
+  int64_t EstimateBlocks(int64_t cached, int64_t new_tokens) const;
+  void ApplyResult(const std::vector<Active*>& planned, const std::vector<SequenceChunk>& batch,
+                   const StepResult& result);
+  void Emit(Active& a, bool finished, Status status);
+  void PublishCounts();
+
+  StepEngine* engine_;
+  SchedulerOptions opts_;
+  SchedulerObserver* observer_;
+  StepEngineInfo info_;
+  std::vector<double> route_fraction_;  // per routed layer, observed compute fraction (EMA)
+
+  // Shared with other threads.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<ActivePtr> inbox_;  // submitted, not yet seen by the step thread
+  std::set<Handle> cancel_;
+  bool admitting_ = true;
+  bool cancel_all_ = false;
+  bool wake_ = false;
+  Status cancel_all_status_;
+  Handle next_handle_ = 1;
+  int64_t waiting_count_ = 0;  // inbox_ + waiting_
+  int64_t running_count_ = 0;
+
+  // Step thread only.
+  std::deque<ActivePtr> waiting_;            // FIFO; preempted requests go to the front
+  std::map<Handle, ActivePtr> running_;      // ordered by arrival (handles increase)
+};
+
+}  // namespace modserve

@@ -1,0 +1,38 @@
+// SchedulerObserver: how the scheduler reports what it does (the metrics
+// implement it; the scheduler knows nothing of Prometheus). Plain numbers and
+// the engine's plain StepStats.
+//
+// Thread-safety: OnQueueChanged may be called from any thread (Submit runs on
+// gRPC threads); the rest from the step thread. Implementations must be
+// thread-safe and must not block.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/engine.h"
+#include "engine/generation_state.h"
+#include "engine/status.h"
+
+namespace modserve {
+
+struct StepReport {
+  const StepStats* stats = nullptr;  // the engine's stats for this step
+  int64_t batch_tokens = 0;
+  int64_t running = 0;
+  double kv_usage = 0.0;             // used / total KV blocks after the step
+  int64_t preemptions = 0;           // requests preempted while building this step
+};
+
+class SchedulerObserver {
+ public:
+  virtual ~SchedulerObserver() = default;
+  virtual void OnQueueChanged(int64_t waiting, int64_t running) {}
+  virtual void OnStep(const StepReport& report) {}
+  virtual void OnFirstToken(double seconds_since_arrival) {}
+  virtual void OnInterToken(double seconds) {}
+  // A request accepted by Submit ended: finished (OK) or failed/cancelled.
+  virtual void OnRequestDone(FinishReason reason, StatusCode code, double seconds, int64_t prompt_tokens,
+                             int64_t generated_tokens) {}
+};
+
+}  // namespace modserve

@@ -1,0 +1,158 @@
+#include "server/server_app.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+
+#include "server/engine_adapter.h"
+#include "server/generator_service.h"
+
+#ifndef MODSERVE_VERSION
+#define MODSERVE_VERSION "dev"
+#endif
+
+namespace modserve {
+
+struct ServerApp::Impl {
+  ServerConfig cfg;
+  GeneratorService service;
+  std::unique_ptr<grpc::Server> server;
+  int grpc_port = 0;
+  std::unique_ptr<ServerMetrics> metrics;
+  std::unique_ptr<EngineAdapter> engine;
+  std::unique_ptr<Scheduler> scheduler;
+  std::thread loop;
+  std::atomic<bool> stop{false};
+  bool drained = false;
+
+  void SetServing(bool serving) { server->GetHealthCheckService()->SetServingStatus(serving); }
+};
+
+namespace {
+
+ServedModel DescribeModel(const ServerConfig& cfg, const ModelConfig& mc, const StepEngineInfo& info) {
+  ServedModel m;
+  m.validation.limits = cfg.limits;
+  m.validation.max_context = mc.max_context;
+  m.validation.vocab_size = mc.vocab_size;
+  m.validation.bos_id = mc.bos_id;
+  m.validation.eos_id = mc.eos_id;
+  m.routed_layers = info.routed_layers;
+  v1::ModelInfo& p = m.info;
+  p.set_architecture("mod-transformer");
+  p.set_n_layers(static_cast<int32_t>(mc.n_layers));
+  p.set_d_model(static_cast<int32_t>(mc.d_model));
+  p.set_n_heads(static_cast<int32_t>(mc.n_heads));
+  p.set_vocab_size(static_cast<int32_t>(mc.vocab_size));
+  p.set_context_length(static_cast<int32_t>(mc.max_context));
+  p.set_routing_enabled(mc.routing_enabled);
+  p.set_capacity(mc.routing_enabled ? mc.capacity : 1.0);
+  for (int64_t l : info.routed_layers) p.add_routed_layers(static_cast<int32_t>(l));
+  p.set_model_path(cfg.model);
+  p.set_server_version(MODSERVE_VERSION);
+  p.set_dtype(cfg.dtype);
+  p.set_device(cfg.device);
+  auto* lim = p.mutable_limits();
+  lim->set_max_prompt_bytes(static_cast<int32_t>(cfg.limits.max_prompt_bytes));
+  lim->set_max_tokens(static_cast<int32_t>(cfg.limits.max_tokens));
+  lim->set_default_max_tokens(static_cast<int32_t>(cfg.limits.default_max_tokens));
+  lim->set_max_stop(static_cast<int32_t>(cfg.limits.max_stop));
+  lim->set_max_stop_bytes(static_cast<int32_t>(cfg.limits.max_stop_bytes));
+  return m;
+}
+
+}  // namespace
+
+ServerApp::ServerApp(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+ServerApp::~ServerApp() {
+  if (impl_ && !impl_->drained) Drain(std::chrono::seconds(0));
+}
+
+int ServerApp::grpc_port() const { return impl_->grpc_port; }
+int ServerApp::metrics_port() const { return impl_->metrics->port(); }
+
+StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg) {
+  MODSERVE_RETURN_IF_ERROR(cfg.Validate());
+  if (!std::filesystem::is_directory(cfg.model)) {
+    return NotFound("model: " + cfg.model + " is not a checkpoint directory");
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->cfg = cfg;
+  auto metrics = ServerMetrics::Start(cfg.metrics_listen);
+  if (!metrics.ok()) return metrics.status();
+  impl->metrics = std::move(*metrics);
+
+  // Listen first, so health checks see NOT_SERVING while the model loads.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(cfg.listen, grpc::InsecureServerCredentials(), &impl->grpc_port);
+  builder.RegisterService(&impl->service);
+  impl->server = builder.BuildAndStart();
+  if (!impl->server || impl->grpc_port == 0) return Unavailable("listen: cannot listen on " + cfg.listen);
+  impl->SetServing(false);
+
+  auto fail = [&](Status s) {
+    impl->server->Shutdown(std::chrono::system_clock::now());
+    return s;
+  };
+  EngineOptions eo;
+  eo.kv_blocks = cfg.kv_blocks;
+  eo.block_size = cfg.block_size;
+  eo.device = cfg.device;
+  eo.dtype = cfg.dtype;
+  eo.threads = static_cast<int>(cfg.threads);
+  auto engine = Engine::Load(cfg.model, eo);
+  if (!engine.ok()) return fail(engine.status());
+  const ModelConfig model_config = (*engine)->config();
+  impl->engine = std::make_unique<EngineAdapter>(std::move(*engine));
+  const StepEngineInfo info = impl->engine->Info();
+
+  impl->metrics->SetRoutedLayers(info.routed_layers);
+
+  SchedulerOptions so;
+  so.max_queue = cfg.max_queue;
+  so.max_running = cfg.max_running;
+  so.max_batch_tokens = cfg.max_batch_tokens;
+  impl->scheduler = std::make_unique<Scheduler>(impl->engine.get(), so, impl->metrics.get());
+  Impl* raw = impl.get();
+  impl->loop = std::thread([raw] {
+    while (!raw->stop.load()) {
+      if (!raw->scheduler->Step()) raw->scheduler->WaitForWork(std::chrono::milliseconds(50));
+    }
+  });
+  impl->service.Attach(impl->scheduler.get(), DescribeModel(cfg, model_config, info), impl->metrics.get());
+  impl->SetServing(true);
+  return std::make_unique<ServerApp>(std::move(impl));
+}
+
+void ServerApp::Drain(std::chrono::duration<double> grace) {
+  Impl& m = *impl_;
+  if (m.drained) return;
+  m.drained = true;
+  m.SetServing(false);
+  m.scheduler->StopAdmitting();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(grace);
+  while (!m.scheduler->idle() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (!m.scheduler->idle()) {
+    m.scheduler->CancelAll(Unavailable("the server shut down before the request finished (drain grace period over)"));
+    const auto hard = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!m.scheduler->idle() && std::chrono::steady_clock::now() < hard) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  // Every request has had its last update; let the final writes go out.
+  m.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  m.stop.store(true);
+  m.scheduler->Wake();
+  m.loop.join();
+}
+
+}  // namespace modserve

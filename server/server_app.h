@@ -1,0 +1,38 @@
+// ServerApp: a whole mod-server in one object: metrics exposer, gRPC server
+// (Generator, grpc.health.v1, reflection), the engine, the scheduler and the
+// step-loop thread that drives it. main() and the end-to-end tests use it.
+//
+// Start() listens first (health NOT_SERVING, Generate UNAVAILABLE), loads the
+// model, then serves (health SERVING). Drain() is the SIGTERM path.
+//
+// Thread-safety: Start, Drain and the destructor from one thread; the ports
+// from any.
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include "engine/status.h"
+#include "server/server_config.h"
+
+namespace modserve {
+
+class ServerApp {
+ public:
+  struct Impl;
+  static StatusOr<std::unique_ptr<ServerApp>> Start(const ServerConfig& config);
+  explicit ServerApp(std::unique_ptr<Impl> impl);
+  ~ServerApp();  // drains with no grace if Drain was not called
+
+  int grpc_port() const;
+  int metrics_port() const;
+
+  // Health NOT_SERVING and new requests UNAVAILABLE; in-flight requests get up
+  // to `grace` to finish, the rest end with UNAVAILABLE; then everything stops.
+  void Drain(std::chrono::duration<double> grace);
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace modserve

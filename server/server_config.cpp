@@ -1,0 +1,203 @@
+#include "server/server_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <vector>
+
+#include "engine/flags.h"
+
+namespace modserve {
+namespace {
+
+// One config key: its YAML name, the flag that overrides it, and how to set it from text.
+struct Key {
+  std::string name, help;
+  std::function<std::string(const ServerConfig&)> get;
+  std::function<Status(ServerConfig*, const std::string&)> set;
+};
+
+Status ParseInt(const std::string& text, int64_t* out) {
+  try {
+    size_t used = 0;
+    const long long v = std::stoll(text, &used);
+    if (used != text.size()) throw std::invalid_argument(text);
+    *out = v;
+    return Status::Ok();
+  } catch (const std::exception&) {
+    return InvalidArgument("expected an integer, got \"" + text + "\"");
+  }
+}
+
+Status ParseDouble(const std::string& text, double* out) {
+  try {
+    size_t used = 0;
+    *out = std::stod(text, &used);
+    if (used != text.size()) throw std::invalid_argument(text);
+    return Status::Ok();
+  } catch (const std::exception&) {
+    return InvalidArgument("expected a number, got \"" + text + "\"");
+  }
+}
+
+Key StringKey(std::string name, std::string help, std::string ServerConfig::*field) {
+  return {std::move(name), std::move(help), [field](const ServerConfig& c) { return c.*field; },
+          [field](ServerConfig* c, const std::string& v) {
+            c->*field = v;
+            return Status::Ok();
+          }};
+}
+
+Key IntKey(std::string name, std::string help, std::function<int64_t*(ServerConfig*)> at) {
+  return {std::move(name), std::move(help),
+          [at](const ServerConfig& c) {
+            ServerConfig copy = c;
+            return std::to_string(*at(&copy));
+          },
+          [at](ServerConfig* c, const std::string& v) { return ParseInt(v, at(c)); }};
+}
+
+const std::vector<Key>& Keys() {
+  static const std::vector<Key> keys = {
+      StringKey("model", "checkpoint directory to serve", &ServerConfig::model),
+      StringKey("listen", "gRPC address host:port", &ServerConfig::listen),
+      StringKey("metrics_listen", "Prometheus /metrics address host:port", &ServerConfig::metrics_listen),
+      StringKey("device", "engine device: cpu or cuda", &ServerConfig::device),
+      StringKey("dtype", "engine dtype: float32 or bfloat16", &ServerConfig::dtype),
+      IntKey("threads", "engine threads (0: one per hardware thread)", [](ServerConfig* c) { return &c->threads; }),
+      IntKey("kv_blocks", "KV cache pool size in blocks", [](ServerConfig* c) { return &c->kv_blocks; }),
+      IntKey("block_size", "tokens per KV block", [](ServerConfig* c) { return &c->block_size; }),
+      IntKey("max_queue", "waiting requests before RESOURCE_EXHAUSTED", [](ServerConfig* c) { return &c->max_queue; }),
+      IntKey("max_running", "requests in the engine at once", [](ServerConfig* c) { return &c->max_running; }),
+      IntKey("max_batch_tokens", "tokens per engine step (decode + prefill chunks)", [](ServerConfig* c) { return &c->max_batch_tokens; }),
+      {"drain_grace_seconds", "seconds in-flight requests get to finish after SIGTERM",
+       [](const ServerConfig& c) {
+         std::ostringstream o;
+         o << c.drain_grace_seconds;
+         return o.str();
+       },
+       [](ServerConfig* c, const std::string& v) { return ParseDouble(v, &c->drain_grace_seconds); }},
+      IntKey("max_prompt_bytes", "longest prompt in bytes", [](ServerConfig* c) { return &c->limits.max_prompt_bytes; }),
+      IntKey("max_tokens", "largest max_tokens a request may ask for", [](ServerConfig* c) { return &c->limits.max_tokens; }),
+      IntKey("default_max_tokens", "max_tokens when a request leaves it 0", [](ServerConfig* c) { return &c->limits.default_max_tokens; }),
+      IntKey("max_stop", "most stop strings per request", [](ServerConfig* c) { return &c->limits.max_stop; }),
+      IntKey("max_stop_bytes", "longest stop string in bytes", [](ServerConfig* c) { return &c->limits.max_stop_bytes; }),
+  };
+  return keys;
+}
+
+std::string FlagName(std::string key) {
+  for (char& ch : key) {
+    if (ch == '_') ch = '-';
+  }
+  return key;
+}
+
+Status Range(const std::string& key, int64_t v, int64_t lo, int64_t hi) {
+  if (v < lo || v > hi) {
+    return InvalidArgument(key + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(v));
+  }
+  return Status::Ok();
+}
+
+Status Address(const std::string& key, const std::string& v) {
+  const auto colon = v.rfind(':');
+  if (v.empty() || colon == std::string::npos || colon == 0 || colon + 1 == v.size()) {
+    return InvalidArgument(key + " must be host:port, got \"" + v + "\"");
+  }
+  int64_t port = 0;
+  if (!ParseInt(v.substr(colon + 1), &port).ok() || port < 0 || port > 65535) {
+    return InvalidArgument(key + " has a bad port in \"" + v + "\" (0..65535; 0 picks a free port)");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status ServerConfig::Validate() const {
+  if (model.empty()) return InvalidArgument("model must name a checkpoint directory");
+  MODSERVE_RETURN_IF_ERROR(Address("listen", listen));
+  MODSERVE_RETURN_IF_ERROR(Address("metrics_listen", metrics_listen));
+  if (device != "cpu" && device != "cuda") return InvalidArgument("device must be cpu or cuda, got \"" + device + "\"");
+  if (dtype != "float32" && dtype != "bfloat16") return InvalidArgument("dtype must be float32 or bfloat16, got \"" + dtype + "\"");
+  MODSERVE_RETURN_IF_ERROR(Range("threads", threads, 0, 1024));
+  MODSERVE_RETURN_IF_ERROR(Range("kv_blocks", kv_blocks, 1, int64_t{1} << 24));
+  MODSERVE_RETURN_IF_ERROR(Range("block_size", block_size, 1, 1024));
+  MODSERVE_RETURN_IF_ERROR(Range("max_queue", max_queue, 1, 1000000));
+  MODSERVE_RETURN_IF_ERROR(Range("max_running", max_running, 1, 4096));
+  MODSERVE_RETURN_IF_ERROR(Range("max_batch_tokens", max_batch_tokens, 1, 1 << 20));
+  if (!(drain_grace_seconds >= 0 && drain_grace_seconds <= 3600)) {
+    return InvalidArgument("drain_grace_seconds must be in [0, 3600]");
+  }
+  MODSERVE_RETURN_IF_ERROR(Range("max_prompt_bytes", limits.max_prompt_bytes, 1, 1 << 24));
+  MODSERVE_RETURN_IF_ERROR(Range("max_tokens", limits.max_tokens, 1, 1 << 20));
+  MODSERVE_RETURN_IF_ERROR(Range("default_max_tokens", limits.default_max_tokens, 1, limits.max_tokens));
+  MODSERVE_RETURN_IF_ERROR(Range("max_stop", limits.max_stop, 0, 1024));
+  MODSERVE_RETURN_IF_ERROR(Range("max_stop_bytes", limits.max_stop_bytes, 1, 1 << 16));
+  return Status::Ok();
+}
+
+StatusOr<ServerConfig> ParseServerConfigYaml(const std::string& text, const std::string& source) {
+  ServerConfig c;
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument(source + ": not valid YAML: " + e.what());
+  }
+  if (root.IsNull()) return c;  // an empty file: all defaults
+  if (!root.IsMap()) return InvalidArgument(source + ": expected a mapping of keys to values at the top level");
+  for (const auto& kv : root) {
+    std::string key;
+    try {
+      key = kv.first.as<std::string>();
+    } catch (const YAML::Exception&) {
+      return InvalidArgument(source + ": a key is not a string");
+    }
+    const Key* found = nullptr;
+    for (const auto& k : Keys()) {
+      if (k.name == key) found = &k;
+    }
+    if (found == nullptr) return InvalidArgument(source + ": unknown key \"" + key + "\"");
+    if (!kv.second.IsScalar()) return InvalidArgument(source + ": key \"" + key + "\" must be a single value");
+    Status s = found->set(&c, kv.second.Scalar());
+    if (!s.ok()) return InvalidArgument(source + ": key \"" + key + "\": " + s.message());
+  }
+  return c;
+}
+
+StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv, bool* help) {
+  Flags flags("mod-server", "serves a Mixture-of-Depths model over gRPC (see proto/modserve/v1/modserve.proto)");
+  flags.Define("config", "", "YAML config file (keys as below, with underscores); flags override it");
+  const ServerConfig defaults;
+  for (const auto& k : Keys()) flags.Define(FlagName(k.name), k.get(defaults), k.help);
+  MODSERVE_RETURN_IF_ERROR(flags.Parse(argc, argv));
+  *help = flags.help_requested();
+  if (*help) return defaults;
+  if (!flags.positional().empty()) return InvalidArgument("unexpected argument \"" + flags.positional()[0] + "\"");
+
+  ServerConfig c;
+  const std::string path = flags.Str("config");
+  if (!path.empty()) {
+    std::ifstream in(path);
+    if (!in) return NotFound("config file " + path + " cannot be read");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto parsed = ParseServerConfigYaml(ss.str(), path);
+    if (!parsed.ok()) return parsed.status();
+    c = *parsed;
+  }
+  for (const auto& k : Keys()) {
+    const std::string flag = FlagName(k.name);
+    if (!flags.Has(flag)) continue;
+    Status s = k.set(&c, flags.Str(flag));
+    if (!s.ok()) return InvalidArgument("--" + flag + ": " + s.message());
+  }
+  Status v = c.Validate();
+  if (!v.ok()) return InvalidArgument((path.empty() ? std::string("config") : path) + ": " + v.message());
+  return c;
+}
+
+}  // namespace modserve

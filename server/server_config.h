@@ -1,0 +1,51 @@
+// ServerConfig: every setting of mod-server, read from one YAML file and
+// then overridden by command-line flags (--max-queue for key max_queue).
+// Unknown keys, wrong types and out-of-range values are errors that name the
+// key and the file (or the flag).
+//
+// Thread-safety: a plain value; load once at start-up.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "engine/status.h"
+
+namespace modserve {
+
+// Limits on what one request may ask for (also reported by GetModelInfo).
+struct RequestLimits {
+  int64_t max_prompt_bytes = 8192;
+  int64_t max_tokens = 1024;
+  int64_t default_max_tokens = 64;
+  int64_t max_stop = 8;
+  int64_t max_stop_bytes = 64;
+};
+
+struct ServerConfig {
+  std::string model = "models/mod-small";      // checkpoint directory
+  std::string listen = "127.0.0.1:50051";       // gRPC address
+  std::string metrics_listen = "127.0.0.1:9464";  // Prometheus /metrics address
+  std::string device = "cpu";                   // cpu | cuda
+  std::string dtype = "float32";                // float32 | bfloat16
+  int64_t threads = 0;                          // engine threads (0: one per hardware thread)
+  int64_t kv_blocks = 4096;                     // KV pool size in blocks (all layers)
+  int64_t block_size = 16;                      // tokens per KV block
+  int64_t max_queue = 256;                      // waiting requests before RESOURCE_EXHAUSTED
+  int64_t max_running = 64;                     // requests in the engine at once
+  int64_t max_batch_tokens = 256;               // tokens per engine step
+  double drain_grace_seconds = 30;              // SIGTERM: time in-flight requests get to finish
+  RequestLimits limits;
+
+  Status Validate() const;
+};
+
+// Reads argv: --config FILE (optional), then flags for individual keys.
+// Returns the config, or an error naming the key/flag/file. Sets *help when
+// --help was given (the usage is printed and the caller should exit 0).
+StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv, bool* help);
+
+// Parses YAML text (for tests and the loader); `source` names it in errors.
+StatusOr<ServerConfig> ParseServerConfigYaml(const std::string& text, const std::string& source);
+
+}  // namespace modserve

@@ -1,0 +1,36 @@
+// StepEngine: the part of the engine the scheduler drives. The real Engine
+// is adapted to it by EngineAdapter; the scheduler's tests use a fake.
+//
+// Thread-safety: called only from the scheduler's step thread.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/engine.h"
+
+namespace modserve {
+
+// What the scheduler needs to know about the model behind the engine.
+struct StepEngineInfo {
+  int64_t n_layers = 0;
+  std::vector<int64_t> routed_layers;  // layer indices, in order (bit i of a route = routed_layers[i])
+  double capacity = 1.0;               // expected compute fraction of a routed layer
+  int64_t block_size = 16;
+  int64_t total_blocks = 0;
+  int64_t max_context = 0;
+  int64_t vocab_size = 0;
+};
+
+class StepEngine {
+ public:
+  virtual ~StepEngine() = default;
+  virtual StepEngineInfo Info() const = 0;
+  virtual Status AddSequence(SeqId id) = 0;
+  virtual void Release(SeqId id) = 0;
+  // All-or-nothing: on error nothing changed (RESOURCE_EXHAUSTED: KV pool short).
+  virtual StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch) = 0;
+  virtual int64_t FreeBlocks() const = 0;
+};
+
+}  // namespace modserve
