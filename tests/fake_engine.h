@@ -1,0 +1,98 @@
+// FakeEngine: a StepEngine for scheduler tests. It "appends a token per
+// request": the next token of a sequence depends only on its position (a
+// script of bytes), so outputs do not depend on batching. A token computes
+// the routed layer iff its id is odd. KV blocks are counted like the real
+// engine's sparse cache (dense layers: every token; routed layer: computing
+// tokens only), and a step that does not fit fails with RESOURCE_EXHAUSTED
+// and changes nothing.
+//
+// Thread-safety: none; the scheduler's step thread only.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "server/step_engine.h"
+
+namespace modserve::testing {
+
+class FakeEngine : public StepEngine {
+ public:
+  // Layers: 0 dense, 1 routed, 2 dense.
+  FakeEngine(int64_t total_blocks, int64_t block_size, int64_t max_context = 256, std::string script = "abcdefghij")
+      : total_(total_blocks), bs_(block_size), ctx_(max_context), script_(std::move(script)) {}
+
+  StepEngineInfo Info() const override {
+    StepEngineInfo i;
+    i.n_layers = 3;
+    i.routed_layers = {1};
+    i.capacity = 0.5;
+    i.block_size = bs_;
+    i.total_blocks = total_;
+    i.max_context = ctx_;
+    i.vocab_size = 258;
+    return i;
+  }
+  Status AddSequence(SeqId id) override {
+    if (seqs_.count(id)) return InvalidArgument("sequence exists");
+    seqs_[id] = {};
+    return Status::Ok();
+  }
+  void Release(SeqId id) override { seqs_.erase(id); }
+  int64_t FreeBlocks() const override { return total_ - Used(seqs_); }
+
+  StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch) override {
+    auto next = seqs_;
+    StepResult r;
+    for (const auto& c : batch) {
+      if (!next.count(c.id)) return InvalidArgument("unknown sequence " + std::to_string(c.id));
+      Seq& s = next[c.id];
+      std::vector<uint64_t> routes;
+      for (int64_t t : c.tokens) {
+        ++s.tokens;
+        const bool computes = (t % 2) == 1;
+        s.routed += computes;
+        routes.push_back(computes ? 1 : 0);
+      }
+      if (s.tokens > ctx_) return InvalidArgument("past the context");
+      std::vector<float> logits(258, 0.0f);
+      logits[static_cast<size_t>(static_cast<unsigned char>(script_[static_cast<size_t>(s.tokens) % script_.size()]))] = 10.0f;
+      r.logits.push_back(logits);
+      r.routes.push_back(routes);
+      r.stats.tokens += static_cast<int64_t>(c.tokens.size());
+    }
+    if (Used(next) > total_) return Status::Error(StatusCode::kResourceExhausted, "fake KV pool full");
+    seqs_ = std::move(next);
+    r.stats.sequences = static_cast<int64_t>(batch.size());
+    int64_t computed = 0;
+    for (const auto& row : r.routes) {
+      for (uint64_t b : row) computed += static_cast<int64_t>(b);
+    }
+    r.stats.layers = {{0, false, r.stats.tokens, 0}, {1, true, computed, r.stats.tokens - computed}, {2, false, r.stats.tokens, 0}};
+    r.stats.kv_blocks_used = Used(seqs_);
+    r.stats.kv_blocks_free = total_ - r.stats.kv_blocks_used;
+    steps.push_back(batch);
+    return r;
+  }
+
+  int64_t sequences() const { return static_cast<int64_t>(seqs_.size()); }
+  std::vector<std::vector<SequenceChunk>> steps;  // every successful step's batch
+
+ private:
+  struct Seq {
+    int64_t tokens = 0, routed = 0;
+  };
+  int64_t Blocks(int64_t n) const { return (n + bs_ - 1) / bs_; }
+  int64_t Used(const std::map<SeqId, Seq>& seqs) const {
+    int64_t used = 0;
+    for (const auto& [id, s] : seqs) used += 2 * Blocks(s.tokens) + Blocks(s.routed);
+    return used;
+  }
+
+  int64_t total_, bs_, ctx_;
+  std::string script_;
+  std::map<SeqId, Seq> seqs_;
+};
+
+}  // namespace modserve::testing
