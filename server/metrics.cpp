@@ -122,9 +122,10 @@ void ServerMetrics::OnStep(const StepReport& r) {
     }
   }
   impl_->batch_tokens->Observe(static_cast<double>(r.batch_tokens));
-  impl_->kv_usage->Set(r.kv_usage);
   if (r.preemptions > 0) impl_->preemptions->Increment(static_cast<double>(r.preemptions));
 }
+
+void ServerMetrics::OnKvUsage(double ratio) { impl_->kv_usage->Set(ratio); }
 
 void ServerMetrics::OnFirstToken(double seconds) { impl_->ttft->Observe(seconds); }
 void ServerMetrics::OnInterToken(double seconds) { impl_->itl->Observe(seconds); }

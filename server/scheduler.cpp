@@ -244,6 +244,9 @@ bool Scheduler::Step() {
       running_count_ = static_cast<int64_t>(running_.size());
     }
     PublishCounts();
+    if (observer_ != nullptr && info_.total_blocks > 0) {
+      observer_->OnKvUsage(static_cast<double>(info_.total_blocks - engine_->FreeBlocks()) / static_cast<double>(info_.total_blocks));
+    }
   };
   if (running_.empty() && waiting_.empty()) {
     sync_counts();
@@ -330,9 +333,6 @@ bool Scheduler::Step() {
     report.stats = &result->stats;
     report.batch_tokens = result->stats.tokens;
     report.running = static_cast<int64_t>(running_.size());
-    report.kv_usage = info_.total_blocks > 0 ? static_cast<double>(info_.total_blocks - engine_->FreeBlocks()) /
-                                                   static_cast<double>(info_.total_blocks)
-                                             : 0.0;
     report.preemptions = preemptions;
     observer_->OnStep(report);
   }

@@ -19,7 +19,6 @@ struct StepReport {
   const StepStats* stats = nullptr;  // the engine's stats for this step
   int64_t batch_tokens = 0;
   int64_t running = 0;
-  double kv_usage = 0.0;             // used / total KV blocks after the step
   int64_t preemptions = 0;           // requests preempted while building this step
 };
 
@@ -28,6 +27,8 @@ class SchedulerObserver {
   virtual ~SchedulerObserver() = default;
   virtual void OnQueueChanged(int64_t waiting, int64_t running) {}
   virtual void OnStep(const StepReport& report) {}
+  // Used / total KV blocks, after every step and after requests end.
+  virtual void OnKvUsage(double ratio) {}
   virtual void OnFirstToken(double seconds_since_arrival) {}
   virtual void OnInterToken(double seconds) {}
   // A request accepted by Submit ended: finished (OK) or failed/cancelled.

@@ -27,6 +27,7 @@ struct ServerApp::Impl {
   std::unique_ptr<Scheduler> scheduler;
   std::thread loop;
   std::atomic<bool> stop{false};
+  bool draining = false;
   bool drained = false;
 
   void SetServing(bool serving) { server->GetHealthCheckService()->SetServingStatus(serving); }
@@ -131,12 +132,19 @@ StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg) {
   return std::make_unique<ServerApp>(std::move(impl));
 }
 
-void ServerApp::Drain(std::chrono::duration<double> grace) {
+void ServerApp::BeginDrain() {
   Impl& m = *impl_;
-  if (m.drained) return;
-  m.drained = true;
+  if (m.draining) return;
+  m.draining = true;
   m.SetServing(false);
   m.scheduler->StopAdmitting();
+}
+
+void ServerApp::FinishDrain(std::chrono::duration<double> grace) {
+  Impl& m = *impl_;
+  BeginDrain();
+  if (m.drained) return;
+  m.drained = true;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(grace);
   while (!m.scheduler->idle() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));

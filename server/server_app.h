@@ -29,7 +29,14 @@ class ServerApp {
 
   // Health NOT_SERVING and new requests UNAVAILABLE; in-flight requests get up
   // to `grace` to finish, the rest end with UNAVAILABLE; then everything stops.
-  void Drain(std::chrono::duration<double> grace);
+  void Drain(std::chrono::duration<double> grace) {
+    BeginDrain();
+    FinishDrain(grace);
+  }
+  // The two halves of Drain: stop admitting (returns at once) ...
+  void BeginDrain();
+  // ... then wait for in-flight requests and stop.
+  void FinishDrain(std::chrono::duration<double> grace);
 
  private:
   std::unique_ptr<Impl> impl_;

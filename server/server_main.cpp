@@ -32,9 +32,10 @@ int main(int argc, char** argv) {
                cfg->listen.c_str(), (*app)->grpc_port(), cfg->metrics_listen.c_str(), (*app)->metrics_port());
   int sig = 0;
   sigwait(&stop_signals, &sig);
+  (*app)->BeginDrain();
   std::fprintf(stderr, "mod-server: %s: draining (grace %.1f s)\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                cfg->drain_grace_seconds);
-  (*app)->Drain(std::chrono::duration<double>(cfg->drain_grace_seconds));
+  (*app)->FinishDrain(std::chrono::duration<double>(cfg->drain_grace_seconds));
   std::fprintf(stderr, "mod-server: stopped\n");
   return 0;
 }

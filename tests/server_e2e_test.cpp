@@ -1,0 +1,454 @@
+// End-to-end tests of mod-server over loopback with real gRPC clients and
+// the shipped model: unary and streaming give the same tokens, cancel
+// mid-stream and deadlines free KV blocks, overload answers
+// RESOURCE_EXHAUSTED at once, every invalid field is named, health and
+// reflection are served, and the scraped layer counters match what clients
+// were told. The last test runs the mod-server binary and drains it with
+// SIGTERM.
+#include <gtest/gtest.h>
+#include <grpcpp/grpcpp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <map>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "metrics_scrape.h"
+#include "modserve/v1/modserve.grpc.pb.h"
+#include "reflection_wire.pb.h"
+#include "server/server_app.h"
+#include "server/utf8_stream.h"
+
+namespace modserve {
+namespace {
+
+using grpc::health::v1::HealthCheckResponse;
+using testing::Scrape;
+
+const std::string kModel = std::string(MODSERVE_SOURCE_DIR) + "/models/mod-small";
+
+ServerConfig TestConfig() {
+  ServerConfig c;
+  c.model = kModel;
+  c.listen = "127.0.0.1:0";
+  c.metrics_listen = "127.0.0.1:0";
+  return c;
+}
+
+std::unique_ptr<ServerApp> StartApp(const ServerConfig& c) {
+  auto app = ServerApp::Start(c);
+  EXPECT_TRUE(app.ok()) << app.status().ToString();
+  return app.ok() ? std::move(*app) : nullptr;
+}
+
+std::chrono::system_clock::time_point In(double seconds) {
+  return std::chrono::system_clock::now() +
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+struct StreamResult {
+  grpc::Status status;
+  std::vector<v1::GenerateResponse> messages;
+  std::string text;
+  std::vector<int> ids;
+};
+
+class ServerE2E : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { app_ = StartApp(TestConfig()).release(); }
+  static void TearDownTestSuite() {
+    delete app_;
+    app_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_NE(app_, nullptr);
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(app_->grpc_port()), grpc::InsecureChannelCredentials());
+    stub_ = v1::Generator::NewStub(channel_);
+  }
+
+  grpc::Status Unary(const v1::GenerateRequest& r, v1::GenerateResponse* out, double timeout = 60) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(timeout));
+    return stub_->Generate(&ctx, r, out);
+  }
+
+  StreamResult Stream(const v1::GenerateRequest& r, double timeout = 60) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(timeout));
+    auto reader = stub_->GenerateStream(&ctx, r);
+    StreamResult s;
+    v1::GenerateResponse m;
+    while (reader->Read(&m)) {
+      s.text += m.text();
+      for (int id : m.token_ids()) s.ids.push_back(id);
+      s.messages.push_back(m);
+    }
+    s.status = reader->Finish();
+    return s;
+  }
+
+  std::map<std::string, double> Metrics() { return Scrape(app_->metrics_port()); }
+
+  // Waits until the server holds no request and no KV block.
+  bool WaitIdle(double seconds = 5) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (std::chrono::steady_clock::now() < until) {
+      auto m = Metrics();
+      if (m["modserve_running_requests"] == 0 && m["modserve_queue_requests"] == 0 && m["modserve_kv_cache_usage_ratio"] == 0) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
+  static ServerApp* app_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Generator::Stub> stub_;
+};
+
+ServerApp* ServerE2E::app_ = nullptr;
+
+v1::GenerateRequest Request(const std::string& prompt, int max_tokens) {
+  v1::GenerateRequest r;
+  r.set_prompt(prompt);
+  r.set_max_tokens(max_tokens);
+  return r;
+}
+
+TEST_F(ServerE2E, UnaryAndStreamGiveTheSameTokens) {
+  for (bool sampled : {false, true}) {
+    v1::GenerateRequest r = Request("The jury said ", 48);
+    r.set_return_routes(true);
+    if (sampled) {
+      r.set_temperature(0.8f);
+      r.set_top_p(0.9f);
+      r.set_seed(1234);
+    }
+    v1::GenerateResponse u;
+    ASSERT_TRUE(Unary(r, &u).ok());
+    StreamResult s = Stream(r);
+    ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+    EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), s.ids);
+    EXPECT_EQ(u.text(), s.text);
+    EXPECT_EQ(u.token_ids_size(), 48);
+    EXPECT_EQ(u.routes_size(), 48);
+    EXPECT_EQ(u.finish_reason(), v1::FINISH_REASON_LENGTH);
+    EXPECT_EQ(s.messages.back().finish_reason(), v1::FINISH_REASON_LENGTH);
+    EXPECT_EQ(u.usage().prompt_tokens(), 15);
+    EXPECT_EQ(u.usage().completion_tokens(), 48);
+    EXPECT_EQ(u.usage().routed_computed() + u.usage().routed_skipped(), 3 * (15 + 47));
+    EXPECT_GT(s.messages.size(), 10u);  // streamed token by token, not at the end
+    for (const auto& m : s.messages) EXPECT_TRUE(IsValidUtf8(m.text()));
+  }
+}
+
+TEST_F(ServerE2E, StopStringEndsTheCompletion) {
+  v1::GenerateResponse u;
+  ASSERT_TRUE(Unary(Request("The jury said ", 64), &u).ok());
+  ASSERT_GT(u.text().size(), 6u);
+  const std::string stop = u.text().substr(3, 3);  // a stop string the greedy completion contains
+  v1::GenerateRequest r = Request("The jury said ", 64);
+  r.add_stop(stop);
+  v1::GenerateResponse s;
+  ASSERT_TRUE(Unary(r, &s).ok());
+  EXPECT_EQ(s.finish_reason(), v1::FINISH_REASON_STOP);
+  EXPECT_EQ(s.text(), u.text().substr(0, u.text().find(stop)));
+}
+
+TEST_F(ServerE2E, CancelMidStreamFreesTheRequest) {
+  ASSERT_TRUE(WaitIdle());
+  const double cancelled_before = Metrics()["modserve_requests_total{code=\"CANCELLED\",finish_reason=\"none\"}"];
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(60));
+  auto reader = stub_->GenerateStream(&ctx, Request("Once upon a time", 200));
+  v1::GenerateResponse m;
+  int got = 0;
+  while (got < 3 && reader->Read(&m)) ++got;
+  ASSERT_EQ(got, 3);
+  ctx.TryCancel();
+  while (reader->Read(&m)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(WaitIdle());
+  const double cancelled_after = Metrics()["modserve_requests_total{code=\"CANCELLED\",finish_reason=\"none\"}"];
+  EXPECT_EQ(cancelled_after, cancelled_before + 1);
+}
+
+TEST_F(ServerE2E, ExpiredDeadlineFreesTheRequest) {
+  ASSERT_TRUE(WaitIdle());
+  StreamResult s = Stream(Request("Once upon a time", 200), /*timeout=*/0.15);
+  EXPECT_EQ(s.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_LT(s.ids.size(), 200u);
+  EXPECT_TRUE(WaitIdle());
+}
+
+TEST_F(ServerE2E, EveryInvalidFieldIsNamedAndTheNextRequestIsServed) {
+  struct Case {
+    std::function<void(v1::GenerateRequest*)> edit;
+    std::string field;
+  } cases[] = {
+      {[](auto* r) { r->set_prompt(""); }, "prompt"},
+      {[](auto* r) { r->set_prompt(std::string(300, 'a')); }, "context length"},
+      {[](auto* r) { r->set_max_tokens(-2); }, "max_tokens"},
+      {[](auto* r) { r->set_max_tokens(251); }, "max_tokens"},  // 6 prompt tokens + 251 > 256
+      {[](auto* r) { r->set_temperature(9); }, "temperature"},
+      {[](auto* r) { r->set_top_p(2); }, "top_p"},
+      {[](auto* r) { r->set_top_k(-3); }, "top_k"},
+      {[](auto* r) { r->add_stop(""); }, "stop[0]"},
+      {[](auto* r) { r->set_request_id(""); }, "request_id"},
+  };
+  for (const auto& c : cases) {
+    v1::GenerateRequest r = Request("hello", 4);
+    c.edit(&r);
+    v1::GenerateResponse u;
+    grpc::Status st = Unary(r, &u);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.field;
+    EXPECT_NE(st.error_message().find(c.field), std::string::npos) << st.error_message();
+    StreamResult s = Stream(r);
+    EXPECT_EQ(s.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.field;
+    EXPECT_TRUE(s.messages.empty());
+  }
+  v1::GenerateResponse ok;
+  EXPECT_TRUE(Unary(Request("hello", 4), &ok).ok());
+  EXPECT_EQ(ok.token_ids_size(), 4);
+}
+
+TEST_F(ServerE2E, HealthModelInfoAndReflection) {
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(10));
+    HealthCheckResponse resp;
+    ASSERT_TRUE(health->Check(&ctx, {}, &resp).ok());
+    EXPECT_EQ(resp.status(), HealthCheckResponse::SERVING);
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(10));
+    v1::ModelInfo info;
+    ASSERT_TRUE(stub_->GetModelInfo(&ctx, {}, &info).ok());
+    EXPECT_EQ(info.context_length(), 256);
+    EXPECT_EQ(std::vector<int>(info.routed_layers().begin(), info.routed_layers().end()), (std::vector<int>{1, 3, 5}));
+    EXPECT_DOUBLE_EQ(info.capacity(), 0.125);
+    EXPECT_EQ(info.limits().max_tokens(), 1024);
+  }
+  namespace refl = modserve::testing::reflection;
+  const grpc::internal::RpcMethod method("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                         grpc::internal::RpcMethod::BIDI_STREAMING, channel_);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(10));
+  std::unique_ptr<grpc::ClientReaderWriter<refl::ServerReflectionRequest, refl::ServerReflectionResponse>> rw(
+      grpc::internal::ClientReaderWriterFactory<refl::ServerReflectionRequest, refl::ServerReflectionResponse>::Create(
+          channel_.get(), method, &ctx));
+  refl::ServerReflectionRequest req;
+  req.set_list_services("");
+  ASSERT_TRUE(rw->Write(req));
+  refl::ServerReflectionResponse resp;
+  ASSERT_TRUE(rw->Read(&resp));
+  std::set<std::string> services;
+  for (const auto& s : resp.list_services_response().service()) services.insert(s.name());
+  EXPECT_TRUE(services.count("modserve.v1.Generator"));
+  EXPECT_TRUE(services.count("grpc.health.v1.Health"));
+  req.set_file_containing_symbol("modserve.v1.Generator");
+  ASSERT_TRUE(rw->Write(req));
+  ASSERT_TRUE(rw->Read(&resp));
+  ASSERT_GT(resp.file_descriptor_response().file_descriptor_proto_size(), 0);
+  EXPECT_NE(resp.file_descriptor_response().file_descriptor_proto(0).find("GenerateStream"), std::string::npos);
+  rw->WritesDone();
+  EXPECT_TRUE(rw->Finish().ok());
+}
+
+TEST_F(ServerE2E, LayerCountersMatchWhatClientsWereTold) {
+  ASSERT_TRUE(WaitIdle());
+  auto before = Metrics();
+  // One-byte prompts: the engine processes BOS, the byte, and each generated
+  // token but the last; routes cover every pass but the one over BOS.
+  const std::string bytes = "TAwsh";
+  std::map<int, int64_t> usage, routes;
+  const int n = static_cast<int>(bytes.size());
+  for (char ch : bytes) {
+    v1::GenerateRequest r = Request(std::string(1, ch), 20);
+    r.set_return_routes(true);
+    StreamResult s = Stream(r);
+    ASSERT_TRUE(s.status.ok());
+    for (const auto& l : s.messages.back().usage().layers()) usage[l.layer()] += l.computed();
+    for (const auto& m : s.messages) {
+      for (const auto& route : m.routes()) {
+        for (int l : route.computed_layers()) ++routes[l];
+      }
+    }
+  }
+  auto after = Metrics();
+  for (int layer : {1, 3, 5}) {
+    const std::string key = "modserve_layer_tokens_total{decision=\"computed\",layer=\"" + std::to_string(layer) + "\"}";
+    const std::string skey = "modserve_layer_tokens_total{decision=\"skipped\",layer=\"" + std::to_string(layer) + "\"}";
+    const double counted = after[key] - before[key];
+    EXPECT_EQ(counted, static_cast<double>(usage[layer])) << "layer " << layer;
+    EXPECT_EQ(counted + after[skey] - before[skey], static_cast<double>(n * (2 + 19))) << "layer " << layer;
+    // The BOS pass is the same in every request: it computed the layer in all of them or in none.
+    const double bos = counted - static_cast<double>(routes[layer]);
+    EXPECT_TRUE(bos == 0 || bos == n) << "layer " << layer << ": counters " << counted << ", routes " << routes[layer];
+  }
+  EXPECT_EQ(after["modserve_generated_tokens_total"] - before["modserve_generated_tokens_total"], n * 20);
+  EXPECT_GE(after["modserve_predictor_agreement_ratio{layer=\"1\"}"], 0.0);
+  EXPECT_GT(after["modserve_time_to_first_token_seconds_count"], before["modserve_time_to_first_token_seconds_count"]);
+}
+
+TEST(ServerOverload, FullQueueAnswersResourceExhaustedAndAcceptedRequestsComplete) {
+  ServerConfig c = TestConfig();
+  c.max_queue = 2;
+  c.max_running = 1;
+  auto app = StartApp(c);
+  ASSERT_NE(app, nullptr);
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()), grpc::InsecureChannelCredentials());
+  auto stub = v1::Generator::NewStub(channel);
+  const int kClients = 8;
+  std::vector<grpc::Status> status(kClients);
+  std::vector<double> seconds(kClients);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(In(60));
+      v1::GenerateResponse u;
+      const auto t0 = std::chrono::steady_clock::now();
+      status[i] = stub->Generate(&ctx, Request("Overload " + std::to_string(i), 60), &u);
+      seconds[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (status[i].ok()) {
+        EXPECT_EQ(u.token_ids_size(), 60);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  int ok = 0, exhausted = 0;
+  double slowest_refusal = 0;
+  for (int i = 0; i < kClients; ++i) {
+    if (status[i].ok()) ++ok;
+    if (status[i].error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      ++exhausted;
+      slowest_refusal = std::max(slowest_refusal, seconds[i]);
+      EXPECT_NE(status[i].error_message().find("queue is full"), std::string::npos);
+    }
+  }
+  EXPECT_EQ(ok + exhausted, kClients);
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(exhausted, 1);
+  EXPECT_LT(slowest_refusal, 1.0);  // refused at once, not after waiting
+  auto m = Scrape(app->metrics_port());
+  EXPECT_EQ(m["modserve_requests_total{code=\"RESOURCE_EXHAUSTED\",finish_reason=\"none\"}"], exhausted);
+  EXPECT_EQ(m["modserve_requests_total{code=\"OK\",finish_reason=\"length\"}"], ok);
+}
+
+// --- the mod-server process and SIGTERM ---------------------------------------
+
+struct Process {
+  pid_t pid = -1;
+  int err_fd = -1;
+  std::string err;  // stderr read so far
+};
+
+Process Spawn(const std::vector<std::string>& args) {
+  int fds[2];
+  EXPECT_EQ(::pipe(fds), 0);
+  Process p;
+  p.pid = ::fork();
+  if (p.pid == 0) {
+    ::dup2(fds[1], 2);
+    ::close(fds[0]);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  p.err_fd = fds[0];
+  return p;
+}
+
+// Reads the child's stderr until `pattern` matches (or EOF / timeout).
+std::smatch ReadUntil(Process& p, const std::regex& pattern, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  std::smatch m;
+  char buf[512];
+  while (!std::regex_search(p.err, m, pattern) && std::chrono::steady_clock::now() < until) {
+    pollfd pfd{p.err_fd, POLLIN, 0};
+    if (::poll(&pfd, 1, 100) <= 0) continue;
+    const ssize_t n = ::read(p.err_fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    p.err.append(buf, static_cast<size_t>(n));
+  }
+  std::regex_search(p.err, m, pattern);
+  return m;
+}
+
+int WaitExit(pid_t pid, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < until) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  return -1;
+}
+
+TEST(ServerProcess, SigtermDrainsInFlightRequestsAndExitsZero) {
+  Process p = Spawn({std::string(MODSERVE_BINARY_DIR) + "/mod-server", "--model", kModel, "--listen", "127.0.0.1:0",
+                     "--metrics-listen", "127.0.0.1:0", "--drain-grace-seconds", "20"});
+  auto m = ReadUntil(p, std::regex("\\(port (\\d+)\\)"), 60);
+  ASSERT_FALSE(m.empty()) << p.err;
+  const std::string address = "127.0.0.1:" + m[1].str();
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  auto stub = v1::Generator::NewStub(channel);
+  auto health = grpc::health::v1::Health::NewStub(channel);
+
+  // A long request in flight when SIGTERM arrives.
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(60));
+  auto reader = stub->GenerateStream(&ctx, Request("The jury said ", 200));
+  v1::GenerateResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  ::kill(p.pid, SIGTERM);
+  ASSERT_FALSE(ReadUntil(p, std::regex("draining"), 10).empty()) << p.err;
+
+  // While draining: NOT_SERVING, and new requests are refused with UNAVAILABLE.
+  {
+    grpc::ClientContext hc;
+    hc.set_deadline(In(5));
+    HealthCheckResponse hr;
+    ASSERT_TRUE(health->Check(&hc, {}, &hr).ok());
+    EXPECT_EQ(hr.status(), HealthCheckResponse::NOT_SERVING);
+    grpc::ClientContext uc;
+    uc.set_deadline(In(5));
+    v1::GenerateResponse u;
+    EXPECT_EQ(stub->Generate(&uc, Request("late", 4), &u).error_code(), grpc::StatusCode::UNAVAILABLE);
+  }
+  int tokens = msg.token_ids_size();
+  while (reader->Read(&msg)) tokens += msg.token_ids_size();
+  grpc::Status st = reader->Finish();
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(tokens, 200);
+  EXPECT_EQ(msg.finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(WaitExit(p.pid, 30), 0) << p.err;
+  ::close(p.err_fd);
+}
+
+TEST(ServerProcess, BadModelPathFailsAtStartNamingIt) {
+  Process p = Spawn({std::string(MODSERVE_BINARY_DIR) + "/mod-server", "--model", "/nonexistent/model", "--listen",
+                     "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"});
+  const int code = WaitExit(p.pid, 30);
+  ReadUntil(p, std::regex("is not a checkpoint directory"), 5);
+  EXPECT_NE(code, 0);
+  EXPECT_NE(p.err.find("/nonexistent/model"), std::string::npos) << p.err;
+  ::close(p.err_fd);
+}
+
+}  // namespace
+}  // namespace modserve

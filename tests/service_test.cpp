@@ -1,0 +1,218 @@
+// Tests of the service's torch-free parts: the YAML config and its flag
+// overrides, request validation (every bad field named), and the /metrics
+// HTTP endpoint.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <limits>
+
+#include "server/metrics.h"
+#include "server/metrics_http_server.h"
+#include "server/request_validation.h"
+#include "server/server_config.h"
+
+namespace modserve {
+namespace {
+
+// --- config -----------------------------------------------------------------
+
+StatusOr<ServerConfig> LoadArgs(std::vector<std::string> args) {
+  args.insert(args.begin(), "mod-server");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  bool help = false;
+  return LoadServerConfig(static_cast<int>(argv.size()), argv.data(), &help);
+}
+
+std::string WriteTemp(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(ServerConfig, DefaultsServeTheShippedModelOnLoopback) {
+  auto c = LoadArgs({});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->model, "models/mod-small");
+  EXPECT_EQ(c->listen, "127.0.0.1:50051");
+  EXPECT_EQ(c->metrics_listen, "127.0.0.1:9464");
+}
+
+TEST(ServerConfig, YamlThenFlagsOverride) {
+  const std::string path = WriteTemp("good.yaml", "max_queue: 7\nlisten: 127.0.0.1:6000\nmax_tokens: 99\ndrain_grace_seconds: 2.5\n");
+  auto c = LoadArgs({"--config", path, "--max-queue", "9"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->max_queue, 9);
+  EXPECT_EQ(c->listen, "127.0.0.1:6000");
+  EXPECT_EQ(c->limits.max_tokens, 99);
+  EXPECT_DOUBLE_EQ(c->drain_grace_seconds, 2.5);
+}
+
+TEST(ServerConfig, ErrorsNameTheKeyFlagOrFile) {
+  struct Case {
+    std::string yaml;
+    std::vector<std::string> flags;
+    std::string expect;
+  } cases[] = {
+      {"max_queeu: 3\n", {}, "unknown key \"max_queeu\""},
+      {"max_queue: lots\n", {}, "key \"max_queue\""},
+      {"max_queue: [1, 2]\n", {}, "key \"max_queue\" must be a single value"},
+      {"max_queue: 0\n", {}, "max_queue must be in [1"},
+      {"listen: nowhere\n", {}, "listen must be host:port"},
+      {"dtype: float8\n", {}, "dtype must be float32 or bfloat16"},
+      {"default_max_tokens: 5000\n", {}, "default_max_tokens must be in [1, 1024]"},
+      {"{{{\n", {}, "not valid YAML"},
+      {"- a\n- b\n", {}, "expected a mapping"},
+      {"", {"--max-running", "x"}, "--max-running: expected an integer"},
+      {"", {"--no-such-flag", "1"}, "--no-such-flag"},
+      {"", {"--metrics-listen", "127.0.0.1:99999"}, "metrics_listen has a bad port"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> args = c.flags;
+    std::string path;
+    if (!c.yaml.empty()) {
+      path = WriteTemp("bad.yaml", c.yaml);
+      args.insert(args.begin(), {"--config", path});
+    }
+    auto r = LoadArgs(args);
+    ASSERT_FALSE(r.ok()) << c.yaml;
+    EXPECT_NE(r.status().message().find(c.expect), std::string::npos) << r.status().message();
+    if (!c.yaml.empty() && c.expect.rfind("--", 0) != 0) {
+      EXPECT_NE(r.status().message().find(path), std::string::npos) << "names the file: " << r.status().message();
+    }
+  }
+  auto missing = LoadArgs({"--config", "/nonexistent/modserve.yaml"});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("/nonexistent/modserve.yaml"), std::string::npos);
+}
+
+// --- request validation -------------------------------------------------------
+
+ValidationContext Ctx() {
+  ValidationContext c;
+  c.max_context = 256;
+  c.vocab_size = 258;
+  return c;
+}
+
+TEST(RequestValidation, AcceptsAGoodRequestAndFillsDefaults) {
+  v1::GenerateRequest r;
+  r.set_prompt("Hello, w\xC3\xB6rld");
+  r.add_stop("\n");
+  auto g = ValidateGenerateRequest(r, Ctx(), 42, "req-1");
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  EXPECT_EQ(g->prompt.size(), 1u + r.prompt().size());
+  EXPECT_EQ(g->prompt[0], 256);
+  EXPECT_EQ(g->stop.max_tokens, 64);
+  EXPECT_EQ(g->sampling.seed, 42u);
+  EXPECT_DOUBLE_EQ(g->sampling.top_p, 1.0);
+  EXPECT_EQ(g->request_id, "req-1");
+}
+
+TEST(RequestValidation, DefaultMaxTokensShrinksToTheRoomLeft) {
+  v1::GenerateRequest r;
+  r.set_prompt(std::string(250, 'a'));  // 251 tokens of 256
+  auto g = ValidateGenerateRequest(r, Ctx(), 0, "x");
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  EXPECT_EQ(g->stop.max_tokens, 5);
+}
+
+TEST(RequestValidation, EveryBadFieldIsNamed) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  struct Case {
+    std::function<void(v1::GenerateRequest*)> edit;
+    std::string expect;
+  } cases[] = {
+      {[](auto* r) { r->set_prompt(""); }, "prompt must not be empty"},
+      {[](auto* r) { r->set_prompt(std::string(9000, 'a')); }, "max_prompt_bytes"},
+      {[](auto* r) { r->set_prompt(std::string(255, 'a')); }, "context length is 256"},
+      {[](auto* r) { r->set_prompt("ab\xC3"); }, "prompt is not valid UTF-8"},
+      {[](auto* r) { r->set_prompt("ab\xFF"); }, "prompt is not valid UTF-8"},
+      {[](auto* r) { r->set_max_tokens(-1); }, "max_tokens must be in [0, 1024]"},
+      {[](auto* r) { r->set_max_tokens(5000); }, "max_tokens must be in [0, 1024]"},
+      {[](auto* r) { r->set_max_tokens(300); }, "exceeds the context length 256"},
+      {[](auto* r) { r->set_temperature(-0.5f); }, "temperature must be in [0, 2]"},
+      {[](auto* r) { r->set_temperature(2.5f); }, "temperature must be in [0, 2]"},
+      {[nan](auto* r) { r->set_temperature(nan); }, "temperature must be in [0, 2]"},
+      {[](auto* r) { r->set_top_p(1.5f); }, "top_p must be in (0, 1]"},
+      {[](auto* r) { r->set_top_p(-0.1f); }, "top_p must be in (0, 1]"},
+      {[](auto* r) { r->set_top_k(-1); }, "top_k must be in [0, 258]"},
+      {[](auto* r) { r->set_top_k(1000); }, "top_k must be in [0, 258]"},
+      {[](auto* r) { for (int i = 0; i < 9; ++i) r->add_stop("s"); }, "at most max_stop = 8"},
+      {[](auto* r) { r->add_stop(""); }, "stop[0] must not be empty"},
+      {[](auto* r) { r->add_stop("ok"); r->add_stop(std::string(65, 's')); }, "stop[1] is 65 bytes"},
+      {[](auto* r) { r->add_stop("\xC3"); }, "stop[0] is not valid UTF-8"},
+      {[](auto* r) { r->set_request_id(std::string(129, 'r')); }, "request_id must be 1 to 128"},
+      {[](auto* r) { r->set_request_id("has space"); }, "request_id must be printable ASCII"},
+  };
+  for (const auto& c : cases) {
+    v1::GenerateRequest r;
+    r.set_prompt("hello");
+    c.edit(&r);
+    auto g = ValidateGenerateRequest(r, Ctx(), 0, "x");
+    ASSERT_FALSE(g.ok()) << c.expect;
+    EXPECT_EQ(g.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(g.status().message().find(c.expect), std::string::npos) << g.status().message();
+  }
+}
+
+// --- metrics endpoint ---------------------------------------------------------
+
+std::string HttpGet(int port, const std::string& request) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    ::close(fd);
+    return "";
+  }
+  ::send(fd, request.data(), request.size(), 0);
+  ::shutdown(fd, SHUT_WR);  // the request is complete
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
+
+TEST(MetricsHttpServer, ServesMetricsAndRefusesOtherPaths) {
+  auto m = ServerMetrics::Start("127.0.0.1:0");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  (*m)->SetRoutedLayers({1, 3});
+  StepStats stats;
+  stats.layers = {{0, false, 4, 0}, {1, true, 1, 3}, {3, true, 2, 2}};
+  StepReport rep;
+  rep.stats = &stats;
+  rep.batch_tokens = 4;
+  (*m)->OnStep(rep);
+  (*m)->OnRequestDone(FinishReason::kEos, StatusCode::kOk, 0.5, 3, 4);
+  const int port = (*m)->port();
+  ASSERT_GT(port, 0);
+  const std::string page = HttpGet(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_NE(page.find("200 OK"), std::string::npos);
+  EXPECT_NE(page.find("modserve_layer_tokens_total{decision=\"skipped\",layer=\"1\"} 3"), std::string::npos) << page;
+  EXPECT_NE(page.find("modserve_layer_tokens_total{decision=\"computed\",layer=\"3\"} 2"), std::string::npos);
+  EXPECT_NE(page.find("modserve_requests_total{code=\"OK\",finish_reason=\"eos\"} 1"), std::string::npos);
+  EXPECT_NE(page.find("modserve_batch_tokens_count 1"), std::string::npos);
+  EXPECT_NE(HttpGet(port, "GET / HTTP/1.1\r\n\r\n").find("404"), std::string::npos);
+  EXPECT_NE(HttpGet(port, "POST /metrics HTTP/1.1\r\n\r\n").find("405"), std::string::npos);
+  EXPECT_NE(HttpGet(port, "garbage").find("400"), std::string::npos);
+}
+
+TEST(MetricsHttpServer, BusyPortIsAClearError) {
+  auto first = MetricsHttpServer::Start("127.0.0.1:0", [] { return std::string(); });
+  ASSERT_TRUE(first.ok());
+  auto second = MetricsHttpServer::Start("127.0.0.1:" + std::to_string((*first)->port()), [] { return std::string(); });
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.status().message().find("cannot listen"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace modserve
