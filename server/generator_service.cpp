@@ -112,7 +112,9 @@ class StreamReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse
       if (!u.status.ok()) pending_.clear();  // failed: nothing more to send but the status
     }
     if (u.status.ok()) {
-      pending_.emplace_back();
+      // While a write is in flight, updates merge into the last queued
+      // message: a slow reader gets fewer, larger messages, never a backlog.
+      if (pending_.empty()) pending_.emplace_back();
       svc_->AppendUpdate(u, request_id_, &pending_.back());
     }
     if (!writing_) WriteNextLocked();

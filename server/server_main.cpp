@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdio>
 
+#include "engine/allocator_tuning.h"
 #include "server/server_app.h"
 #include "server/server_config.h"
 
@@ -15,6 +16,7 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  modserve::TuneAllocatorForDecoding();
   bool help = false;
   auto cfg = modserve::LoadServerConfig(argc, argv, &help);
   if (help) return 0;

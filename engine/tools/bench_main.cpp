@@ -3,7 +3,6 @@
 // on a synthetic model; realized compute fraction, KV bytes per token, and
 // achieved GFLOP/s against a matmul peak measured for the same shapes in the
 // same run. A benchmark tool, not a test: it prints figures.
-#include <malloc.h>
 
 #include <chrono>
 #include <cstdio>
@@ -12,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/allocator_tuning.h"
 #include "engine/checkpoint.h"
 #include "engine/engine_torch.h"
 #include "engine/flags.h"
@@ -223,10 +223,7 @@ Status Run(int argc, char** argv) {
   for (int64_t b : batches) {
     if (b < 1) return InvalidArgument("--batches must list positive batch sizes");
   }
-  // Keep large temporaries (gathered K/V) on the heap instead of mapping and
-  // unmapping them every step: page faults otherwise dominate batched decode.
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+  TuneAllocatorForDecoding();
   torch::set_num_threads(threads > 0 ? static_cast<int>(threads) : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 
   if (f.Bool("row-scan")) {
