@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Sets up, builds and runs modserve on the shipped default model. Until the
-# gRPC server lands this generates text from models/mod-small; arguments go to
-# mod-generate (e.g. --prompt "The jury" --max-tokens 300).
+# Sets up, builds and runs mod-server on the shipped default model
+# (gRPC on 127.0.0.1:50051, metrics on 127.0.0.1:9464). Arguments go to
+# mod-server (e.g. --config deploy/mod-server.yaml, --listen 0.0.0.0:50051).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh
-exec build/bin/mod-generate --model models/mod-small "$@"
+exec build/bin/mod-server --config deploy/mod-server.yaml "$@"

@@ -42,6 +42,9 @@ struct ServerMetrics::Impl {
   Histogram* itl = nullptr;
   Histogram* duration = nullptr;
   Histogram* batch_tokens = nullptr;
+  Family<Histogram>* step_seconds = nullptr;
+  Histogram* decode_step = nullptr;
+  Histogram* mixed_step = nullptr;
 };
 
 ServerMetrics::ServerMetrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -79,6 +82,12 @@ StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string&
                          .Help("Tokens per engine step (decode tokens + prefill chunks)")
                          .Register(reg)
                          .Add({}, Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096});
+  m->step_seconds = &prometheus::BuildHistogram()
+                         .Name("modserve_engine_step_seconds")
+                         .Help("Time of one engine step, by kind: decode (one token per sequence) or mixed (with prefill chunks)")
+                         .Register(reg);
+  m->decode_step = &m->step_seconds->Add({{"kind", "decode"}}, latency);
+  m->mixed_step = &m->step_seconds->Add({{"kind", "mixed"}}, latency);
   std::shared_ptr<prometheus::Registry> registry = m->registry;
   auto http = MetricsHttpServer::Start(address, [registry] { return prometheus::TextSerializer().Serialize(registry->Collect()); });
   if (!http.ok()) return http.status();
@@ -122,6 +131,7 @@ void ServerMetrics::OnStep(const StepReport& r) {
     }
   }
   impl_->batch_tokens->Observe(static_cast<double>(r.batch_tokens));
+  (r.decode_only ? impl_->decode_step : impl_->mixed_step)->Observe(r.engine_seconds);
   if (r.preemptions > 0) impl_->preemptions->Increment(static_cast<double>(r.preemptions));
 }
 

@@ -297,6 +297,7 @@ bool Scheduler::Step() {
 
   // Run; when the pool is short, preempt the newest running request and retry.
   int64_t preemptions = 0;
+  const auto engine_start = Clock::now();
   StatusOr<StepResult> result = engine_->Step(batch);
   while (!result.ok() && result.status().code() == StatusCode::kResourceExhausted && running_.size() > 1) {
     auto newest = std::prev(running_.end());
@@ -327,9 +328,12 @@ bool Scheduler::Step() {
     sync_counts();
     return true;
   }
+  const double engine_seconds = std::chrono::duration<double>(Clock::now() - engine_start).count();
   ApplyResult(planned, batch, *result);
   if (observer_ != nullptr) {
     StepReport report;
+    report.engine_seconds = engine_seconds;
+    report.decode_only = result->stats.tokens == static_cast<int64_t>(batch.size());
     report.stats = &result->stats;
     report.batch_tokens = result->stats.tokens;
     report.running = static_cast<int64_t>(running_.size());

@@ -20,6 +20,8 @@ struct StepReport {
   int64_t batch_tokens = 0;
   int64_t running = 0;
   int64_t preemptions = 0;           // requests preempted while building this step
+  double engine_seconds = 0;         // time in the engine's Step (retries included)
+  bool decode_only = false;          // every chunk was one decode token
 };
 
 class SchedulerObserver {

@@ -66,7 +66,7 @@ const std::vector<Key>& Keys() {
       StringKey("metrics_listen", "Prometheus /metrics address host:port", &ServerConfig::metrics_listen),
       StringKey("device", "engine device: cpu or cuda", &ServerConfig::device),
       StringKey("dtype", "engine dtype: float32 or bfloat16", &ServerConfig::dtype),
-      IntKey("threads", "engine threads (0: one per hardware thread)", [](ServerConfig* c) { return &c->threads; }),
+      IntKey("threads", "engine threads (0: hardware threads - 1, at least 1)", [](ServerConfig* c) { return &c->threads; }),
       IntKey("kv_blocks", "KV cache pool size in blocks", [](ServerConfig* c) { return &c->kv_blocks; }),
       IntKey("block_size", "tokens per KV block", [](ServerConfig* c) { return &c->block_size; }),
       IntKey("max_queue", "waiting requests before RESOURCE_EXHAUSTED", [](ServerConfig* c) { return &c->max_queue; }),

@@ -1,6 +1,9 @@
 // mod-server: serves a Mixture-of-Depths model over gRPC (see README "Server").
 // SIGTERM/SIGINT drain: health goes NOT_SERVING, new requests get UNAVAILABLE,
 // in-flight requests get drain_grace_seconds to finish, then the process exits 0.
+#include <unistd.h>
+
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 
@@ -8,13 +11,39 @@
 #include "server/server_app.h"
 #include "server/server_config.h"
 
+namespace {
+
+// The stop signals are turned into a byte on this pipe: libraries start
+// threads before main() (so blocking the signals in main cannot cover every
+// thread), and a handler is safe in any of them.
+int stop_pipe[2] = {-1, -1};
+
+void OnStopSignal(int sig) {
+  const unsigned char b = static_cast<unsigned char>(sig);
+  [[maybe_unused]] ssize_t n = ::write(stop_pipe[1], &b, 1);
+}
+
+int WaitForStopSignal() {
+  unsigned char b = 0;
+  while (::read(stop_pipe[0], &b, 1) < 0 && errno == EINTR) {
+  }
+  return b;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  // Block the stop signals in every thread; main waits for them below.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  if (::pipe(stop_pipe) != 0) {
+    std::perror("mod-server: pipe");
+    return 1;
+  }
+  struct sigaction sa {};
+  sa.sa_handler = OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
 
   modserve::TuneAllocatorForDecoding();
   bool help = false;
@@ -32,8 +61,7 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr, "mod-server: serving modserve.v1.Generator on %s (port %d), metrics on http://%s/metrics (port %d)\n",
                cfg->listen.c_str(), (*app)->grpc_port(), cfg->metrics_listen.c_str(), (*app)->metrics_port());
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
+  const int sig = WaitForStopSignal();
   (*app)->BeginDrain();
   std::fprintf(stderr, "mod-server: %s: draining (grace %.1f s)\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                cfg->drain_grace_seconds);

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Serving benchmark, measured side by side in one run on the shipped model:
+#   - mod-bench: the engine's batch-32 decode tokens/s and step time
+#     (prompt of PROMPT+1 tokens, OUTPUT decode steps: the same contexts the
+#     server sees);
+#   - mod-server + mod-client bench at concurrency 32 (prompts of PROMPT
+#     bytes, OUTPUT tokens each, REQUESTS requests);
+# alternated ROUNDS times (engine, server, engine, ..., engine); the figures
+# are medians, since this shared machine drifts by tens of percent.
+# Prints both, and the ratios the server issue sets targets for:
+#   output tokens/s / engine decode tokens/s (target >= 0.9) and
+#   p99 inter-token latency / engine step time (target <= 2).
+# Usage: scripts/bench-server.sh [extra mod-server flags, e.g. --dtype bfloat16]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PROMPT=${PROMPT:-64}
+OUTPUT=${OUTPUT:-128}
+REQUESTS=${REQUESTS:-128}
+ROUNDS=${ROUNDS:-3}
+CONCURRENCY=32
+scripts/build.sh >/dev/null
+work=$(mktemp -d)
+server=""
+trap 'if [[ -n "$server" ]]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+
+engine() {
+  build/bin/mod-bench --batches "$CONCURRENCY" --synthetic false --prompt $((PROMPT + 1)) --steps "$OUTPUT" --json "$@" 2>/dev/null |
+    tr -d ' \n' | grep -o '"mod_tokens_per_s":[0-9.e+-]*' | cut -d: -f2
+}
+dtype=float32  # the engine runs with the server's --dtype, if given
+args=("$@")
+for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+  if [[ "${args[i]}" == "--dtype" ]]; then dtype=${args[i + 1]}; fi
+done
+
+serve() {
+  build/bin/mod-server --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 "$@" 2>"$work/server.log" &
+  server=$!
+  for _ in $(seq 1 300); do grep -q '(port [0-9]*)' "$work/server.log" && break; sleep 0.1; done
+  local port
+  port=$(grep -o '(port [0-9]*)' "$work/server.log" | head -1 | tr -dc 0-9)
+  build/bin/mod-client --server "127.0.0.1:$port" bench --concurrency "$CONCURRENCY" --requests "$REQUESTS" \
+    --prompt-bytes "$PROMPT" --max-tokens "$OUTPUT" --json | tr -d ' \n'
+  kill -TERM "$server"
+  wait "$server"
+}
+median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+
+engines=() outs=() itls=() ttfts=() errors=""
+engines+=("$(engine --dtype "$dtype")")
+for ((r = 0; r < ROUNDS; r++)); do
+  flat=$(serve "$@")
+  outs+=("$(grep -o '"output_tokens_per_second":[0-9.e+-]*' <<<"$flat" | cut -d: -f2)")
+  itls+=("$(grep -o '"itl_seconds":{[^}]*}' <<<"$flat" | grep -o '"p99":[0-9.e+-]*' | cut -d: -f2)")
+  ttfts+=("$(grep -o '"ttft_seconds":{[^}]*}' <<<"$flat" | grep -o '"p50":[0-9.e+-]*' | cut -d: -f2)")
+  errors+=" $(grep -o '"errors":{[^}]*}' <<<"$flat" | cut -d: -f2-)"
+  engines+=("$(engine --dtype "$dtype")")
+done
+e_all=$(printf '%.0f ' "${engines[@]}")
+o_all=$(printf '%.0f ' "${outs[@]}")
+e_med=$(printf '%s\n' "${engines[@]}" | median)
+out_tps=$(printf '%s\n' "${outs[@]}" | median)
+itl_p99=$(printf '%s\n' "${itls[@]}" | median)
+ttft_p50=$(printf '%s\n' "${ttfts[@]}" | median)
+awk -v e="$e_med" -v eall="$e_all" -v oall="$o_all" -v out="$out_tps" -v itl="$itl_p99" -v ttft="$ttft_p50" -v c="$CONCURRENCY" \
+    -v p="$PROMPT" -v o="$OUTPUT" -v n="$REQUESTS" -v dt="$dtype" -v err="$errors" 'BEGIN {
+  step = c / e;
+  printf "shipped model, %s, concurrency %d, %d requests, prompt %d bytes, %d output tokens\n", dt, c, n, p, o;
+  printf "engine (mod-bench) batch-%d decode: median %.1f tok/s (runs: %s), step %.2f ms\n", c, e, eall, step * 1e3;
+  printf "server (mod-client bench): median %.1f output tok/s (runs: %s), p99 inter-token latency %.2f ms, p50 TTFT %.1f ms, errors:%s\n", out, oall, itl * 1e3, ttft * 1e3, err;
+  printf "ratio output tok/s / engine decode tok/s: %.2f (target >= 0.9)\n", out / e;
+  printf "ratio p99 inter-token latency / engine step: %.2f (target <= 2)\n", itl / step;
+}'
