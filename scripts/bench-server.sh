@@ -2,7 +2,8 @@
 # Serving benchmark, measured side by side in one run on the shipped model:
 #   - mod-bench: the engine's batch-32 decode tokens/s and step time
 #     (prompt of PROMPT+1 tokens, OUTPUT decode steps: the same contexts the
-#     server sees);
+#     server sees), with all hardware threads and with the server's engine
+#     thread count (it leaves one core to gRPC);
 #   - mod-server + mod-client bench at concurrency 32 (prompts of PROMPT
 #     bytes, OUTPUT tokens each, REQUESTS requests);
 # alternated ROUNDS times (engine, server, engine, ..., engine); the figures
@@ -28,9 +29,11 @@ engine() {
     tr -d ' \n' | grep -o '"mod_tokens_per_s":[0-9.e+-]*' | cut -d: -f2
 }
 dtype=float32  # the engine runs with the server's --dtype, if given
+threads=$(($(nproc) > 1 ? $(nproc) - 1 : 1))  # the server's default engine threads
 args=("$@")
 for ((i = 0; i + 1 < ${#args[@]}; i++)); do
   if [[ "${args[i]}" == "--dtype" ]]; then dtype=${args[i + 1]}; fi
+  if [[ "${args[i]}" == "--threads" ]]; then threads=${args[i + 1]}; fi
 done
 
 serve() {
@@ -46,8 +49,9 @@ serve() {
 }
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
-engines=() outs=() itls=() ttfts=() errors=""
+engines=() same=() outs=() itls=() ttfts=() errors=""
 engines+=("$(engine --dtype "$dtype")")
+same+=("$(engine --dtype "$dtype" --threads "$threads")")
 for ((r = 0; r < ROUNDS; r++)); do
   flat=$(serve "$@")
   outs+=("$(grep -o '"output_tokens_per_second":[0-9.e+-]*' <<<"$flat" | cut -d: -f2)")
@@ -55,19 +59,23 @@ for ((r = 0; r < ROUNDS; r++)); do
   ttfts+=("$(grep -o '"ttft_seconds":{[^}]*}' <<<"$flat" | grep -o '"p50":[0-9.e+-]*' | cut -d: -f2)")
   errors+=" $(grep -o '"errors":{[^}]*}' <<<"$flat" | cut -d: -f2-)"
   engines+=("$(engine --dtype "$dtype")")
+  same+=("$(engine --dtype "$dtype" --threads "$threads")")
 done
 e_all=$(printf '%.0f ' "${engines[@]}")
 o_all=$(printf '%.0f ' "${outs[@]}")
 e_med=$(printf '%s\n' "${engines[@]}" | median)
+s_med=$(printf '%s\n' "${same[@]}" | median)
 out_tps=$(printf '%s\n' "${outs[@]}" | median)
 itl_p99=$(printf '%s\n' "${itls[@]}" | median)
 ttft_p50=$(printf '%s\n' "${ttfts[@]}" | median)
-awk -v e="$e_med" -v eall="$e_all" -v oall="$o_all" -v out="$out_tps" -v itl="$itl_p99" -v ttft="$ttft_p50" -v c="$CONCURRENCY" \
+awk -v e="$e_med" -v se="$s_med" -v th="$threads" -v eall="$e_all" -v oall="$o_all" -v out="$out_tps" -v itl="$itl_p99" -v ttft="$ttft_p50" -v c="$CONCURRENCY" \
     -v p="$PROMPT" -v o="$OUTPUT" -v n="$REQUESTS" -v dt="$dtype" -v err="$errors" 'BEGIN {
   step = c / e;
   printf "shipped model, %s, concurrency %d, %d requests, prompt %d bytes, %d output tokens\n", dt, c, n, p, o;
   printf "engine (mod-bench) batch-%d decode: median %.1f tok/s (runs: %s), step %.2f ms\n", c, e, eall, step * 1e3;
   printf "server (mod-client bench): median %.1f output tok/s (runs: %s), p99 inter-token latency %.2f ms, p50 TTFT %.1f ms, errors:%s\n", out, oall, itl * 1e3, ttft * 1e3, err;
+  printf "engine at the server engine thread count (%d): median %.1f tok/s\n", th, se;
   printf "ratio output tok/s / engine decode tok/s: %.2f (target >= 0.9)\n", out / e;
+  printf "ratio output tok/s / engine decode tok/s at the same engine threads: %.2f\n", out / se;
   printf "ratio p99 inter-token latency / engine step: %.2f (target <= 2)\n", itl / step;
 }'

@@ -41,31 +41,12 @@ UpdateSink MakeSink(std::shared_ptr<Link> link) {
   };
 }
 
-// Unary Generate: collects every update into one response.
-class UnaryReactor final : public grpc::ServerUnaryReactor, public UpdateTarget {
+// What both Generate reactors share: the request goes to the scheduler with
+// a sink bound to this reactor; a client cancel is passed on; before the
+// reactor is deleted it unlinks itself from the sink.
+template <typename Base>
+class RequestReactor : public Base, public UpdateTarget {
  public:
-  UnaryReactor(GeneratorService* svc, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req,
-               v1::GenerateResponse* resp)
-      : svc_(svc), resp_(resp), link_(std::make_shared<Link>()) {
-    link_->target = this;
-    auto h = svc_->Submit(ctx, *req, MakeSink(link_), &request_id_);
-    std::lock_guard<std::mutex> lock(link_->mu);
-    if (!h.ok()) {
-      finished_ = true;
-      Finish(ToGrpcStatus(h.status()));
-      return;
-    }
-    handle_ = *h;
-  }
-
-  void DeliverLocked(RequestUpdate u) override {
-    if (finished_) return;
-    svc_->AppendUpdate(u, request_id_, resp_);
-    if (!u.finished) return;
-    finished_ = true;
-    Finish(ToGrpcStatus(u.status));
-  }
-
   void OnCancel() override {
     if (handle_ != 0) svc_->Cancel(handle_);
   }
@@ -78,30 +59,62 @@ class UnaryReactor final : public grpc::ServerUnaryReactor, public UpdateTarget 
     delete this;
   }
 
- private:
+ protected:
+  explicit RequestReactor(GeneratorService* svc) : svc_(svc), link_(std::make_shared<Link>()) { link_->target = this; }
+
+  // Validates and submits (updates may arrive on the step thread at once).
+  Status Start(grpc::CallbackServerContext* ctx, const v1::GenerateRequest& req) {
+    auto h = svc_->Submit(ctx, req, MakeSink(link_), &request_id_);
+    if (!h.ok()) return h.status();
+    handle_ = *h;
+    return Status::Ok();
+  }
+
   GeneratorService* svc_;
-  v1::GenerateResponse* resp_;
   std::shared_ptr<Link> link_;
   std::string request_id_;
   std::atomic<Scheduler::Handle> handle_{0};
+};
+
+// Unary Generate: collects every update into one response.
+class UnaryReactor final : public RequestReactor<grpc::ServerUnaryReactor> {
+ public:
+  UnaryReactor(GeneratorService* svc, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req,
+               v1::GenerateResponse* resp)
+      : RequestReactor(svc), resp_(resp) {
+    Status started = Start(ctx, *req);
+    std::lock_guard<std::mutex> lock(link_->mu);
+    if (!started.ok()) {
+      finished_ = true;
+      Finish(ToGrpcStatus(started));
+    }
+  }
+
+  void DeliverLocked(RequestUpdate u) override {
+    if (finished_) return;
+    svc_->AppendUpdate(u, request_id_, resp_);
+    if (!u.finished) return;
+    finished_ = true;
+    Finish(ToGrpcStatus(u.status));
+  }
+
+ private:
+  v1::GenerateResponse* resp_;
   bool finished_ = false;  // under link_->mu
 };
 
-// GenerateStream: one response per update, one write in flight.
-class StreamReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse>, public UpdateTarget {
+// GenerateStream: a response per update, one write in flight.
+class StreamReactor final : public RequestReactor<grpc::ServerWriteReactor<v1::GenerateResponse>> {
  public:
   StreamReactor(GeneratorService* svc, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req)
-      : svc_(svc), link_(std::make_shared<Link>()) {
-    link_->target = this;
-    auto h = svc_->Submit(ctx, *req, MakeSink(link_), &request_id_);
+      : RequestReactor(svc) {
+    Status started = Start(ctx, *req);
     std::lock_guard<std::mutex> lock(link_->mu);
-    if (!h.ok()) {
-      final_ = ToGrpcStatus(h.status());
+    if (!started.ok()) {
+      final_ = ToGrpcStatus(started);
       final_known_ = true;
       WriteNextLocked();
-      return;
     }
-    handle_ = *h;
   }
 
   void DeliverLocked(RequestUpdate u) override {
@@ -132,18 +145,6 @@ class StreamReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse
     WriteNextLocked();
   }
 
-  void OnCancel() override {
-    if (handle_ != 0) svc_->Cancel(handle_);
-  }
-
-  void OnDone() override {
-    {
-      std::lock_guard<std::mutex> lock(link_->mu);
-      link_->target = nullptr;
-    }
-    delete this;
-  }
-
  private:
   void WriteNextLocked() {
     if (finish_called_) return;
@@ -158,10 +159,6 @@ class StreamReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse
     }
   }
 
-  GeneratorService* svc_;
-  std::shared_ptr<Link> link_;
-  std::string request_id_;
-  std::atomic<Scheduler::Handle> handle_{0};
   // Under link_->mu:
   std::deque<v1::GenerateResponse> pending_;
   v1::GenerateResponse current_;

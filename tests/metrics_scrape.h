@@ -1,8 +1,8 @@
-// Scrape: fetches a Prometheus text page over HTTP from 127.0.0.1:port and
+// Test helpers for the /metrics endpoint: HttpGet sends a raw HTTP request to
+// 127.0.0.1:port and returns the whole response; Scrape fetches /metrics and
 // parses it into {"name{labels}": value} (labels as the server prints them).
-// For tests.
 //
-// Thread-safety: a pure function.
+// Thread-safety: pure functions.
 #pragma once
 
 #include <arpa/inet.h>
@@ -15,8 +15,7 @@
 
 namespace modserve::testing {
 
-inline std::map<std::string, double> Scrape(int port) {
-  std::map<std::string, double> out;
+inline std::string HttpGet(int port, const std::string& request) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -24,15 +23,23 @@ inline std::map<std::string, double> Scrape(int port) {
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
     ::close(fd);
-    return out;
+    return "";
   }
-  const std::string req = "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
-  ::send(fd, req.data(), req.size(), 0);
-  std::string page;
+  ::send(fd, request.data(), request.size(), 0);
+  ::shutdown(fd, SHUT_WR);  // the request is complete
+  std::string out;
   char buf[8192];
-  for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) page.append(buf, static_cast<size_t>(n));
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) out.append(buf, static_cast<size_t>(n));
   ::close(fd);
-  std::istringstream lines(page.substr(page.find("\r\n\r\n") + 4));
+  return out;
+}
+
+inline std::map<std::string, double> Scrape(int port) {
+  std::map<std::string, double> out;
+  const std::string page = HttpGet(port, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+  const auto body = page.find("\r\n\r\n");
+  if (body == std::string::npos) return out;
+  std::istringstream lines(page.substr(body + 4));
   for (std::string line; std::getline(lines, line);) {
     if (line.empty() || line[0] == '#') continue;
     const auto sp = line.rfind(' ');

@@ -1,16 +1,14 @@
 // Tests of the service's torch-free parts: the YAML config and its flag
 // overrides, request validation (every bad field named), and the /metrics
 // HTTP endpoint.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <fstream>
 #include <functional>
 #include <limits>
 
+#include "metrics_scrape.h"
 #include "server/metrics.h"
 #include "server/metrics_http_server.h"
 #include "server/request_validation.h"
@@ -163,24 +161,7 @@ TEST(RequestValidation, EveryBadFieldIsNamed) {
 
 // --- metrics endpoint ---------------------------------------------------------
 
-std::string HttpGet(int port, const std::string& request) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-    ::close(fd);
-    return "";
-  }
-  ::send(fd, request.data(), request.size(), 0);
-  ::shutdown(fd, SHUT_WR);  // the request is complete
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) out.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  return out;
-}
+using testing::HttpGet;
 
 TEST(MetricsHttpServer, ServesMetricsAndRefusesOtherPaths) {
   auto m = ServerMetrics::Start("127.0.0.1:0");
