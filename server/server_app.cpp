@@ -4,12 +4,9 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
-#include <algorithm>
 #include <atomic>
-#include <filesystem>
 #include <thread>
 
-#include "server/engine_adapter.h"
 #include "server/generator_service.h"
 
 #ifndef MODSERVE_VERSION
@@ -24,7 +21,7 @@ struct ServerApp::Impl {
   std::unique_ptr<grpc::Server> server;
   int grpc_port = 0;
   std::unique_ptr<ServerMetrics> metrics;
-  std::unique_ptr<EngineAdapter> engine;
+  std::unique_ptr<StepEngine> engine;
   std::unique_ptr<Scheduler> scheduler;
   std::thread loop;
   std::atomic<bool> stop{false};
@@ -78,11 +75,8 @@ ServerApp::~ServerApp() {
 int ServerApp::grpc_port() const { return impl_->grpc_port; }
 int ServerApp::metrics_port() const { return impl_->metrics->port(); }
 
-StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg) {
+StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg, const EngineLoader& load) {
   MODSERVE_RETURN_IF_ERROR(cfg.Validate());
-  if (!std::filesystem::is_directory(cfg.model)) {
-    return NotFound("model: " + cfg.model + " is not a checkpoint directory");
-  }
   auto impl = std::make_unique<Impl>();
   impl->cfg = cfg;
   auto metrics = ServerMetrics::Start(cfg.metrics_listen);
@@ -103,20 +97,10 @@ StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg) {
     impl->server->Shutdown(std::chrono::system_clock::now());
     return s;
   };
-  EngineOptions eo;
-  eo.kv_blocks = cfg.kv_blocks;
-  eo.block_size = cfg.block_size;
-  eo.device = cfg.device;
-  eo.dtype = cfg.dtype;
-  // By default the engine leaves one hardware thread to gRPC and the step
-  // loop: on 2 cores, 2 engine threads fight the gRPC threads and serve ~25%
-  // fewer tokens/s than 1 (measured with mod-client bench, README "Server").
-  const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  eo.threads = cfg.threads > 0 ? static_cast<int>(cfg.threads) : std::max(1, hw - 1);
-  auto engine = Engine::Load(cfg.model, eo);
-  if (!engine.ok()) return fail(engine.status());
-  const ModelConfig model_config = (*engine)->config();
-  impl->engine = std::make_unique<EngineAdapter>(std::move(*engine));
+  auto loaded = load(cfg);
+  if (!loaded.ok()) return fail(loaded.status());
+  const ModelConfig model_config = loaded->model;
+  impl->engine = std::move(loaded->engine);
   const StepEngineInfo info = impl->engine->Info();
 
   impl->metrics->SetRoutedLayers(info.routed_layers);

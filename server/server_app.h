@@ -1,9 +1,11 @@
-// ServerApp: a whole mod-server in one object: metrics exposer, gRPC server
+// ServerApp: a whole mod-server in one object: metrics endpoint, gRPC server
 // (Generator, grpc.health.v1, reflection), the engine, the scheduler and the
 // step-loop thread that drives it. main() and the end-to-end tests use it.
 //
 // Start() listens first (health NOT_SERVING, Generate UNAVAILABLE), loads the
-// model, then serves (health SERVING). Drain() is the SIGTERM path.
+// engine through an EngineLoader, then serves (health SERVING). Drain() is
+// the SIGTERM path. This file is torch-free: LoadLibTorchEngine
+// (engine_loader.h) loads the real engine; tests can load a fake one.
 //
 // Thread-safety: Start, Drain and the destructor from one thread; the ports
 // from any.
@@ -12,15 +14,26 @@
 #include <chrono>
 #include <memory>
 
+#include <functional>
+
+#include "engine/model_config.h"
 #include "engine/status.h"
 #include "server/server_config.h"
+#include "server/step_engine.h"
 
 namespace modserve {
+
+// An engine ready to serve, and the model it runs.
+struct LoadedEngine {
+  std::unique_ptr<StepEngine> engine;
+  ModelConfig model;
+};
+using EngineLoader = std::function<StatusOr<LoadedEngine>(const ServerConfig&)>;
 
 class ServerApp {
  public:
   struct Impl;
-  static StatusOr<std::unique_ptr<ServerApp>> Start(const ServerConfig& config);
+  static StatusOr<std::unique_ptr<ServerApp>> Start(const ServerConfig& config, const EngineLoader& load);
   explicit ServerApp(std::unique_ptr<Impl> impl);
   ~ServerApp();  // drains with no grace if Drain was not called
 

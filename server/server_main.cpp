@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "engine/allocator_tuning.h"
+#include "server/engine_loader.h"
 #include "server/server_app.h"
 #include "server/server_config.h"
 
@@ -54,7 +55,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::fprintf(stderr, "mod-server: loading %s (%s, %s)\n", cfg->model.c_str(), cfg->device.c_str(), cfg->dtype.c_str());
-  auto app = modserve::ServerApp::Start(*cfg);
+  auto app = modserve::ServerApp::Start(*cfg, modserve::LoadLibTorchEngine);
   if (!app.ok()) {
     std::fprintf(stderr, "mod-server: %s\n", app.status().ToString().c_str());
     return 1;

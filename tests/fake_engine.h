@@ -9,8 +9,10 @@
 // Thread-safety: none; the scheduler's step thread only.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "server/step_engine.h"
@@ -43,6 +45,7 @@ class FakeEngine : public StepEngine {
   int64_t FreeBlocks() const override { return total_ - Used(seqs_); }
 
   StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch) override {
+    if (step_delay.count() > 0) std::this_thread::sleep_for(step_delay);
     auto next = seqs_;
     StepResult r;
     for (const auto& c : batch) {
@@ -72,12 +75,14 @@ class FakeEngine : public StepEngine {
     r.stats.layers = {{0, false, r.stats.tokens, 0}, {1, true, computed, r.stats.tokens - computed}, {2, false, r.stats.tokens, 0}};
     r.stats.kv_blocks_used = Used(seqs_);
     r.stats.kv_blocks_free = total_ - r.stats.kv_blocks_used;
-    steps.push_back(batch);
+    if (record_steps) steps.push_back(batch);
     return r;
   }
 
   int64_t sequences() const { return static_cast<int64_t>(seqs_.size()); }
-  std::vector<std::vector<SequenceChunk>> steps;  // every successful step's batch
+  bool record_steps = true;
+  std::vector<std::vector<SequenceChunk>> steps;  // every successful step's batch (when record_steps)
+  std::chrono::microseconds step_delay{0};         // to make steps take time, like a real engine
 
  private:
   struct Seq {

@@ -22,6 +22,7 @@
 #include "metrics_scrape.h"
 #include "modserve/v1/modserve.grpc.pb.h"
 #include "reflection_wire.pb.h"
+#include "server/engine_loader.h"
 #include "server/server_app.h"
 #include "server/utf8_stream.h"
 
@@ -42,7 +43,7 @@ ServerConfig TestConfig() {
 }
 
 std::unique_ptr<ServerApp> StartApp(const ServerConfig& c) {
-  auto app = ServerApp::Start(c);
+  auto app = ServerApp::Start(c, LoadLibTorchEngine);
   EXPECT_TRUE(app.ok()) << app.status().ToString();
   return app.ok() ? std::move(*app) : nullptr;
 }

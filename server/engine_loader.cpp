@@ -1,0 +1,33 @@
+#include "server/engine_loader.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <thread>
+
+#include "server/engine_adapter.h"
+
+namespace modserve {
+
+StatusOr<LoadedEngine> LoadLibTorchEngine(const ServerConfig& cfg) {
+  if (!std::filesystem::is_directory(cfg.model)) {
+    return NotFound("model: " + cfg.model + " is not a checkpoint directory");
+  }
+  EngineOptions eo;
+  eo.kv_blocks = cfg.kv_blocks;
+  eo.block_size = cfg.block_size;
+  eo.device = cfg.device;
+  eo.dtype = cfg.dtype;
+  // By default the engine leaves one hardware thread to gRPC and the step
+  // loop: on 2 cores, 2 engine threads fight the gRPC threads and serve ~25%
+  // fewer tokens/s than 1 (measured with mod-client bench, README "Server").
+  const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  eo.threads = cfg.threads > 0 ? static_cast<int>(cfg.threads) : std::max(1, hw - 1);
+  auto engine = Engine::Load(cfg.model, eo);
+  if (!engine.ok()) return engine.status();
+  LoadedEngine loaded;
+  loaded.model = (*engine)->config();
+  loaded.engine = std::make_unique<EngineAdapter>(std::move(*engine));
+  return loaded;
+}
+
+}  // namespace modserve
