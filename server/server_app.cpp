@@ -15,14 +15,17 @@
 
 namespace modserve {
 
+// Declared so that destruction runs from the outside in: the gRPC server
+// (and with it every reactor callback) goes first, then the service, the
+// scheduler, the engine and the metrics they report to.
 struct ServerApp::Impl {
   ServerConfig cfg;
-  GeneratorService service;
-  std::unique_ptr<grpc::Server> server;
-  int grpc_port = 0;
   std::unique_ptr<ServerMetrics> metrics;
   std::unique_ptr<StepEngine> engine;
   std::unique_ptr<Scheduler> scheduler;
+  GeneratorService service;
+  std::unique_ptr<grpc::Server> server;
+  int grpc_port = 0;
   std::thread loop;
   std::atomic<bool> stop{false};
   bool draining = false;
