@@ -26,7 +26,10 @@ v1::FinishReason ToProto(FinishReason r) {
 class UpdateTarget {
  public:
   virtual ~UpdateTarget() = default;
+  // On the step thread: take the update in (cheap; no gRPC calls).
   virtual void DeliverLocked(RequestUpdate u) = 0;
+  // On the write dispatcher's thread: start the write or finish the RPC.
+  virtual void FlushLocked() = 0;
 };
 
 struct Link {
@@ -62,6 +65,16 @@ class RequestReactor : public Base, public UpdateTarget {
  protected:
   explicit RequestReactor(GeneratorService* svc) : svc_(svc), link_(std::make_shared<Link>()) { link_->target = this; }
 
+  // Asks the write dispatcher to call FlushLocked (once per batch of updates).
+  void ScheduleFlushLocked() {
+    if (flush_posted_) return;
+    flush_posted_ = true;
+    svc_->PostWrite([link = link_] {
+      std::lock_guard<std::mutex> lock(link->mu);
+      if (link->target != nullptr) link->target->FlushLocked();
+    });
+  }
+
   // Validates and submits (updates may arrive on the step thread at once).
   Status Start(grpc::CallbackServerContext* ctx, const v1::GenerateRequest& req) {
     auto h = svc_->Submit(ctx, req, MakeSink(link_), &request_id_);
@@ -74,6 +87,7 @@ class RequestReactor : public Base, public UpdateTarget {
   std::shared_ptr<Link> link_;
   std::string request_id_;
   std::atomic<Scheduler::Handle> handle_{0};
+  bool flush_posted_ = false;  // under link_->mu
 };
 
 // Unary Generate: collects every update into one response.
@@ -95,12 +109,19 @@ class UnaryReactor final : public RequestReactor<grpc::ServerUnaryReactor> {
     svc_->AppendUpdate(u, request_id_, resp_);
     if (!u.finished) return;
     finished_ = true;
-    Finish(ToGrpcStatus(u.status));
+    final_ = ToGrpcStatus(u.status);
+    ScheduleFlushLocked();
+  }
+
+  void FlushLocked() override {
+    flush_posted_ = false;
+    Finish(final_);
   }
 
  private:
   v1::GenerateResponse* resp_;
   bool finished_ = false;  // under link_->mu
+  grpc::Status final_;     // under link_->mu
 };
 
 // GenerateStream: a response per update, one write in flight.
@@ -130,6 +151,11 @@ class StreamReactor final : public RequestReactor<grpc::ServerWriteReactor<v1::G
       if (pending_.empty()) pending_.emplace_back();
       svc_->AppendUpdate(u, request_id_, &pending_.back());
     }
+    if (!writing_) ScheduleFlushLocked();
+  }
+
+  void FlushLocked() override {
+    flush_posted_ = false;
     if (!writing_) WriteNextLocked();
   }
 

@@ -3,7 +3,9 @@
 // scheduler, and turns the scheduler's updates into responses with one write
 // in flight at a time; a client cancel or an expired deadline tells the
 // scheduler, which frees the request's KV blocks within one step. Reactions
-// never block: updates are queued under a per-RPC mutex.
+// never block: updates are queued under a per-RPC mutex, and the gRPC calls
+// (StartWrite, Finish) are made on a write-dispatcher thread, not on the
+// scheduler's step thread.
 //
 // Until Attach() is called (the model is loading) Generate answers
 // UNAVAILABLE.
@@ -21,6 +23,7 @@
 #include "server/metrics.h"
 #include "server/request_validation.h"
 #include "server/scheduler.h"
+#include "server/write_dispatcher.h"
 
 namespace modserve {
 
@@ -48,6 +51,8 @@ class GeneratorService final : public v1::Generator::CallbackService {
   StatusOr<Scheduler::Handle> Submit(grpc::CallbackServerContext* ctx, const v1::GenerateRequest& request,
                                      UpdateSink sink, std::string* request_id);
   void Cancel(Scheduler::Handle h);
+  // Runs `task` on the write dispatcher's thread (gRPC writes leave the step thread).
+  void PostWrite(std::function<void()> task) { writes_.Post(std::move(task)); }
   // Appends an update to `out` (text, ids, routes; on the last one finish reason and usage).
   void AppendUpdate(const RequestUpdate& u, const std::string& request_id, v1::GenerateResponse* out) const;
 
@@ -57,6 +62,7 @@ class GeneratorService final : public v1::Generator::CallbackService {
   std::shared_ptr<const ServedModel> model_;  // set once by Attach, before scheduler_
   std::atomic<uint64_t> next_id_{1};
   uint64_t seed_base_ = 0;
+  WriteDispatcher writes_;
 };
 
 }  // namespace modserve
