@@ -345,6 +345,34 @@ TEST(ServerOverload, FullQueueAnswersResourceExhaustedAndAcceptedRequestsComplet
   EXPECT_EQ(m["modserve_requests_total{code=\"OK\",finish_reason=\"length\"}"], ok);
 }
 
+TEST(ServerMemoryPressure, PreemptedRequestsStillGetTheirSoloTokens) {
+  ServerConfig c = TestConfig();
+  c.kv_blocks = 60;  // one request of 121 tokens needs up to 6 layers x 8 blocks
+  c.block_size = 16;
+  auto app = StartApp(c);
+  ASSERT_NE(app, nullptr);
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()), grpc::InsecureChannelCredentials());
+  auto stub = v1::Generator::NewStub(channel);
+  auto generate = [&](int i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(120));
+    v1::GenerateResponse u;
+    grpc::Status st = stub->Generate(&ctx, Request("Request number " + std::to_string(i) + " says", 100), &u);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return std::vector<int>(u.token_ids().begin(), u.token_ids().end());
+  };
+  const int kRequests = 6;
+  std::vector<std::vector<int>> solo(kRequests), together(kRequests);
+  for (int i = 0; i < kRequests; ++i) solo[i] = generate(i);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRequests; ++i) threads.emplace_back([&, i] { together[i] = generate(i); });
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kRequests; ++i) EXPECT_EQ(together[i], solo[i]) << "request " << i;
+  auto m = Scrape(app->metrics_port());
+  EXPECT_GT(m["modserve_preemptions_total"], 0);  // the pool really was too small
+  EXPECT_EQ(m["modserve_kv_cache_usage_ratio"], 0);
+}
+
 // --- the mod-server process and SIGTERM ---------------------------------------
 
 struct Process {

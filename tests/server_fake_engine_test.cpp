@@ -7,11 +7,17 @@
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <future>
 #include <random>
 #include <thread>
 
 #include "fake_engine.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "metrics_scrape.h"
 #include "modserve/v1/modserve.grpc.pb.h"
 #include "server/server_app.h"
@@ -191,6 +197,66 @@ TEST(ServerWithFakeEngine, DrainGraceOverEndsTheRestWithUnavailable) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
   EXPECT_NE(status.error_message().find("drain grace period"), std::string::npos);
   EXPECT_EQ(s.engine->sequences(), 0);
+}
+
+// A port that was free a moment ago (for a server that must be reached before Start returns).
+int FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+TEST(ServerWithFakeEngine, NotServingWhileTheEngineLoads) {
+  ServerConfig cfg;
+  const int port = FreePort();
+  cfg.listen = "127.0.0.1:" + std::to_string(port);
+  cfg.metrics_listen = "127.0.0.1:0";
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::unique_ptr<ServerApp> app;
+  std::thread starter([&] {
+    auto started = ServerApp::Start(cfg, [&](const ServerConfig&) -> StatusOr<LoadedEngine> {
+      released.wait();  // the "model" takes until the test says so to load
+      LoadedEngine loaded;
+      loaded.engine = std::make_unique<FakeEngine>(100, 4);
+      loaded.model.n_layers = 3;
+      loaded.model.routed_layers = {1};
+      return loaded;
+    });
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    app = std::move(*started);
+  });
+  auto channel = grpc::CreateChannel(cfg.listen, grpc::InsecureChannelCredentials());
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  auto check = [&] {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(5));
+    ctx.set_wait_for_ready(true);  // the server may not be listening yet
+    grpc::health::v1::HealthCheckResponse r;
+    return health->Check(&ctx, {}, &r).ok() ? r.status() : grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  };
+  EXPECT_EQ(check(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  {
+    auto stub = v1::Generator::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(5));
+    v1::GenerateRequest r;
+    r.set_prompt("too early");
+    v1::GenerateResponse u;
+    grpc::Status st = stub->Generate(&ctx, r, &u);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_NE(st.error_message().find("loading"), std::string::npos);
+  }
+  release.set_value();
+  starter.join();
+  ASSERT_NE(app, nullptr);
+  EXPECT_EQ(check(), grpc::health::v1::HealthCheckResponse::SERVING);
 }
 
 }  // namespace
