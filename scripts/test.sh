@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs every test: installs the Debian packages, fetches
 # the Brown validation split (for the shipped model's quality targets),
-# builds, and runs ctest.
+# builds, runs ctest, then the torch-free tests again under ASan + UBSan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/fetch-corpus.sh data/brown
 scripts/build.sh
 ctest --test-dir build --output-on-failure
+scripts/test-sanitizers.sh
