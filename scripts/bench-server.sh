@@ -25,15 +25,18 @@ server=""
 trap 'if [[ -n "$server" ]]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 
 engine() {
-  build/bin/mod-bench --batches "$CONCURRENCY" --synthetic false --prompt $((PROMPT + 1)) --steps "$OUTPUT" --json "$@" 2>/dev/null |
+  build/bin/mod-bench --batches "$CONCURRENCY" --synthetic false --prompt $((PROMPT + 1)) --steps "$OUTPUT" \
+    --block-size "$block_size" --json "$@" 2>/dev/null |
     tr -d ' \n' | grep -o '"mod_tokens_per_s":[0-9.e+-]*' | cut -d: -f2
 }
 dtype=float32  # the engine runs with the server's --dtype, if given
 threads=$(($(nproc) > 1 ? $(nproc) - 1 : 1))  # the server's default engine threads
+block_size=16                                   # the server's default KV block size
 args=("$@")
 for ((i = 0; i + 1 < ${#args[@]}; i++)); do
   if [[ "${args[i]}" == "--dtype" ]]; then dtype=${args[i + 1]}; fi
   if [[ "${args[i]}" == "--threads" ]]; then threads=${args[i + 1]}; fi
+  if [[ "${args[i]}" == "--block-size" ]]; then block_size=${args[i + 1]}; fi
 done
 
 serve() {
