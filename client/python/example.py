@@ -1,0 +1,50 @@
+#!/usr/bin/python3
+"""Calls mod-server from Python: one unary Generate and one GenerateStream.
+
+Uses Debian's python3-grpcio and python3-protobuf; generate the stubs from
+proto/ first (tests/clients_test.sh does exactly this):
+    protoc -I proto --python_out=OUT --grpc_out=OUT \
+        --plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin modserve/v1/modserve.proto
+    PYTHONPATH=OUT /usr/bin/python3 client/python/example.py --server 127.0.0.1:50051
+"""
+import argparse
+import sys
+
+import grpc
+from modserve.v1 import modserve_pb2, modserve_pb2_grpc
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", default="127.0.0.1:50051")
+    parser.add_argument("--prompt", default="The jury said ")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--timeout", type=float, default=30.0, help="deadline of each call, seconds")
+    args = parser.parse_args()
+
+    with grpc.insecure_channel(args.server) as channel:
+        stub = modserve_pb2_grpc.GeneratorStub(channel)
+        request = modserve_pb2.GenerateRequest(prompt=args.prompt, max_tokens=args.max_tokens, return_routes=True)
+        try:
+            unary = stub.Generate(request, timeout=args.timeout)
+            streamed_text, streamed_ids, last = [], [], None
+            for message in stub.GenerateStream(request, timeout=args.timeout):
+                streamed_text.append(message.text)
+                streamed_ids.extend(message.token_ids)
+                last = message
+        except grpc.RpcError as e:
+            print(f"python client: {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+    finish = modserve_pb2.FinishReason.Name(unary.finish_reason)
+    print(f"unary: {len(unary.token_ids)} tokens, finish {finish}, "
+          f"routed computed {unary.usage.routed_computed} skipped {unary.usage.routed_skipped}")
+    print(f"unary text: {unary.text!r}")
+    print(f"stream: {len(streamed_ids)} tokens in {len(streamed_text)} messages, "
+          f"finish {modserve_pb2.FinishReason.Name(last.finish_reason)}")
+    print(f"stream text: {''.join(streamed_text)!r}")
+    print("same tokens: " + ("yes" if list(unary.token_ids) == streamed_ids else "no"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
