@@ -10,7 +10,7 @@ build_pkgs=(
   libtorch-dev libopenblas0-openmp
   prometheus-cpp-dev libyaml-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3-grpcio python3-protobuf
+  python3-grpcio python3-protobuf prometheus
 )
 runtime_pkgs=(libopenblas0-openmp)
 

@@ -43,6 +43,7 @@ struct ServerMetrics::Impl {
   Histogram* duration = nullptr;
   Histogram* batch_tokens = nullptr;
   Family<Histogram>* step_seconds = nullptr;
+  Family<Gauge>* capacity = nullptr;
   Histogram* decode_step = nullptr;
   Histogram* mixed_step = nullptr;
 };
@@ -82,6 +83,10 @@ StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string&
                          .Help("Tokens per engine step (decode tokens + prefill chunks)")
                          .Register(reg)
                          .Add({}, Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096});
+  m->capacity = &prometheus::BuildGauge()
+                     .Name("modserve_layer_capacity")
+                     .Help("The model's capacity per routed layer: the fraction of tokens top-k routing sends through it (expected skip rate = 1 - capacity)")
+                     .Register(reg);
   m->step_seconds = &prometheus::BuildHistogram()
                          .Name("modserve_engine_step_seconds")
                          .Help("Time of one engine step, by kind: decode (one token per sequence) or mixed (with prefill chunks)")
@@ -95,9 +100,10 @@ StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string&
   return std::make_unique<ServerMetrics>(std::move(m));
 }
 
-void ServerMetrics::SetRoutedLayers(const std::vector<int64_t>& routed_layers) {
+void ServerMetrics::SetRoutedLayers(const std::vector<int64_t>& routed_layers, double capacity) {
   for (int64_t l : routed_layers) {
     const std::string layer = std::to_string(l);
+    impl_->capacity->Add({{"layer", layer}}).Set(capacity);
     impl_->layers[l] = {&impl_->layer_tokens->Add({{"layer", layer}, {"decision", "computed"}}),
                         &impl_->layer_tokens->Add({{"layer", layer}, {"decision", "skipped"}}),
                         &impl_->agreement->Add({{"layer", layer}})};

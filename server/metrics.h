@@ -29,7 +29,7 @@ class ServerMetrics : public SchedulerObserver {
 
   // Creates the per-layer series once the model is known; call before the
   // scheduler starts reporting steps.
-  void SetRoutedLayers(const std::vector<int64_t>& routed_layers);
+  void SetRoutedLayers(const std::vector<int64_t>& routed_layers, double capacity);
 
   // A request refused before it reached the scheduler (invalid, queue full, draining).
   void CountRejected(StatusCode code);

@@ -106,7 +106,7 @@ StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg, c
   impl->engine = std::move(loaded->engine);
   const StepEngineInfo info = impl->engine->Info();
 
-  impl->metrics->SetRoutedLayers(info.routed_layers);
+  impl->metrics->SetRoutedLayers(info.routed_layers, info.capacity);
 
   SchedulerOptions so;
   so.max_queue = cfg.max_queue;

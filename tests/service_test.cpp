@@ -166,7 +166,7 @@ using testing::HttpGet;
 TEST(MetricsHttpServer, ServesMetricsAndRefusesOtherPaths) {
   auto m = ServerMetrics::Start("127.0.0.1:0");
   ASSERT_TRUE(m.ok()) << m.status().ToString();
-  (*m)->SetRoutedLayers({1, 3});
+  (*m)->SetRoutedLayers({1, 3}, 0.125);
   StepStats stats;
   stats.layers = {{0, false, 4, 0}, {1, true, 1, 3}, {3, true, 2, 2}};
   StepReport rep;
@@ -182,6 +182,7 @@ TEST(MetricsHttpServer, ServesMetricsAndRefusesOtherPaths) {
   EXPECT_NE(page.find("modserve_layer_tokens_total{decision=\"computed\",layer=\"3\"} 2"), std::string::npos);
   EXPECT_NE(page.find("modserve_requests_total{code=\"OK\",finish_reason=\"eos\"} 1"), std::string::npos);
   EXPECT_NE(page.find("modserve_batch_tokens_count 1"), std::string::npos);
+  EXPECT_NE(page.find("modserve_layer_capacity{layer=\"3\"} 0.125"), std::string::npos);
   EXPECT_NE(HttpGet(port, "GET / HTTP/1.1\r\n\r\n").find("404"), std::string::npos);
   EXPECT_NE(HttpGet(port, "POST /metrics HTTP/1.1\r\n\r\n").find("405"), std::string::npos);
   EXPECT_NE(HttpGet(port, "garbage").find("400"), std::string::npos);
