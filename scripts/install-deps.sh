@@ -24,6 +24,12 @@ for p in "${pkgs[@]}"; do
   fi
 done
 
+# kubectl renders the Kubernetes overlays (kubectl kustomize, offline); any
+# install will do, Debian's kubernetes-client when there is none.
+if [[ "${1:-}" != "--runtime" ]] && ! command -v kubectl >/dev/null 2>&1; then
+  missing+=(kubernetes-client)
+fi
+
 # Node.js and npm fetch the training corpus and run the Node client example; any
 # install of them will do (Debian's npm conflicts with NodeSource's nodejs).
 if [[ "${1:-}" != "--runtime" ]] && ! command -v npm >/dev/null 2>&1; then
