@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages modserve needs to build, test and run.
 # Idempotent: a fast no-op when every package is already installed.
-# Usage: scripts/install-deps.sh [--runtime]   (--runtime: only what the server needs to run)
+# Usage: scripts/install-deps.sh [--build | --runtime]
+#   (default: build and test; --build: only what compiling needs (the image's
+#   build stage); --runtime: only what mod-server needs to run (the image))
 set -euo pipefail
 
 build_pkgs=(
@@ -10,12 +12,20 @@ build_pkgs=(
   libtorch-dev libopenblas0-openmp
   prometheus-cpp-dev libyaml-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3-grpcio python3-protobuf prometheus
 )
-runtime_pkgs=(libopenblas0-openmp)
+test_pkgs=(python3-grpcio python3-protobuf prometheus)
+runtime_pkgs=(
+  ca-certificates libtorch1.13 libopenblas0-openmp libgrpc++1.51 libgrpc29 libprotobuf32
+  libprometheus-cpp-core1.0 libyaml-cpp0.7
+)
 
-pkgs=("${build_pkgs[@]}")
-if [[ "${1:-}" == "--runtime" ]]; then pkgs=("${runtime_pkgs[@]}"); fi
+mode=${1:-all}
+case "$mode" in
+  all) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+  --build) pkgs=("${build_pkgs[@]}") ;;
+  --runtime) pkgs=("${runtime_pkgs[@]}") ;;
+  *) echo "install-deps: unknown option $mode (--build or --runtime)" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -26,13 +36,13 @@ done
 
 # kubectl renders the Kubernetes overlays (kubectl kustomize, offline); any
 # install will do, Debian's kubernetes-client when there is none.
-if [[ "${1:-}" != "--runtime" ]] && ! command -v kubectl >/dev/null 2>&1; then
+if [[ "$mode" == all ]] && ! command -v kubectl >/dev/null 2>&1; then
   missing+=(kubernetes-client)
 fi
 
 # Node.js and npm fetch the training corpus and run the Node client example; any
 # install of them will do (Debian's npm conflicts with NodeSource's nodejs).
-if [[ "${1:-}" != "--runtime" ]] && ! command -v npm >/dev/null 2>&1; then
+if [[ "$mode" == all ]] && ! command -v npm >/dev/null 2>&1; then
   missing+=(nodejs npm)
 fi
 

@@ -2,12 +2,27 @@
 """Checks that the Grafana dashboard and the Prometheus rules refer only to
 metrics a running mod-server exports and to recording rules that exist.
 
-Usage: check_monitoring.py METRICS_PAGE RULES_YAML DASHBOARD_JSON
+With PROMETHEUS_URL, also runs every dashboard query and every recording
+rule through that Prometheus (which scrapes the server under load) and
+requires each to return data.
+
+Usage: check_monitoring.py METRICS_PAGE RULES_YAML DASHBOARD_JSON [PROMETHEUS_URL]
 METRICS_PAGE is a /metrics scrape of a real server (text format).
 """
 import json
 import re
 import sys
+import urllib.parse
+import urllib.request
+
+
+def query(base, expr):
+    url = base + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as r:
+        reply = json.loads(r.read().decode())
+    if reply.get("status") != "success":
+        return None
+    return reply["data"]["result"]
 
 SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -81,6 +96,19 @@ def main():
     for name in ("modserve_layer_tokens_total", "modserve_queue_requests", "modserve_kv_cache_usage_ratio"):
         if name not in families:
             problems.append(f"server: {name} is missing from /metrics")
+    if len(sys.argv) > 4:
+        base = sys.argv[4]
+        queries = [(f"recording rule", r) for r in sorted(records)]
+        for p in dashboard["panels"]:
+            for t in p["targets"]:
+                queries.append((f"dashboard panel {p['title']!r}", t["expr"].replace("$job", ".*").replace("$instance", ".*")))
+        empty = 0
+        for where, expr in queries:
+            result = query(base, expr)
+            if not result:
+                empty += 1
+                problems.append(f"{where}: no data from Prometheus for {expr}")
+        print(f"ran {len(queries)} queries through Prometheus: {len(queries) - empty} returned data")
     for line in problems:
         print("FAIL:", line)
     print(f"checked {len(exprs)} rule expressions and {sum(len(p['targets']) for p in dashboard['panels'])} dashboard "

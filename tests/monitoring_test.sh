@@ -4,7 +4,8 @@
 # real Prometheus (offline, loopback) scrapes it and evaluates the recording
 # rules, and the skip rate per routed layer is read back through its HTTP
 # API; finally the dashboard and rules are checked to refer only to metrics
-# the server exports.
+# the server exports, and every dashboard query and recording rule must
+# return data from that Prometheus.
 # Usage: tests/monitoring_test.sh BIN_DIR SOURCE_DIR
 set -euo pipefail
 bin=$1
@@ -43,9 +44,9 @@ for _ in $(seq 1 60); do
   fetch "http://127.0.0.1:$prom_port/api/v1/query?query=up" 2>/dev/null | grep -q '"value":\[[0-9.]*,"1"\]' && break
   sleep 0.5
 done
-for i in $(seq 1 8); do
-  "$bin/mod-client" --server "127.0.0.1:$grpc_port" generate --prompt "Request $i of the monitoring test " --max-tokens 40 >/dev/null 2>&1
-done
+# Load from the load generator (streaming requests, 8 at a time).
+"$bin/mod-client" --server "127.0.0.1:$grpc_port" bench --concurrency 8 --requests 48 --prompt-bytes 32 --max-tokens 32 \
+  | sed -n '1,3p'
 fetch "http://127.0.0.1:$metrics_port/metrics" >"$work/metrics.txt"
 
 # Wait until Prometheus has scraped twice after the load and evaluated the rules.
@@ -68,6 +69,8 @@ for layer, v in rates.items():
 print("PASS: skip rate per routed layer through Prometheus:", rates)
 PY
 
+# Every recording rule and every dashboard query must return data.
+sleep 3
 /usr/bin/python3 "$src/tests/check_monitoring.py" "$work/metrics.txt" "$src/deploy/prometheus/modserve-rules.yml" \
-  "$src/deploy/grafana/modserve-dashboard.json"
+  "$src/deploy/grafana/modserve-dashboard.json" "http://127.0.0.1:$prom_port"
 echo "PASS: monitoring"
