@@ -23,6 +23,7 @@ for p in podman runc debootstrap uidmap; do
 done
 if ((${#need[@]})); then
   echo "container test: installing ${need[*]}"
+  apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
