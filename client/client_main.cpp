@@ -22,11 +22,6 @@ namespace {
 const char* kSummary =
     "client for mod-server. Commands: generate, stream, info, health, bench (mod-client COMMAND [flags])";
 
-std::chrono::system_clock::time_point Deadline(double seconds) {
-  return std::chrono::system_clock::now() +
-         std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(seconds));
-}
-
 Status RpcError(const char* what, const grpc::Status& s) {
   return Status::Error(StatusCode::kUnavailable,
                        std::string(what) + " failed: " + GrpcCodeName(s.error_code()) + ": " + s.error_message());
@@ -74,6 +69,11 @@ Status Run(int argc, char** argv) {
   Flags f("mod-client", kSummary);
   f.Define("server", "127.0.0.1:50051", "server address host:port");
   f.Define("timeout", "60", "deadline of each RPC, seconds");
+  f.Define("tls-ca", "", "CA bundle (PEM) of the server's certificate: connect with TLS");
+  f.Define("tls-cert", "", "client certificate (PEM) for mutual TLS (with --tls-key)");
+  f.Define("tls-key", "", "private key (PEM) of --tls-cert");
+  f.Define("tls-server-name", "", "name to check the server's certificate against (default: the host)");
+  f.Define("token-file", "", "file holding the bearer token to send");
   f.Define("prompt", "The jury said ", "prompt text (generate, stream)");
   f.Define("max-tokens", "0", "tokens to generate (0: server default; bench: per request, default 64)");
   f.Define("temperature", "0", "sampling temperature (0: greedy)");
@@ -95,13 +95,22 @@ Status Run(int argc, char** argv) {
   MODSERVE_RETURN_IF_ERROR(f.Get("timeout", &timeout));
   if (!(timeout > 0)) return InvalidArgument("--timeout must be > 0 seconds");
 
-  auto channel = grpc::CreateChannel(f.Str("server"), grpc::InsecureChannelCredentials());
+  ConnectionOptions co;
+  co.server = f.Str("server");
+  co.tls_ca_file = f.Str("tls-ca");
+  co.tls_cert_file = f.Str("tls-cert");
+  co.tls_key_file = f.Str("tls-key");
+  co.tls_server_name = f.Str("tls-server-name");
+  co.token_file = f.Str("token-file");
+  auto conn = ClientConnection::Open(co);
+  if (!conn.ok()) return conn.status();
+  const auto& channel = conn->channel();
   if (cmd == "generate" || cmd == "stream") {
     v1::GenerateRequest req;
     MODSERVE_RETURN_IF_ERROR(BuildRequest(f, &req));
     auto stub = v1::Generator::NewStub(channel);
     grpc::ClientContext ctx;
-    ctx.set_deadline(Deadline(timeout));
+    conn->Prepare(&ctx, timeout);
     if (cmd == "generate") {
       v1::GenerateResponse resp;
       grpc::Status s = stub->Generate(&ctx, req, &resp);
@@ -133,7 +142,7 @@ Status Run(int argc, char** argv) {
   if (cmd == "info") {
     auto stub = v1::Generator::NewStub(channel);
     grpc::ClientContext ctx;
-    ctx.set_deadline(Deadline(timeout));
+    conn->Prepare(&ctx, timeout);
     v1::ModelInfo info;
     grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
     if (!s.ok()) return RpcError("GetModelInfo", s);
@@ -143,7 +152,7 @@ Status Run(int argc, char** argv) {
   if (cmd == "health") {
     auto stub = grpc::health::v1::Health::NewStub(channel);
     grpc::ClientContext ctx;
-    ctx.set_deadline(Deadline(timeout));
+    conn->Prepare(&ctx, timeout);
     grpc::health::v1::HealthCheckResponse resp;
     grpc::Status s = stub->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp);
     if (!s.ok()) return RpcError("Health.Check", s);
@@ -155,7 +164,6 @@ Status Run(int argc, char** argv) {
   }
   if (cmd == "bench") {
     LoadOptions o;
-    o.server = f.Str("server");
     o.timeout_seconds = timeout;
     MODSERVE_RETURN_IF_ERROR(f.Get("concurrency", &o.concurrency));
     MODSERVE_RETURN_IF_ERROR(f.Get("requests", &o.requests));
@@ -169,7 +177,7 @@ Status Run(int argc, char** argv) {
     if (o.requests < 1) return InvalidArgument("--requests must be >= 1");
     if (o.rate < 0) return InvalidArgument("--rate must be >= 0");
     if (o.prompt_bytes < 1) return InvalidArgument("--prompt-bytes must be >= 1");
-    LoadReport rep = RunLoad(o);
+    LoadReport rep = RunLoad(*conn, o);
     std::cout << (f.Bool("json") ? rep.ToJson() + "\n" : rep.ToText());
     return Status::Ok();
   }

@@ -46,9 +46,8 @@ struct ThreadResult {
 
 }  // namespace
 
-LoadReport RunLoad(const LoadOptions& o) {
-  auto channel = grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials());
-  auto stub = v1::Generator::NewStub(channel);
+LoadReport RunLoad(const ClientConnection& connection, const LoadOptions& o) {
+  auto stub = v1::Generator::NewStub(connection.channel());
 
   // Arrival times (seconds from the start): all at 0 in closed loop.
   std::vector<double> arrival(static_cast<size_t>(o.requests), 0.0);
@@ -75,8 +74,7 @@ LoadReport RunLoad(const LoadOptions& o) {
         req.set_temperature(static_cast<float>(o.temperature));
         req.set_seed(o.seed + static_cast<uint64_t>(i));
         grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(o.timeout_seconds)));
+        connection.Prepare(&ctx, o.timeout_seconds);
         const auto t0 = SteadyClock::now();
         auto reader = stub->GenerateStream(&ctx, req);
         v1::GenerateResponse msg;

@@ -11,12 +11,12 @@
 #include <map>
 #include <string>
 
+#include "client/connection.h"
 #include "client/latency_stats.h"
 
 namespace modserve {
 
 struct LoadOptions {
-  std::string server = "127.0.0.1:50051";
   int64_t concurrency = 8;
   int64_t requests = 64;
   double rate = 0;              // requests/s with Poisson arrivals; 0: closed loop
@@ -37,6 +37,6 @@ struct LoadReport {
   std::string ToJson();
 };
 
-LoadReport RunLoad(const LoadOptions& opts);
+LoadReport RunLoad(const ClientConnection& connection, const LoadOptions& opts);
 
 }  // namespace modserve

@@ -26,6 +26,7 @@ enum class StatusCode {
   kInternal,
   kCancelled,
   kDeadlineExceeded,
+  kUnauthenticated,
 };
 
 class Status {
@@ -54,6 +55,7 @@ inline Status ResourceExhausted(std::string m) { return Status::Error(StatusCode
 inline Status Unavailable(std::string m) { return Status::Error(StatusCode::kUnavailable, std::move(m)); }
 inline Status Cancelled(std::string m) { return Status::Error(StatusCode::kCancelled, std::move(m)); }
 inline Status DeadlineExceeded(std::string m) { return Status::Error(StatusCode::kDeadlineExceeded, std::move(m)); }
+inline Status Unauthenticated(std::string m) { return Status::Error(StatusCode::kUnauthenticated, std::move(m)); }
 // The upper-case name of a code ("OK", "INVALID_ARGUMENT", ...), as gRPC spells it.
 const char* StatusCodeName(StatusCode code);
 

@@ -77,17 +77,29 @@ class RequestReactor : public Base, public UpdateTarget {
 
   // Validates and submits (updates may arrive on the step thread at once).
   Status Start(grpc::CallbackServerContext* ctx, const v1::GenerateRequest& req) {
+    ctx_ = ctx;
     auto h = svc_->Submit(ctx, req, MakeSink(link_), &request_id_);
     if (!h.ok()) return h.status();
     handle_ = *h;
     return Status::Ok();
   }
 
+  // The request id goes out as initial metadata: at once for an accepted
+  // call (`send_now`), else with the first write or the Finish.
+  void AddInitialMetadataLocked(bool send_now) {
+    if (metadata_added_) return;
+    metadata_added_ = true;
+    if (!request_id_.empty()) ctx_->AddInitialMetadata("x-request-id", request_id_);
+    if (send_now) this->StartSendInitialMetadata();
+  }
+
   GeneratorService* svc_;
   std::shared_ptr<Link> link_;
   std::string request_id_;
   std::atomic<Scheduler::Handle> handle_{0};
-  bool flush_posted_ = false;  // under link_->mu
+  grpc::CallbackServerContext* ctx_ = nullptr;
+  bool flush_posted_ = false;    // under link_->mu
+  bool metadata_added_ = false;  // under link_->mu
 };
 
 // Unary Generate: collects every update into one response.
@@ -98,6 +110,7 @@ class UnaryReactor final : public RequestReactor<grpc::ServerUnaryReactor> {
       : RequestReactor(svc), resp_(resp) {
     Status started = Start(ctx, *req);
     std::lock_guard<std::mutex> lock(link_->mu);
+    AddInitialMetadataLocked(/*send_now=*/started.ok() && !finished_);
     if (!started.ok()) {
       finished_ = true;
       Finish(ToGrpcStatus(started));
@@ -115,6 +128,7 @@ class UnaryReactor final : public RequestReactor<grpc::ServerUnaryReactor> {
 
   void FlushLocked() override {
     flush_posted_ = false;
+    AddInitialMetadataLocked(/*send_now=*/false);
     Finish(final_);
   }
 
@@ -131,6 +145,7 @@ class StreamReactor final : public RequestReactor<grpc::ServerWriteReactor<v1::G
       : RequestReactor(svc) {
     Status started = Start(ctx, *req);
     std::lock_guard<std::mutex> lock(link_->mu);
+    AddInitialMetadataLocked(/*send_now=*/started.ok() && !final_known_ && !writing_);
     if (!started.ok()) {
       final_ = ToGrpcStatus(started);
       final_known_ = true;
@@ -174,6 +189,7 @@ class StreamReactor final : public RequestReactor<grpc::ServerWriteReactor<v1::G
  private:
   void WriteNextLocked() {
     if (finish_called_) return;
+    AddInitialMetadataLocked(/*send_now=*/false);
     if (!pending_.empty()) {
       current_ = std::move(pending_.front());
       pending_.pop_front();
@@ -203,9 +219,22 @@ void GeneratorService::Attach(Scheduler* scheduler, ServedModel model, ServerMet
   scheduler_.store(scheduler);
 }
 
+Status GeneratorService::Authenticate(const grpc::CallbackServerContext* ctx) const {
+  if (!auth_.enabled()) return Status::Ok();
+  const auto& md = ctx->client_metadata();
+  const auto it = md.find("authorization");
+  std::optional<std::string_view> value;
+  if (it != md.end()) value = std::string_view(it->second.data(), it->second.size());
+  return auth_.Check(value);
+}
+
 StatusOr<Scheduler::Handle> GeneratorService::Submit(grpc::CallbackServerContext* ctx, const v1::GenerateRequest& request,
                                                      UpdateSink sink, std::string* request_id) {
   Scheduler* scheduler = scheduler_.load();
+  if (Status auth = Authenticate(ctx); !auth.ok()) {
+    if (scheduler != nullptr) metrics_->CountRejected(auth.code());
+    return auth;
+  }
   if (scheduler == nullptr) {
     return Unavailable("the model is still loading; retry shortly");
   }
@@ -272,7 +301,9 @@ grpc::ServerUnaryReactor* GeneratorService::GetModelInfo(grpc::CallbackServerCon
                                                          const v1::GetModelInfoRequest* /*request*/,
                                                          v1::ModelInfo* response) {
   auto* reactor = ctx->DefaultReactor();
-  if (scheduler_.load() == nullptr) {
+  if (Status auth = Authenticate(ctx); !auth.ok()) {
+    reactor->Finish(ToGrpcStatus(auth));
+  } else if (scheduler_.load() == nullptr) {
     reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading; retry shortly"));
   } else {
     *response = model_->info;

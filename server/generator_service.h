@@ -8,7 +8,10 @@
 // scheduler's step thread.
 //
 // Until Attach() is called (the model is loading) Generate answers
-// UNAVAILABLE.
+// UNAVAILABLE. With a bearer token set (SetAuth), Generate, GenerateStream
+// and GetModelInfo first check the call's "authorization" metadata. Every
+// accepted call gets its request id as initial metadata ("x-request-id")
+// before its first token.
 //
 // Thread-safety: all methods are called by gRPC's threads and the scheduler's
 // step thread; shared state is atomic or under per-RPC mutexes.
@@ -20,6 +23,7 @@
 #include <vector>
 
 #include "modserve/v1/modserve.grpc.pb.h"
+#include "server/bearer_auth.h"
 #include "server/metrics.h"
 #include "server/request_validation.h"
 #include "server/scheduler.h"
@@ -36,6 +40,8 @@ struct ServedModel {
 
 class GeneratorService final : public v1::Generator::CallbackService {
  public:
+  // Call before the gRPC server starts.
+  void SetAuth(BearerAuth auth) { auth_ = std::move(auth); }
   // Starts serving Generate with `scheduler` and `metrics` (which must
   // outlive every RPC).
   void Attach(Scheduler* scheduler, ServedModel model, ServerMetrics* metrics);
@@ -48,6 +54,8 @@ class GeneratorService final : public v1::Generator::CallbackService {
                                          v1::ModelInfo* response) override;
 
   // For reactors: validates and submits; `sink` receives the updates.
+  // UNAUTHENTICATED unless the call carries the bearer token (when one is set).
+  Status Authenticate(const grpc::CallbackServerContext* ctx) const;
   StatusOr<Scheduler::Handle> Submit(grpc::CallbackServerContext* ctx, const v1::GenerateRequest& request,
                                      UpdateSink sink, std::string* request_id);
   void Cancel(Scheduler::Handle h);
@@ -62,6 +70,7 @@ class GeneratorService final : public v1::Generator::CallbackService {
   std::shared_ptr<const ServedModel> model_;  // set once by Attach, before scheduler_
   std::atomic<uint64_t> next_id_{1};
   uint64_t seed_base_ = 0;
+  BearerAuth auth_;
   WriteDispatcher writes_;
 };
 

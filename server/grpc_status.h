@@ -22,6 +22,7 @@ inline grpc::StatusCode ToGrpcCode(StatusCode c) {
     case StatusCode::kInternal: return grpc::StatusCode::INTERNAL;
     case StatusCode::kCancelled: return grpc::StatusCode::CANCELLED;
     case StatusCode::kDeadlineExceeded: return grpc::StatusCode::DEADLINE_EXCEEDED;
+    case StatusCode::kUnauthenticated: return grpc::StatusCode::UNAUTHENTICATED;
   }
   return grpc::StatusCode::UNKNOWN;
 }

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "server/generator_service.h"
+#include "server/transport_security.h"
 
 #ifndef MODSERVE_VERSION
 #define MODSERVE_VERSION "dev"
@@ -80,8 +81,16 @@ int ServerApp::metrics_port() const { return impl_->metrics->port(); }
 
 StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg, const EngineLoader& load) {
   MODSERVE_RETURN_IF_ERROR(cfg.Validate());
+  // Secrets first: a bad key or token file stops the start before anything listens.
+  auto credentials = MakeServerCredentials(cfg);
+  if (!credentials.ok()) return credentials.status();
   auto impl = std::make_unique<Impl>();
   impl->cfg = cfg;
+  if (!cfg.auth_token_file.empty()) {
+    auto auth = BearerAuth::FromFile(cfg.auth_token_file);
+    if (!auth.ok()) return auth.status();
+    impl->service.SetAuth(std::move(*auth));
+  }
   auto metrics = ServerMetrics::Start(cfg.metrics_listen);
   if (!metrics.ok()) return metrics.status();
   impl->metrics = std::move(*metrics);
@@ -90,10 +99,15 @@ StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg, c
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(cfg.listen, grpc::InsecureServerCredentials(), &impl->grpc_port);
+  builder.AddListeningPort(cfg.listen, *credentials, &impl->grpc_port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(cfg.max_message_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, static_cast<int>(cfg.max_concurrent_streams));
   builder.RegisterService(&impl->service);
   impl->server = builder.BuildAndStart();
-  if (!impl->server || impl->grpc_port == 0) return Unavailable("listen: cannot listen on " + cfg.listen);
+  if (!impl->server || impl->grpc_port == 0) {
+    return Unavailable("listen: cannot listen on " + cfg.listen +
+                       (cfg.tls() ? " (with TLS: are tls_cert_file and tls_key_file a certificate and its key?)" : ""));
+  }
   impl->SetServing(false);
 
   auto fail = [&](Status s) {

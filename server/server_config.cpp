@@ -84,6 +84,15 @@ const std::vector<Key>& Keys() {
       IntKey("default_max_tokens", "max_tokens when a request leaves it 0", [](ServerConfig* c) { return &c->limits.default_max_tokens; }),
       IntKey("max_stop", "most stop strings per request", [](ServerConfig* c) { return &c->limits.max_stop; }),
       IntKey("max_stop_bytes", "longest stop string in bytes", [](ServerConfig* c) { return &c->limits.max_stop_bytes; }),
+      IntKey("max_message_bytes", "largest request message in bytes (larger: RESOURCE_EXHAUSTED)",
+             [](ServerConfig* c) { return &c->max_message_bytes; }),
+      IntKey("max_concurrent_streams", "concurrent calls per client connection",
+             [](ServerConfig* c) { return &c->max_concurrent_streams; }),
+      StringKey("tls_cert_file", "server certificate chain, PEM (with tls_key_file: serve TLS)", &ServerConfig::tls_cert_file),
+      StringKey("tls_key_file", "private key of tls_cert_file, PEM", &ServerConfig::tls_key_file),
+      StringKey("tls_client_ca_file", "CA bundle, PEM: require client certificates it signed (mutual TLS)",
+                &ServerConfig::tls_client_ca_file),
+      StringKey("auth_token_file", "file holding the bearer token clients must send", &ServerConfig::auth_token_file),
   };
   return keys;
 }
@@ -136,6 +145,22 @@ Status ServerConfig::Validate() const {
   MODSERVE_RETURN_IF_ERROR(Range("default_max_tokens", limits.default_max_tokens, 1, limits.max_tokens));
   MODSERVE_RETURN_IF_ERROR(Range("max_stop", limits.max_stop, 0, 1024));
   MODSERVE_RETURN_IF_ERROR(Range("max_stop_bytes", limits.max_stop_bytes, 1, 1 << 16));
+  MODSERVE_RETURN_IF_ERROR(Range("max_concurrent_streams", max_concurrent_streams, 1, 1 << 20));
+  MODSERVE_RETURN_IF_ERROR(Range("max_message_bytes", max_message_bytes, 1024, int64_t{1} << 30));
+  // The largest valid request must fit in a message: the prompt, the stop
+  // strings, and room for the other fields.
+  const int64_t largest_request = limits.max_prompt_bytes + limits.max_stop * (limits.max_stop_bytes + 8) + 1024;
+  if (max_message_bytes < largest_request) {
+    return InvalidArgument("max_message_bytes (" + std::to_string(max_message_bytes) +
+                           ") is too small for the largest valid request under max_prompt_bytes, max_stop and "
+                           "max_stop_bytes; it must be at least " + std::to_string(largest_request));
+  }
+  if (tls_cert_file.empty() != tls_key_file.empty()) {
+    return InvalidArgument("tls_cert_file and tls_key_file must be set together (TLS needs a certificate and its key)");
+  }
+  if (!tls_client_ca_file.empty() && !tls()) {
+    return InvalidArgument("tls_client_ca_file (mutual TLS) needs TLS: set tls_cert_file and tls_key_file too");
+  }
   return Status::Ok();
 }
 

@@ -37,6 +37,21 @@ struct ServerConfig {
   double drain_grace_seconds = 30;              // SIGTERM: time in-flight requests get to finish
   RequestLimits limits;
 
+  // Transport limits (gRPC): a request message larger than this is refused
+  // with RESOURCE_EXHAUSTED before it is parsed; HTTP/2 streams a single
+  // client connection may have open at once (more wait in the client).
+  int64_t max_message_bytes = 65536;
+  int64_t max_concurrent_streams = 128;
+
+  // Security (README "Security"). Paths only: the files' contents (keys, the
+  // token) are secrets and never appear in logs or error messages.
+  std::string tls_cert_file;       // server certificate chain (PEM); with tls_key_file: TLS
+  std::string tls_key_file;        // the certificate's private key (PEM)
+  std::string tls_client_ca_file;  // CA bundle (PEM): mutual TLS, clients must present a certificate it signed
+  std::string auth_token_file;     // bearer token: Generate and GetModelInfo need "authorization: Bearer <token>"
+
+  bool tls() const { return !tls_cert_file.empty(); }
+
   Status Validate() const;
 };
 

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "fake_engine.h"
+#include "fake_server.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "metrics_scrape.h"
 #include "modserve/v1/modserve.grpc.pb.h"
@@ -28,37 +29,11 @@ namespace {
 using testing::FakeEngine;
 using testing::Scrape;
 
-struct FakeServer {
-  FakeEngine* engine = nullptr;  // owned by the app
-  std::unique_ptr<ServerApp> app;
-};
+using testing::FakeServer;
+using testing::In;
 
-FakeServer StartFake(int64_t kv_blocks, std::chrono::microseconds step_delay, int64_t max_queue = 256) {
-  ServerConfig cfg;
-  cfg.listen = "127.0.0.1:0";
-  cfg.metrics_listen = "127.0.0.1:0";
-  cfg.max_queue = max_queue;
-  FakeServer s;
-  auto app = ServerApp::Start(cfg, [&](const ServerConfig&) -> StatusOr<LoadedEngine> {
-    auto e = std::make_unique<FakeEngine>(kv_blocks, 4);
-    e->step_delay = step_delay;
-    e->record_steps = false;
-    s.engine = e.get();
-    LoadedEngine loaded;
-    loaded.model.n_layers = 3;
-    loaded.model.routed_layers = {1};
-    loaded.model.capacity = 0.5;
-    loaded.engine = std::move(e);
-    return loaded;
-  });
-  EXPECT_TRUE(app.ok()) << app.status().ToString();
-  if (app.ok()) s.app = std::move(*app);
-  return s;
-}
-
-std::chrono::system_clock::time_point In(double seconds) {
-  return std::chrono::system_clock::now() +
-         std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(seconds));
+FakeServer StartFake(int64_t kv_blocks, std::chrono::microseconds step_delay) {
+  return testing::StartFake(testing::LoopbackConfig(), kv_blocks, step_delay);
 }
 
 TEST(ServerWithFakeEngine, ConcurrentStreamsCancelsAndDeadlinesLeaveNothingBehind) {
@@ -197,6 +172,38 @@ TEST(ServerWithFakeEngine, DrainGraceOverEndsTheRestWithUnavailable) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
   EXPECT_NE(status.error_message().find("drain grace period"), std::string::npos);
   EXPECT_EQ(s.engine->sequences(), 0);
+}
+
+TEST(ServerWithFakeEngine, AcceptedStreamsGetTheirRequestIdBeforeTheFirstToken) {
+  FakeServer s = StartFake(1000, std::chrono::microseconds(500000));  // a step (and so the first token) takes 0.5 s
+  ASSERT_NE(s.app, nullptr);
+  auto stub = v1::Generator::NewStub(grpc::CreateChannel(s.address(), grpc::InsecureChannelCredentials()));
+  for (const char* id : {"my-id-1", ""}) {
+    v1::GenerateRequest r;
+    r.set_prompt("metadata");
+    r.set_max_tokens(1);
+    if (*id != '\0') r.set_request_id(id);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(30));
+    auto reader = stub->GenerateStream(&ctx, r);
+    const auto t0 = std::chrono::steady_clock::now();
+    reader->WaitForInitialMetadata();
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto& md = ctx.GetServerInitialMetadata();
+    const auto it = md.find("x-request-id");
+    ASSERT_NE(it, md.end());
+    const std::string got(it->second.data(), it->second.size());
+    v1::GenerateResponse m;
+    ASSERT_TRUE(reader->Read(&m));
+    EXPECT_EQ(got, m.request_id());
+    if (*id != '\0') {
+      EXPECT_EQ(got, id);
+    }
+    EXPECT_LT(waited, 0.4);  // long before the first step has produced a token
+    while (reader->Read(&m)) {
+    }
+    EXPECT_TRUE(reader->Finish().ok());
+  }
 }
 
 // A port that was free a moment ago (for a server that must be reached before Start returns).
