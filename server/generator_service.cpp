@@ -7,6 +7,7 @@
 #include <random>
 
 #include "server/grpc_status.h"
+#include "server/request_decoding.h"
 
 namespace modserve {
 namespace {
@@ -31,6 +32,12 @@ class UpdateTarget {
   // On the write dispatcher's thread: start the write or finish the RPC.
   virtual void FlushLocked() = 0;
 };
+
+// The serialized form of a response, for the raw-bytes methods.
+grpc::ByteBuffer Serialize(const v1::GenerateResponse& m) {
+  grpc::Slice slice(m.SerializeAsString());
+  return grpc::ByteBuffer(&slice, 1);
+}
 
 struct Link {
   std::mutex mu;
@@ -76,7 +83,7 @@ class RequestReactor : public Base, public UpdateTarget {
   }
 
   // Validates and submits (updates may arrive on the step thread at once).
-  Status Start(grpc::CallbackServerContext* ctx, const v1::GenerateRequest& req) {
+  Status Start(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& req) {
     ctx_ = ctx;
     auto h = svc_->Submit(ctx, req, MakeSink(link_), &request_id_);
     if (!h.ok()) return h.status();
@@ -105,8 +112,8 @@ class RequestReactor : public Base, public UpdateTarget {
 // Unary Generate: collects every update into one response.
 class UnaryReactor final : public RequestReactor<grpc::ServerUnaryReactor> {
  public:
-  UnaryReactor(GeneratorService* svc, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req,
-               v1::GenerateResponse* resp)
+  UnaryReactor(GeneratorService* svc, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+               grpc::ByteBuffer* resp)
       : RequestReactor(svc), resp_(resp) {
     Status started = Start(ctx, *req);
     std::lock_guard<std::mutex> lock(link_->mu);
@@ -119,7 +126,7 @@ class UnaryReactor final : public RequestReactor<grpc::ServerUnaryReactor> {
 
   void DeliverLocked(RequestUpdate u) override {
     if (finished_) return;
-    svc_->AppendUpdate(u, request_id_, resp_);
+    svc_->AppendUpdate(u, request_id_, &response_);
     if (!u.finished) return;
     finished_ = true;
     final_ = ToGrpcStatus(u.status);
@@ -127,21 +134,22 @@ class UnaryReactor final : public RequestReactor<grpc::ServerUnaryReactor> {
   }
 
   void FlushLocked() override {
-    flush_posted_ = false;
-    AddInitialMetadataLocked(/*send_now=*/false);
+    flush_posted_ = false;    AddInitialMetadataLocked(/*send_now=*/false);
+    if (final_.ok()) *resp_ = Serialize(response_);
     Finish(final_);
   }
 
  private:
-  v1::GenerateResponse* resp_;
+  grpc::ByteBuffer* resp_;
+  v1::GenerateResponse response_;  // under link_->mu
   bool finished_ = false;  // under link_->mu
   grpc::Status final_;     // under link_->mu
 };
 
 // GenerateStream: a response per update, one write in flight.
-class StreamReactor final : public RequestReactor<grpc::ServerWriteReactor<v1::GenerateResponse>> {
+class StreamReactor final : public RequestReactor<grpc::ServerWriteReactor<grpc::ByteBuffer>> {
  public:
-  StreamReactor(GeneratorService* svc, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req)
+  StreamReactor(GeneratorService* svc, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req)
       : RequestReactor(svc) {
     Status started = Start(ctx, *req);
     std::lock_guard<std::mutex> lock(link_->mu);
@@ -191,7 +199,7 @@ class StreamReactor final : public RequestReactor<grpc::ServerWriteReactor<v1::G
     if (finish_called_) return;
     AddInitialMetadataLocked(/*send_now=*/false);
     if (!pending_.empty()) {
-      current_ = std::move(pending_.front());
+      current_ = Serialize(pending_.front());
       pending_.pop_front();
       writing_ = true;
       StartWrite(&current_);
@@ -203,7 +211,7 @@ class StreamReactor final : public RequestReactor<grpc::ServerWriteReactor<v1::G
 
   // Under link_->mu:
   std::deque<v1::GenerateResponse> pending_;
-  v1::GenerateResponse current_;
+  grpc::ByteBuffer current_;  // the message being written
   bool writing_ = false;
   bool final_known_ = false;
   bool finish_called_ = false;
@@ -228,7 +236,7 @@ Status GeneratorService::Authenticate(const grpc::CallbackServerContext* ctx) co
   return auth_.Check(value);
 }
 
-StatusOr<Scheduler::Handle> GeneratorService::Submit(grpc::CallbackServerContext* ctx, const v1::GenerateRequest& request,
+StatusOr<Scheduler::Handle> GeneratorService::Submit(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& bytes,
                                                      UpdateSink sink, std::string* request_id) {
   Scheduler* scheduler = scheduler_.load();
   if (Status auth = Authenticate(ctx); !auth.ok()) {
@@ -238,8 +246,18 @@ StatusOr<Scheduler::Handle> GeneratorService::Submit(grpc::CallbackServerContext
   if (scheduler == nullptr) {
     return Unavailable("the model is still loading; retry shortly");
   }
+  std::vector<grpc::Slice> slices;
+  std::string wire;
+  if (bytes.Dump(&slices).ok()) {
+    for (const auto& sl : slices) wire.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  }
+  auto request = DecodeGenerateRequest(wire);
+  if (!request.ok()) {
+    metrics_->CountRejected(request.status().code());
+    return request.status();
+  }
   const uint64_t n = next_id_.fetch_add(1);
-  auto g = ValidateGenerateRequest(request, model_->validation, seed_base_ + n * 0x9E3779B97F4A7C15ull,
+  auto g = ValidateGenerateRequest(*request, model_->validation, seed_base_ + n * 0x9E3779B97F4A7C15ull,
                                    "req-" + std::to_string(n));
   if (!g.ok()) {
     metrics_->CountRejected(g.status().code());
@@ -287,13 +305,13 @@ void GeneratorService::AppendUpdate(const RequestUpdate& u, const std::string& r
   }
 }
 
-grpc::ServerUnaryReactor* GeneratorService::Generate(grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request,
-                                                     v1::GenerateResponse* response) {
+grpc::ServerUnaryReactor* GeneratorService::Generate(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request,
+                                                     grpc::ByteBuffer* response) {
   return new UnaryReactor(this, ctx, request, response);
 }
 
-grpc::ServerWriteReactor<v1::GenerateResponse>* GeneratorService::GenerateStream(grpc::CallbackServerContext* ctx,
-                                                                                 const v1::GenerateRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* GeneratorService::GenerateStream(grpc::CallbackServerContext* ctx,
+                                                                             const grpc::ByteBuffer* request) {
   return new StreamReactor(this, ctx, request);
 }
 

@@ -38,7 +38,13 @@ struct ServedModel {
   v1::ModelInfo info;
 };
 
-class GeneratorService final : public v1::Generator::CallbackService {
+// Generate and GenerateStream take the request's raw bytes (and send
+// serialized responses), so that a request gRPC could not parse gets an
+// INVALID_ARGUMENT naming the problem (request_decoding.h).
+using GeneratorServiceBase = v1::Generator::WithRawCallbackMethod_Generate<
+    v1::Generator::WithRawCallbackMethod_GenerateStream<v1::Generator::WithCallbackMethod_GetModelInfo<v1::Generator::Service>>>;
+
+class GeneratorService final : public GeneratorServiceBase {
  public:
   // Call before the gRPC server starts.
   void SetAuth(BearerAuth auth) { auth_ = std::move(auth); }
@@ -46,17 +52,17 @@ class GeneratorService final : public v1::Generator::CallbackService {
   // outlive every RPC).
   void Attach(Scheduler* scheduler, ServedModel model, ServerMetrics* metrics);
 
-  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request,
-                                     v1::GenerateResponse* response) override;
-  grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateStream(grpc::CallbackServerContext* ctx,
-                                                                 const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerateStream(grpc::CallbackServerContext* ctx,
+                                                             const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx, const v1::GetModelInfoRequest* request,
                                          v1::ModelInfo* response) override;
 
-  // For reactors: validates and submits; `sink` receives the updates.
   // UNAUTHENTICATED unless the call carries the bearer token (when one is set).
   Status Authenticate(const grpc::CallbackServerContext* ctx) const;
-  StatusOr<Scheduler::Handle> Submit(grpc::CallbackServerContext* ctx, const v1::GenerateRequest& request,
+  // For reactors: authenticates, decodes, validates and submits; `sink` receives the updates.
+  StatusOr<Scheduler::Handle> Submit(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& request,
                                      UpdateSink sink, std::string* request_id);
   void Cancel(Scheduler::Handle h);
   // Runs `task` on the write dispatcher's thread (gRPC writes leave the step thread).

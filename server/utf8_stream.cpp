@@ -69,13 +69,16 @@ std::string Utf8StreamDecoder::Flush() {
   return std::string(kReplacement);
 }
 
-bool IsValidUtf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
+size_t ValidUtf8PrefixLength(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
     const int r = Scan(s, i);
-    if (r <= 0) return false;
+    if (r <= 0) break;
     i += static_cast<size_t>(r);
   }
-  return true;
+  return i;
 }
+
+bool IsValidUtf8(std::string_view s) { return ValidUtf8PrefixLength(s) == s.size(); }
 
 }  // namespace modserve

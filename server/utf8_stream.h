@@ -27,5 +27,8 @@ class Utf8StreamDecoder {
 
 // True if `s` is well-formed UTF-8 (no surrogates, no overlongs, <= U+10FFFF).
 bool IsValidUtf8(std::string_view s);
+// The length of the longest prefix of `s` that is well-formed UTF-8 (the
+// offset of the first bad or truncated sequence).
+size_t ValidUtf8PrefixLength(std::string_view s);
 
 }  // namespace modserve

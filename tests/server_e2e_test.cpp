@@ -1,18 +1,21 @@
 // End-to-end tests of mod-server over loopback with real gRPC clients and
 // the shipped model: unary and streaming give the same tokens, cancel
 // mid-stream and deadlines free KV blocks, overload answers
-// RESOURCE_EXHAUSTED at once, every invalid field is named, health and
+// RESOURCE_EXHAUSTED at once, every kind of invalid request (bad fields,
+// invalid UTF-8, oversized or unparseable messages) gets a clear error, health and
 // reflection are served, and the scraped layer counters match what clients
 // were told. The last test runs the mod-server binary and drains it with
 // SIGTERM.
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/impl/codegen/client_unary_call.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <limits>
 #include <map>
 #include <regex>
 #include <set>
@@ -21,6 +24,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "metrics_scrape.h"
 #include "modserve/v1/modserve.grpc.pb.h"
+#include "modserve/v1/request_wire.pb.h"
 #include "reflection_wire.pb.h"
 #include "server/engine_loader.h"
 #include "server/server_app.h"
@@ -188,32 +192,90 @@ TEST_F(ServerE2E, ExpiredDeadlineFreesTheRequest) {
   EXPECT_TRUE(WaitIdle());
 }
 
-TEST_F(ServerE2E, EveryInvalidFieldIsNamedAndTheNextRequestIsServed) {
+// Raw calls: the request's bytes as given (the wire twin lets a test put
+// invalid UTF-8 or garbage on the wire, which the generated stubs would not).
+grpc::Status RawUnary(grpc::Channel* channel, const std::string& wire) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(30));
+  grpc::Slice slice(wire);
+  grpc::ByteBuffer req(&slice, 1), resp;
+  const grpc::internal::RpcMethod method("/modserve.v1.Generator/Generate", grpc::internal::RpcMethod::NORMAL_RPC);
+  return grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(channel, method, &ctx, req, &resp);
+}
+
+// Returns the stream's status and how many messages came before it.
+std::pair<grpc::Status, int> RawStream(grpc::Channel* channel, const std::string& wire) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(30));
+  grpc::Slice slice(wire);
+  grpc::ByteBuffer req(&slice, 1), msg;
+  const grpc::internal::RpcMethod method("/modserve.v1.Generator/GenerateStream", grpc::internal::RpcMethod::SERVER_STREAMING);
+  std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
+      grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(channel, method, &ctx, req));
+  int n = 0;
+  while (reader->Read(&msg)) ++n;
+  return {reader->Finish(), n};
+}
+
+// Every kind of bad request, each answered with the right code and a message
+// that names the problem; after all of them the server serves normally.
+TEST_F(ServerE2E, EveryInvalidRequestGetsAClearErrorAndTheNextRequestIsServed) {
+  using Wire = wire::GenerateRequestWire;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const auto invalid = grpc::StatusCode::INVALID_ARGUMENT;
   struct Case {
-    std::function<void(v1::GenerateRequest*)> edit;
-    std::string field;
+    std::function<void(Wire*)> edit;
+    grpc::StatusCode code;
+    std::string expect;  // in the error message
   } cases[] = {
-      {[](auto* r) { r->set_prompt(""); }, "prompt"},
-      {[](auto* r) { r->set_prompt(std::string(300, 'a')); }, "context length"},
-      {[](auto* r) { r->set_max_tokens(-2); }, "max_tokens"},
-      {[](auto* r) { r->set_max_tokens(251); }, "max_tokens"},  // 6 prompt tokens + 251 > 256
-      {[](auto* r) { r->set_temperature(9); }, "temperature"},
-      {[](auto* r) { r->set_top_p(2); }, "top_p"},
-      {[](auto* r) { r->set_top_k(-3); }, "top_k"},
-      {[](auto* r) { r->add_stop(""); }, "stop[0]"},
-      {[](auto* r) { r->set_request_id(""); }, "request_id"},
+      {[](Wire* r) { r->set_prompt(""); }, invalid, "prompt must not be empty"},
+      {[](Wire* r) { r->set_prompt(std::string(300, 'a')); }, invalid, "context length is 256"},
+      {[](Wire* r) { r->set_prompt(std::string(9000, 'a')); }, invalid, "the limit is max_prompt_bytes = 8192"},
+      {[](Wire* r) { r->set_prompt(std::string(70000, 'a')); }, grpc::StatusCode::RESOURCE_EXHAUSTED, "larger than max"},
+      {[](Wire* r) { r->set_prompt("ab\xFF"); }, invalid, "prompt is not valid UTF-8 (first bad byte at offset 2)"},
+      {[](Wire* r) { r->set_prompt("ab\xE2\x82"); }, invalid, "prompt is not valid UTF-8"},  // truncated
+      {[](Wire* r) { r->set_prompt("\xED\xA0\x80"); }, invalid, "prompt is not valid UTF-8"},  // a surrogate
+      {[](Wire* r) { r->set_prompt("\xC0\xAF"); }, invalid, "prompt is not valid UTF-8"},      // overlong
+      {[](Wire* r) { r->set_max_tokens(-2); }, invalid, "max_tokens must be in [0, 1024]"},
+      {[](Wire* r) { r->set_max_tokens(2000); }, invalid, "max_tokens must be in [0, 1024]"},
+      {[](Wire* r) { r->set_max_tokens(251); }, invalid, "exceeds the context length"},  // 6 prompt tokens + 251 > 256
+      {[](Wire* r) { r->set_temperature(9); }, invalid, "temperature must be in [0, 2]"},
+      {[](Wire* r) { r->set_temperature(-1); }, invalid, "temperature must be in [0, 2]"},
+      {[nan](Wire* r) { r->set_temperature(nan); }, invalid, "temperature must be in [0, 2]"},
+      {[](Wire* r) { r->set_top_p(2); }, invalid, "top_p must be in (0, 1]"},
+      {[](Wire* r) { r->set_top_p(-0.5f); }, invalid, "top_p must be in (0, 1]"},
+      {[](Wire* r) { r->set_top_k(-3); }, invalid, "top_k must be in [0, 258]"},
+      {[](Wire* r) { r->set_top_k(1000); }, invalid, "top_k must be in [0, 258]"},
+      {[](Wire* r) { for (int i = 0; i < 9; ++i) r->add_stop("s"); }, invalid, "at most max_stop = 8"},
+      {[](Wire* r) { r->add_stop(""); }, invalid, "stop[0] must not be empty"},
+      {[](Wire* r) { r->add_stop(std::string(65, 's')); }, invalid, "stop[0] is 65 bytes"},
+      {[](Wire* r) { r->add_stop("ok"); r->add_stop("\xC3"); }, invalid, "stop[1] is not valid UTF-8"},
+      {[](Wire* r) { r->set_request_id(""); }, invalid, "request_id must be 1 to 128"},
+      {[](Wire* r) { r->set_request_id(std::string(129, 'r')); }, invalid, "request_id must be 1 to 128"},
+      {[](Wire* r) { r->set_request_id("has space"); }, invalid, "request_id must be printable ASCII"},
+      {[](Wire* r) { r->set_request_id("id\xFF"); }, invalid, "request_id is not valid UTF-8"},
+  };
+  auto check = [&](const std::string& wire, grpc::StatusCode code, const std::string& expect) {
+    SCOPED_TRACE(expect);
+    grpc::Status unary = RawUnary(channel_.get(), wire);
+    EXPECT_EQ(unary.error_code(), code) << unary.error_message();
+    EXPECT_NE(unary.error_message().find(expect), std::string::npos) << unary.error_message();
+    auto [stream, messages] = RawStream(channel_.get(), wire);
+    EXPECT_EQ(stream.error_code(), code) << stream.error_message();
+    EXPECT_NE(stream.error_message().find(expect), std::string::npos) << stream.error_message();
+    EXPECT_EQ(messages, 0);
   };
   for (const auto& c : cases) {
-    v1::GenerateRequest r = Request("hello", 4);
+    Wire r;
+    r.set_prompt("hello");
+    r.set_max_tokens(4);
     c.edit(&r);
-    v1::GenerateResponse u;
-    grpc::Status st = Unary(r, &u);
-    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.field;
-    EXPECT_NE(st.error_message().find(c.field), std::string::npos) << st.error_message();
-    StreamResult s = Stream(r);
-    EXPECT_EQ(s.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.field;
-    EXPECT_TRUE(s.messages.empty());
+    check(r.SerializeAsString(), c.code, c.expect);
   }
+  // Bytes that are not a GenerateRequest at all.
+  check("\xFF\xFF\xFF\xFF", invalid, "not a valid modserve.v1.GenerateRequest");
+  check(std::string("\x0A\x10" "hello", 7), invalid, "not a valid modserve.v1.GenerateRequest");  // truncated field
+
   v1::GenerateResponse ok;
   EXPECT_TRUE(Unary(Request("hello", 4), &ok).ok());
   EXPECT_EQ(ok.token_ids_size(), 4);

@@ -11,6 +11,8 @@
 #include "metrics_scrape.h"
 #include "server/metrics.h"
 #include "server/metrics_http_server.h"
+#include "modserve/v1/request_wire.pb.h"
+#include "server/request_decoding.h"
 #include "server/request_validation.h"
 #include "server/server_config.h"
 
@@ -157,6 +159,66 @@ TEST(RequestValidation, EveryBadFieldIsNamed) {
     EXPECT_EQ(g.status().code(), StatusCode::kInvalidArgument);
     EXPECT_NE(g.status().message().find(c.expect), std::string::npos) << g.status().message();
   }
+}
+
+// --- request decoding ---------------------------------------------------------
+
+TEST(RequestDecoding, TheWireTwinMirrorsGenerateRequest) {
+  // Same field numbers, names, cardinality, presence and wire types (string
+  // and bytes share one), so every GenerateRequest parses as the twin.
+  const auto* api = v1::GenerateRequest::descriptor();
+  const auto* twin = wire::GenerateRequestWire::descriptor();
+  ASSERT_EQ(api->field_count(), twin->field_count());
+  for (int i = 0; i < api->field_count(); ++i) {
+    const auto* a = api->field(i);
+    const auto* t = twin->FindFieldByNumber(a->number());
+    ASSERT_NE(t, nullptr) << a->name();
+    EXPECT_EQ(a->name(), t->name());
+    EXPECT_EQ(a->is_repeated(), t->is_repeated()) << a->name();
+    EXPECT_EQ(a->has_presence(), t->has_presence()) << a->name();
+    if (a->type() == google::protobuf::FieldDescriptor::TYPE_STRING) {
+      EXPECT_EQ(t->type(), google::protobuf::FieldDescriptor::TYPE_BYTES) << a->name();
+    } else {
+      EXPECT_EQ(a->type(), t->type()) << a->name();
+    }
+  }
+}
+
+TEST(RequestDecoding, GoodBytesGiveTheRequestBadOnesNameTheProblem) {
+  v1::GenerateRequest r;
+  r.set_prompt("Hello, w\xC3\xB6rld");
+  r.set_max_tokens(7);
+  r.add_stop("\n");
+  r.set_seed(5);
+  r.set_request_id("abc");
+  auto d = DecodeGenerateRequest(r.SerializeAsString());
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->SerializeAsString(), r.SerializeAsString());
+
+  struct Case {
+    std::function<void(wire::GenerateRequestWire*)> edit;
+    std::string expect;
+  } cases[] = {
+      {[](auto* w) { w->set_prompt("ab\xE2\x82"); }, "prompt is not valid UTF-8 (first bad byte at offset 2)"},
+      {[](auto* w) { w->set_prompt("\xF5"); }, "prompt is not valid UTF-8 (first bad byte at offset 0)"},
+      {[](auto* w) { w->add_stop("x"); w->add_stop("y\xBF"); }, "stop[1] is not valid UTF-8 (first bad byte at offset 1)"},
+      {[](auto* w) { w->set_request_id("\x80"); }, "request_id is not valid UTF-8"},
+  };
+  for (const auto& c : cases) {
+    wire::GenerateRequestWire w;
+    w.set_prompt("ok");
+    c.edit(&w);
+    auto bad = DecodeGenerateRequest(w.SerializeAsString());
+    ASSERT_FALSE(bad.ok()) << c.expect;
+    EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(bad.status().message().find(c.expect), std::string::npos) << bad.status().message();
+  }
+  for (const std::string& garbage : {std::string("\xFF\xFF"), std::string("\x0A\x05" "ab", 4), std::string("\x08", 1)}) {
+    auto bad = DecodeGenerateRequest(garbage);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.status().message().find("not a valid modserve.v1.GenerateRequest"), std::string::npos);
+  }
+  EXPECT_TRUE(DecodeGenerateRequest("").ok());  // the empty message is a (default) request; validation refuses it
 }
 
 // --- metrics endpoint ---------------------------------------------------------
