@@ -17,6 +17,7 @@
 
 #include "client/connection.h"
 #include "fake_server.h"
+#include "test_pki.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "metrics_scrape.h"
 #include "modserve/v1/modserve.grpc.pb.h"
@@ -31,46 +32,7 @@ using testing::Scrape;
 
 const char* kToken = "s3cr3t-t0ken-0123456789abcdef";
 
-// A CA, a server certificate for localhost / 127.0.0.1 and a client
-// certificate it signed, and a second ("rogue") CA with its own client.
-class Pki {
- public:
-  Pki() {
-    dir_ = ::testing::TempDir() + "/modserve-pki-" + std::to_string(::getpid());
-    std::filesystem::create_directories(dir_);
-    std::ofstream(dir_ + "/make.sh") << R"(set -e
-exec >openssl.log 2>&1
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >server.ext
-for ca in ca rogue; do
-  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=$ca -keyout $ca.key -out $ca.pem
-done
-openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr
-openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.pem
-for pair in client:ca rogue-client:rogue; do
-  name=${pair%%:*}; ca=${pair##*:}
-  openssl req -newkey rsa:2048 -nodes -subj /CN=$name -keyout $name.key -out $name.csr
-  openssl x509 -req -in $name.csr -CA $ca.pem -CAkey $ca.key -CAcreateserial -days 2 -out $name.pem
-done
-)";
-    ok_ = std::system(("cd " + dir_ + " && bash make.sh").c_str()) == 0;
-  }
-  ~Pki() { std::filesystem::remove_all(dir_); }
-  bool ok() const { return ok_; }
-  std::string operator()(const std::string& name) const { return dir_ + "/" + name; }
-  std::string Read(const std::string& name) const {
-    std::ifstream in((*this)(name));
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }
-
- private:
-  std::string dir_;
-  bool ok_ = false;
-};
-
-const Pki& Certs() {
-  static const Pki* pki = new Pki();
-  return *pki;
-}
+using testing::Certs;
 
 std::string WriteFile(const std::string& name, const std::string& text) {
   const std::string path = ::testing::TempDir() + "/" + name;

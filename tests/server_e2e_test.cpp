@@ -23,6 +23,7 @@
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "metrics_scrape.h"
+#include "process.h"
 #include "modserve/v1/modserve.grpc.pb.h"
 #include "modserve/v1/request_wire.pb.h"
 #include "reflection_wire.pb.h"
@@ -437,58 +438,10 @@ TEST(ServerMemoryPressure, PreemptedRequestsStillGetTheirSoloTokens) {
 
 // --- the mod-server process and SIGTERM ---------------------------------------
 
-struct Process {
-  pid_t pid = -1;
-  int err_fd = -1;
-  std::string err;  // stderr read so far
-};
-
-Process Spawn(const std::vector<std::string>& args) {
-  int fds[2];
-  EXPECT_EQ(::pipe(fds), 0);
-  Process p;
-  p.pid = ::fork();
-  if (p.pid == 0) {
-    ::dup2(fds[1], 2);
-    ::close(fds[0]);
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  ::close(fds[1]);
-  p.err_fd = fds[0];
-  return p;
-}
-
-// Reads the child's stderr until `pattern` matches (or EOF / timeout).
-std::smatch ReadUntil(Process& p, const std::regex& pattern, double seconds) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  std::smatch m;
-  char buf[512];
-  while (!std::regex_search(p.err, m, pattern) && std::chrono::steady_clock::now() < until) {
-    pollfd pfd{p.err_fd, POLLIN, 0};
-    if (::poll(&pfd, 1, 100) <= 0) continue;
-    const ssize_t n = ::read(p.err_fd, buf, sizeof(buf));
-    if (n <= 0) break;
-    p.err.append(buf, static_cast<size_t>(n));
-  }
-  std::regex_search(p.err, m, pattern);
-  return m;
-}
-
-int WaitExit(pid_t pid, double seconds) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < until) {
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
-  return -1;
-}
+using testing::Process;
+using testing::ReadUntil;
+using testing::Spawn;
+using testing::WaitExit;
 
 TEST(ServerProcess, SigtermDrainsInFlightRequestsAndExitsZero) {
   Process p = Spawn({std::string(MODSERVE_BINARY_DIR) + "/mod-server", "--model", kModel, "--listen", "127.0.0.1:0",
