@@ -76,11 +76,13 @@ class FakeEngine : public StepEngine {
     r.stats.kv_blocks_used = Used(seqs_);
     r.stats.kv_blocks_free = total_ - r.stats.kv_blocks_used;
     if (record_steps) steps.push_back(batch);
+    ++steps_run;
     return r;
   }
 
   int64_t sequences() const { return static_cast<int64_t>(seqs_.size()); }
   bool record_steps = true;
+  int steps_run = 0;  // successful steps
   std::vector<std::vector<SequenceChunk>> steps;  // every successful step's batch (when record_steps)
   std::chrono::microseconds step_delay{0};         // to make steps take time, like a real engine
 
