@@ -205,15 +205,19 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
       auto block = model->layers[l]->as<BlockImpl>();
       const bool routed = cfg.IsRouted(l);
-      LayerStepStats ls{l, routed, N, 0};
+      const bool skips = cfg.SkipsAttention(l);  // depth routing: tokens may skip the whole block
+      const uint64_t bit = routed ? uint64_t{1} << routed_ordinal[static_cast<size_t>(l)] : 0;
+      LayerStepStats ls;
+      ls.layer = l;
+      ls.routed = routed;
+      ls.computed = N;
       torch::Tensor idx, r;  // idx: [M] rows that compute; r: [N] router weights
       std::vector<int64_t> per_chunk(static_cast<size_t>(B), 0);
-      if (routed) {
+      if (skips) {
         r = block->router(x).squeeze(-1);                                     // [N]
         auto sel = (block->predictor(x) > 0).to(torch::kCPU);                 // [N] bool
         auto sel_a = sel.accessor<bool, 1>();
         std::vector<int64_t> rows;
-        const uint64_t bit = uint64_t{1} << routed_ordinal[static_cast<size_t>(l)];
         for (int64_t i = 0; i < N; ++i) {
           if (!sel_a[i]) continue;
           rows.push_back(i);
@@ -224,15 +228,16 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
         ls.computed = static_cast<int64_t>(rows.size());
         ls.skipped = N - ls.computed;
         CountTopKAgreement(cfg, r, sel_a, offset, &ls);
-        result.stats.layers.push_back(ls);
-        if (rows.empty()) continue;  // no token computes this layer: skip it whole
+        if (rows.empty()) {  // no token computes this layer: skip it whole
+          result.stats.layers.push_back(ls);
+          continue;
+        }
         idx = torch::tensor(rows, long_opts).to(device);
       } else {
         for (int64_t b = 0; b < B; ++b) per_chunk[static_cast<size_t>(b)] = offset[b + 1] - offset[b];
-        result.stats.layers.push_back(ls);
       }
-      auto xs = routed ? x.index_select(0, idx) : x;                           // [M, d]
-      auto ps = routed ? all_pos.index_select(0, idx) : all_pos;               // [M]
+      auto xs = skips ? x.index_select(0, idx) : x;                            // [M, d]
+      auto ps = skips ? all_pos.index_select(0, idx) : all_pos;                // [M]
       auto qkv = block->Qkv(xs);                                               // [M, 3, H, hd]
       auto q = Rope(qkv.select(1, 0), ps, cfg.rope_theta);                     // [M, H, hd]
       auto k = Rope(qkv.select(1, 1), ps, cfg.rope_theta);
@@ -258,9 +263,30 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
         row += m;
       }
       kv->Write(slots, k, v);
-      auto attn = PagedAttention(*kv, l, q, chunks);                             // [M, H, hd]
-      auto delta = block->Output(xs, attn);                                      // [M, d]
-      if (routed) {
+      auto a = block->Attend(PagedAttention(*kv, l, q, chunks), xs.sizes());  // [M, d]
+      torch::Tensor delta;                                                     // [M, d]
+      if (block->moe) {
+        // MoDE: each expert runs one matmul over the rows sent to it, from every sequence.
+        torch::Tensor ran;  // [M] bool: rows that ran an expert
+        delta = a + block->moe->Route(block->mlp_norm(xs + a), &ls.expert_tokens, &ran);
+        if (!skips) {  // integrated: the expert routing is the layer's decision
+          auto ran_cpu = ran.to(torch::kCPU);
+          auto ran_a = ran_cpu.accessor<bool, 1>();
+          int64_t ran_rows = 0;
+          for (int64_t i = 0; i < N; ++i) {
+            if (!ran_a[i]) continue;
+            ++ran_rows;
+            const int64_t b = chunk_of[static_cast<size_t>(i)];
+            result.routes[static_cast<size_t>(b)][static_cast<size_t>(i - offset[b])] |= bit;
+          }
+          ls.computed = ran_rows;
+          ls.skipped = N - ran_rows;
+        }
+      } else {
+        delta = a + block->DenseMlp(xs + a);
+      }
+      result.stats.layers.push_back(ls);
+      if (skips) {
         x = x.index_add(0, idx, delta * r.index_select(0, idx).unsqueeze(-1));
       } else {
         x = x + delta;

@@ -1,4 +1,4 @@
-// Engine: batched MoD decoding over a sparse paged KV cache (DESIGN §2).
+// Engine: batched MoD (and MoDE) decoding over a sparse paged KV cache (DESIGN §2).
 //
 // One entry point, Step(), runs a ragged batch of (sequence, new tokens)
 // chunks: a decode token and a prefill chunk are the same thing. Per routed
@@ -7,7 +7,9 @@
 // and the MLP; attention runs per sequence over that sequence's K/V at that
 // layer; the result, scaled by the router weight, is added back. Tokens that
 // skip a layer write no K/V there. A routed layer no token computes is
-// skipped whole.
+// skipped whole. In MoDE the MLP of a routed layer is a mixture of experts:
+// each expert runs one matmul over the rows routed to it from every sequence
+// ("integrated" layers attend with every token, so their K/V are dense).
 //
 // A Step either applies completely or, on error (e.g. RESOURCE_EXHAUSTED when
 // the KV pool runs out), changes nothing: sequences keep their state.
@@ -46,8 +48,13 @@ struct SequenceChunk {
 struct LayerStepStats {
   int64_t layer = 0;
   bool routed = false;
-  int64_t computed = 0;  // tokens that went through the block
-  int64_t skipped = 0;   // tokens that passed by on the residual path
+  // Tokens that went through the block, and tokens that passed it by on the
+  // residual path (integrated MoDE: tokens that ran an MLP expert, and those
+  // the no-op expert took; all of them attended).
+  int64_t computed = 0;
+  int64_t skipped = 0;
+  // MoDE: rows each MLP expert ran (size moe.experts); empty otherwise.
+  std::vector<int64_t> expert_tokens = {};
   // Predictor vs top-k on prefill chunks (>= kAgreementMinChunk tokens), where
   // both decisions are known: the top-k routing takes the ceil(C * S) tokens of
   // the chunk with the largest router weights. Tokens compared, and how many of

@@ -25,7 +25,7 @@ void RunBatch(MoDTransformer& model, const torch::Tensor& rows, RouteMode mode, 
   acc->count.resize(out.routed.size(), 0.0);
   for (size_t i = 0; i < out.routed.size(); ++i) {
     const auto& t = out.routed[i];
-    torch::Tensor hit = mode == RouteMode::kTopK ? ((t.predictor_logits > 0) == t.topk_mask) : t.selected;
+    torch::Tensor hit = mode == RouteMode::kTopK ? (t.causal_selected == t.topk_mask) : t.selected;
     acc->hits[i] += hit.sum().item<double>();
     acc->count[i] += static_cast<double>(hit.numel());
   }

@@ -4,7 +4,9 @@
 //   bits_per_byte_topk   under top-k routing (how the model was trained)
 //   predictor_agreement  per routed layer: fraction of tokens where the
 //                        predictor's decision equals top-k membership, in the
-//                        top-k pass (the predictor's training target)
+//                        top-k pass (the predictor's training target); in
+//                        integrated MoDE, where the expert routing decides,
+//                        its decision without capacity against with it
 //   compute_fraction     per routed layer: fraction of tokens that compute it
 //                        under predictor routing
 //

@@ -5,7 +5,9 @@
 //               membership; the predictor reads stopgrad(x), so this loss
 //               reaches only predictor weights;
 //   router_aux  optional BCE of the router logits against top-k membership
-//               (the paper's other causal-sampling option).
+//               (the paper's other causal-sampling option);
+//   balance     MoDE: the expert routers' load-balancing loss (experts.h),
+//               averaged over routed layers.
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -19,12 +21,14 @@ namespace modserve {
 struct LossWeights {
   double predictor = 1.0;
   double router_aux = 0.0;
+  double balance = 0.01;
 };
 
 struct Losses {
   torch::Tensor lm;         // scalar
   torch::Tensor predictor;  // scalar (0 without routed layers)
   torch::Tensor router_aux; // scalar
+  torch::Tensor balance;    // scalar (0 without experts)
   torch::Tensor total;      // lm + weights
 };
 

@@ -61,7 +61,7 @@ torch::Tensor PredictorImpl::forward(const torch::Tensor& x) {
   return fc2(F::gelu(fc1(RmsNormalize(x, 1e-5)))).squeeze(-1);
 }
 
-BlockImpl::BlockImpl(const ModelConfig& cfg, bool routed)
+BlockImpl::BlockImpl(const ModelConfig& cfg, int64_t layer)
     : n_heads_(cfg.n_heads), head_dim_(cfg.head_dim()), rope_theta_(cfg.rope_theta) {
   const int64_t d = cfg.d_model;
   auto lin = [](int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
@@ -69,9 +69,13 @@ BlockImpl::BlockImpl(const ModelConfig& cfg, bool routed)
   wqkv = register_module("wqkv", lin(d, 3 * d));
   wo = register_module("wo", lin(d, d));
   mlp_norm = register_module("mlp_norm", RMSNorm(d, cfg.norm_eps));
-  fc1 = register_module("fc1", lin(d, cfg.d_ff));
-  fc2 = register_module("fc2", lin(cfg.d_ff, d));
-  if (routed) {
+  if (cfg.HasExperts(layer)) {
+    moe = register_module("moe", MixtureOfExperts(cfg));
+  } else {
+    fc1 = register_module("fc1", lin(d, cfg.d_ff));
+    fc2 = register_module("fc2", lin(cfg.d_ff, d));
+  }
+  if (cfg.SkipsAttention(layer)) {
     router = register_module("router", lin(d, 1));
     predictor = register_module("predictor", Predictor(d, cfg.predictor_hidden));
   }
@@ -85,13 +89,16 @@ torch::Tensor BlockImpl::Qkv(const torch::Tensor& x) {
   return wqkv(attn_norm(x)).view(shape);  // [..., 3, H, hd]
 }
 
-torch::Tensor BlockImpl::Output(const torch::Tensor& x, const torch::Tensor& heads) {
-  std::vector<int64_t> shape = x.sizes().vec();
-  auto a = wo(heads.reshape(shape));             // [..., d]
-  return a + fc2(F::gelu(fc1(mlp_norm(x + a))));  // [..., d]
+torch::Tensor BlockImpl::Attend(const torch::Tensor& heads, c10::IntArrayRef x_shape) {
+  return wo(heads.reshape(x_shape));  // [..., H, hd] -> [..., d]
 }
 
-torch::Tensor BlockImpl::Delta(const torch::Tensor& x, const torch::Tensor& positions, const torch::Tensor& key_valid) {
+torch::Tensor BlockImpl::DenseMlp(const torch::Tensor& x_plus_attn) {
+  return fc2(F::gelu(fc1(mlp_norm(x_plus_attn))));  // [..., d]
+}
+
+torch::Tensor BlockImpl::Delta(const torch::Tensor& x, const torch::Tensor& positions, const torch::Tensor& key_valid,
+                               bool expert_capacity, ExpertTrace* trace) {
   // x: [B, T, d]; positions: [B, T]; key_valid: [B, T] bool.
   const int64_t T = x.size(1);
   auto qkv = Qkv(x).permute({2, 0, 3, 1, 4});                                                       // [3, B, H, T, hd]
@@ -105,13 +112,15 @@ torch::Tensor BlockImpl::Delta(const torch::Tensor& x, const torch::Tensor& posi
   allowed = allowed | torch::eye(T, key_valid.options()).unsqueeze(0);
   scores = scores.masked_fill(~allowed.unsqueeze(1), -std::numeric_limits<float>::infinity());
   auto att = torch::softmax(scores, -1);
-  return Output(x, torch::matmul(att, v).transpose(1, 2));  // heads [B, T, H, hd] -> [B, T, d]
+  auto a = Attend(torch::matmul(att, v).transpose(1, 2), x.sizes());  // heads [B, T, H, hd] -> [B, T, d]
+  if (!moe) return a + DenseMlp(x + a);
+  return a + moe->forward(mlp_norm(x + a), key_valid, expert_capacity, trace);  // [B, T, d]
 }
 
 MoDTransformerImpl::MoDTransformerImpl(const ModelConfig& cfg) : cfg_(cfg) {
   tok_emb = register_module("tok_emb", torch::nn::Embedding(cfg.vocab_size, cfg.d_model));
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t l = 0; l < cfg.n_layers; ++l) layers->push_back(Block(cfg, cfg.IsRouted(l)));
+  for (int64_t l = 0; l < cfg.n_layers; ++l) layers->push_back(Block(cfg, l));
   final_norm = register_module("final_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
   lm_head = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(cfg.d_model, cfg.vocab_size).bias(false)));
   InitWeights();
@@ -151,18 +160,33 @@ ForwardOutput MoDTransformerImpl::Forward(const torch::Tensor& tokens, RouteMode
     }
     RoutedLayerTrace trace;
     trace.layer = l;
+    if (!cfg_.SkipsAttention(l)) {
+      // Integrated MoDE: every token attends; the expert router (with its
+      // no-op expert) decides who runs an MLP.
+      x = x + block->Delta(x, positions, all_valid, mode == RouteMode::kTopK, &trace.experts).to(x.scalar_type());
+      const auto& e = trace.experts;
+      trace.topk_mask = e.within_capacity.any(1).view({B, S});
+      trace.causal_selected = (e.choice < cfg_.moe_experts).any(1).view({B, S});
+      trace.selected = e.ran.any(1).view({B, S});
+      out.routed.push_back(trace);
+      continue;
+    }
     trace.router_logits = block->router(x).squeeze(-1).to(torch::kFloat);     // [B, S]
     trace.predictor_logits = block->predictor(x.detach()).to(torch::kFloat);  // [B, S]
     auto topk_idx = std::get<1>(trace.router_logits.detach().topk(cfg_.TopK(S), 1));  // [B, k]
     trace.topk_mask = torch::zeros({B, S}, all_valid.options()).scatter(1, topk_idx, true);
-    trace.selected = mode == RouteMode::kTopK ? trace.topk_mask : (trace.predictor_logits.detach() > 0);
+    trace.causal_selected = trace.predictor_logits.detach() > 0;
+    trace.selected = mode == RouteMode::kTopK ? trace.topk_mask : trace.causal_selected;
     Compaction c = CompactSelected(trace.selected);
-    out.routed.push_back(trace);
-    if (c.max_count == 0) continue;  // no token computes this layer: skip it whole
+    if (c.max_count == 0) {  // no token computes this layer: skip it whole
+      out.routed.push_back(trace);
+      continue;
+    }
     auto gather_idx = c.index.unsqueeze(-1).expand({B, c.max_count, d});              // [B, K, d]
     auto xs = x.gather(1, gather_idx);                                               // [B, K, d]
     auto ps = positions.gather(1, c.index);                                          // [B, K] real positions
-    auto delta = block->Delta(xs, ps, c.valid);                                      // [B, K, d]
+    auto delta = block->Delta(xs, ps, c.valid, mode == RouteMode::kTopK, &trace.experts);  // [B, K, d]
+    out.routed.push_back(trace);
     auto w = trace.router_logits.gather(1, c.index) * c.valid.to(x.scalar_type());   // [B, K]
     x = x.scatter_add(1, gather_idx, (delta * w.unsqueeze(-1)).to(x.scalar_type()));
   }
@@ -172,14 +196,26 @@ ForwardOutput MoDTransformerImpl::Forward(const torch::Tensor& tokens, RouteMode
 
 double MoDTransformerImpl::ForwardFlopsPerToken(const ModelConfig& cfg, int64_t seq_len, double compute_fraction) {
   const double d = static_cast<double>(cfg.d_model), ff = static_cast<double>(cfg.d_ff);
-  const double block_matmul = 2.0 * (4.0 * d * d + 2.0 * d * ff);
+  const double attn_proj = 2.0 * 4.0 * d * d, mlp = 2.0 * 2.0 * d * ff;
+  auto attention = [&](double fraction) {  // scores and weighted values, causal, among attending tokens
+    return 2.0 * 2.0 * (fraction * static_cast<double>(seq_len) / 2.0) * d;
+  };
+  const double predictor = 2.0 * d + 2.0 * (d * static_cast<double>(cfg.predictor_hidden) + static_cast<double>(cfg.predictor_hidden));
+  const double expert_router = 2.0 * d * static_cast<double>(cfg.ExpertChoices());
+  const double top_k = static_cast<double>(cfg.moe_top_k);
   double flops = 2.0 * d * static_cast<double>(cfg.vocab_size);  // lm head
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    const bool routed = cfg.IsRouted(l);
-    const double f = routed ? compute_fraction : 1.0;
-    const double mean_keys = f * static_cast<double>(seq_len) / 2.0;  // causal, among computing tokens
-    flops += f * (block_matmul + 2.0 * 2.0 * mean_keys * d);
-    if (routed) flops += 2.0 * d + 2.0 * (d * static_cast<double>(cfg.predictor_hidden) + static_cast<double>(cfg.predictor_hidden));
+    if (!cfg.IsRouted(l)) {
+      flops += attn_proj + mlp + attention(1.0);
+    } else if (cfg.mode == "mod") {
+      const double f = compute_fraction;
+      flops += f * (attn_proj + mlp + attention(f)) + predictor;
+    } else if (cfg.mode == "staged") {  // depth routing, then top-k experts for the tokens taken
+      const double f = compute_fraction;
+      flops += f * (attn_proj + expert_router + top_k * mlp + attention(f)) + predictor;
+    } else {  // integrated: every token attends and is routed; `f` of them run an expert
+      flops += attn_proj + attention(1.0) + expert_router + compute_fraction * mlp;
+    }
   }
   return flops;
 }

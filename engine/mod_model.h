@@ -4,7 +4,10 @@
 //
 // Pre-norm blocks (RMSNorm), RoPE, causal self-attention and a GELU MLP. A
 // routed layer has a router (linear -> one scalar r per token) and a predictor
-// MLP that reads stopgrad(x). Tokens that compute a routed layer are gathered
+// MLP that reads stopgrad(x). In MoDE (model_config.h) a routed layer's MLP
+// is a mixture of experts (experts.h): in "staged" mode behind the same depth
+// routing, in "integrated" mode with every token attending and the experts'
+// router (with its no-op expert) as the layer's only routing. Tokens that compute a routed layer are gathered
 // into a compact [B, K, d] matrix, keep their real positions for RoPE and
 // causality, attend only among themselves, and add r * f(x) back into the
 // residual stream; the others pass through unchanged.
@@ -25,19 +28,25 @@
 
 #include <torch/torch.h>
 
+#include "engine/experts.h"
 #include "engine/model_config.h"
 
 namespace modserve {
 
 enum class RouteMode { kTopK, kPredictor };
 
-// What one routed layer did in a forward pass. Tensors are [B, S].
+// What one routed layer did in a forward pass. Tensors are [B, S]. In
+// "integrated" mode "computing" means running an MLP expert (not the no-op),
+// there is no router weight r or predictor, and the training decision is the
+// expert routing under capacity.
 struct RoutedLayerTrace {
   int64_t layer = 0;
-  torch::Tensor router_logits;     // [B, S] float, r = w . x
-  torch::Tensor predictor_logits;  // [B, S] float, from stopgrad(x)
-  torch::Tensor topk_mask;         // [B, S] bool, exact top-k membership (the predictor's target)
+  torch::Tensor router_logits;     // [B, S] float, r = w . x (undefined in "integrated")
+  torch::Tensor predictor_logits;  // [B, S] float, from stopgrad(x) (undefined in "integrated")
+  torch::Tensor topk_mask;         // [B, S] bool, the training decision: top-k membership (the predictor's target)
+  torch::Tensor causal_selected;   // [B, S] bool, the decision causal sampling makes (predictor > 0)
   torch::Tensor selected;          // [B, S] bool, tokens that computed the block in this pass
+  ExpertTrace experts;             // MoDE: the mixture's routing (over the tokens that reached it)
 };
 
 struct ForwardOutput {
@@ -80,23 +89,32 @@ class PredictorImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Predictor);
 
-// One transformer block; `router` and `predictor` exist only on routed layers.
+// One transformer block (layer `layer` of `cfg`): `router` and `predictor`
+// exist on layers tokens can skip (SkipsAttention), `moe` replaces fc1/fc2 on
+// MoDE layers (HasExperts).
 class BlockImpl : public torch::nn::Module {
  public:
-  BlockImpl(const ModelConfig& cfg, bool routed);
+  BlockImpl(const ModelConfig& cfg, int64_t layer);
   // f(x): the block's residual update (attention + MLP) for tokens x [B, T, d]
-  // at positions [B, T]; key_valid [B, T] bool marks real (non-padding) tokens.
-  torch::Tensor Delta(const torch::Tensor& x, const torch::Tensor& positions, const torch::Tensor& key_valid);
+  // at positions [B, T]; key_valid [B, T] bool marks real (non-padding)
+  // tokens. A mixture of experts routes with capacity when
+  // `expert_capacity`, and records into `trace` (may be null).
+  torch::Tensor Delta(const torch::Tensor& x, const torch::Tensor& positions, const torch::Tensor& key_valid,
+                      bool expert_capacity = false, ExpertTrace* trace = nullptr);
   // The pieces of Delta, shared with the engine step: Qkv maps x [..., d] to
-  // un-rotated q, k, v [..., 3, H, hd]; Output maps x [..., d] and the
-  // attention heads [..., H, hd] to the update attn + MLP [..., d].
+  // un-rotated q, k, v [..., 3, H, hd]; Attend maps the attention heads
+  // [..., H, hd] to the attention update a [..., d] (x_shape is x's shape);
+  // DenseMlp maps x + a [..., d] to the dense MLP's update (MoDE layers run
+  // moe on mlp_norm(x + a) instead).
   torch::Tensor Qkv(const torch::Tensor& x);
-  torch::Tensor Output(const torch::Tensor& x, const torch::Tensor& heads);
+  torch::Tensor Attend(const torch::Tensor& heads, c10::IntArrayRef x_shape);
+  torch::Tensor DenseMlp(const torch::Tensor& x_plus_attn);
 
   RMSNorm attn_norm{nullptr}, mlp_norm{nullptr};
   torch::nn::Linear wqkv{nullptr}, wo{nullptr}, fc1{nullptr}, fc2{nullptr};
   torch::nn::Linear router{nullptr};
   Predictor predictor{nullptr};
+  MixtureOfExperts moe{nullptr};
 
  private:
   int64_t n_heads_, head_dim_;

@@ -50,6 +50,19 @@ Status ModelConfig::Validate() const {
     }
     if (predictor_hidden < 1 || predictor_hidden > 65536) return bad("routing.predictor_hidden", "must be in [1, 65536]");
   }
+  if (mode != "mod" && mode != "staged" && mode != "integrated") {
+    return bad("mode", "must be \"mod\", \"staged\" or \"integrated\" (got \"" + mode + "\")");
+  }
+  if (mode == "mod") {
+    if (moe_experts != 0) return bad("moe.experts", "needs mode \"staged\" or \"integrated\" (mode is \"mod\")");
+  } else {
+    if (!routing_enabled) return bad("mode", "\"" + mode + "\" needs routing.enabled (MoDE routes the routed layers)");
+    if (moe_experts < 2 || moe_experts > 64) return bad("moe.experts", "must be in [2, 64] in mode \"" + mode + "\"");
+    if (moe_top_k < 1 || moe_top_k > moe_experts) return bad("moe.top_k", "must be in [1, moe.experts]");
+    if (mode == "integrated" && moe_top_k != 1) return bad("moe.top_k", "must be 1 in mode \"integrated\"");
+    if (mode == "integrated" && !(capacity < 1.0)) return bad("routing.capacity", "must be < 1 in mode \"integrated\" (the no-op expert takes the rest)");
+    if (!(moe_capacity_factor >= 1.0) || !(moe_capacity_factor <= 16.0)) return bad("moe.capacity_factor", "must be in [1, 16]");
+  }
   return Status::Ok();
 }
 
@@ -64,6 +77,10 @@ nlohmann::json ModelConfig::ToJson() const {
                   {"capacity", capacity},
                   {"routed_layers", routing_enabled ? routed_layers : std::vector<int64_t>{}},
                   {"predictor_hidden", predictor_hidden}};
+  j["mode"] = mode;
+  if (mode != "mod") {
+    j["moe"] = {{"experts", moe_experts}, {"top_k", moe_top_k}, {"capacity_factor", moe_capacity_factor}};
+  }
   j["tokenizer"] = {{"type", "byte"}, {"bos_id", bos_id}, {"eos_id", eos_id}};
   j["weights"] = {{"file", "model.safetensors"}, {"dtype", weights_dtype}};
   j["training"] = training;
@@ -89,7 +106,7 @@ Status Read(const nlohmann::json& obj, const std::string& section, const char* k
     }
     *out = v.get<T>();
   } catch (const std::exception& e) {
-    return InvalidArgument(section + "." + key + ": " + e.what());
+    return InvalidArgument((section.empty() ? std::string(key) : section + "." + key) + ": " + e.what());
   }
   return Status::Ok();
 }
@@ -128,6 +145,14 @@ Status ParseInto(const nlohmann::json& j, ModelConfig* c) {
     }
   }
   if (!c->routing_enabled) c->routed_layers.clear();
+  MODSERVE_RETURN_IF_ERROR(Read(j, "", "mode", &c->mode));
+  if (j.contains("moe")) {
+    nlohmann::json moe;
+    MODSERVE_RETURN_IF_ERROR(Section(j, "moe", &moe));
+    MODSERVE_RETURN_IF_ERROR(Read(moe, "moe", "experts", &c->moe_experts));
+    MODSERVE_RETURN_IF_ERROR(Read(moe, "moe", "top_k", &c->moe_top_k));
+    MODSERVE_RETURN_IF_ERROR(Read(moe, "moe", "capacity_factor", &c->moe_capacity_factor));
+  }
   MODSERVE_RETURN_IF_ERROR(Section(j, "tokenizer", &tok));
   std::string type = "byte";
   MODSERVE_RETURN_IF_ERROR(Read(tok, "tokenizer", "type", &type));

@@ -30,6 +30,20 @@ Losses TrainingLosses(MoDTransformer& model, const torch::Tensor& rows, const Lo
 
 namespace {
 
+std::string RoutingName(const ModelConfig& c) {
+  if (!c.routing_enabled) return "dense";
+  if (c.mode == "mod") return "mode mod";
+  return "mode " + c.mode + " with " + std::to_string(c.moe_experts) + " experts (top-" + std::to_string(c.moe_top_k) + ")";
+}
+
+// A resumed run continues the checkpoint's model: the routing asked for must
+// be the checkpoint's, or the run would silently train something else.
+Status CheckSameRouting(const ModelConfig& have, const ModelConfig& want, const std::string& dir) {
+  if (RoutingName(have) == RoutingName(want)) return Status::Ok();
+  return InvalidArgument("--resume: the checkpoint in " + dir + " is " + RoutingName(have) + ", but the flags ask for " +
+                         RoutingName(want));
+}
+
 // Runs matmuls in bfloat16 on the CPU while enabled (weights stay float32).
 class CpuAutocast {
  public:
@@ -93,6 +107,7 @@ StatusOr<TrainSummary> Train(const TrainOptions& o) {
       auto loaded = LoadCheckpoint(o.out_dir);
       if (!loaded.ok()) return loaded.status();
       model = std::move(loaded).value();
+      MODSERVE_RETURN_IF_ERROR(CheckSameRouting(model->config(), o.model, o.out_dir));
     }
     auto opt = MakeOptimizer(model, o);
     if (o.resume) {
@@ -123,8 +138,9 @@ StatusOr<TrainSummary> Train(const TrainOptions& o) {
     if (o.train_flops > 0) {
       total_steps = std::max<int64_t>(1, static_cast<int64_t>(o.train_flops / (sum.flops_per_token * static_cast<double>(o.batch * o.seq_len))));
     }
-    std::fprintf(stderr, "mod-train: %s model, %lld parameters, %.3g training FLOPs/token, %lld steps x %lld x %lld tokens\n",
-                 cfg.routing_enabled ? "MoD" : "dense", static_cast<long long>([&] {
+    std::fprintf(stderr, "mod-train: %s model (%s), %lld parameters, %.3g training FLOPs/token, %lld steps x %lld x %lld tokens\n",
+                 cfg.routing_enabled ? (cfg.mode == "mod" ? "MoD" : "MoDE") : "dense", RoutingName(cfg).c_str(),
+                 static_cast<long long>([&] {
                    int64_t n = 0;
                    for (auto& p : model->parameters()) n += p.numel();
                    return n;
@@ -161,7 +177,8 @@ StatusOr<TrainSummary> Train(const TrainOptions& o) {
       opt->step();
       const int64_t tokens = rows.size(0) * (rows.size(1) - 1);
       sum.tokens += tokens;
-      progress.Update(step, l.lm.item<double>(), tokens, Fmt("pred %.3f lr %.2e", l.predictor.item<double>(), lr));
+      progress.Update(step, l.lm.item<double>(), tokens,
+                      Fmt("pred %.3f bal %.3f lr %.2e", l.predictor.item<double>(), l.balance.item<double>(), lr));
       const bool last = step + 1 == end_step;
       if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && !last) validate(step + 1);
       if (o.save_every > 0 && (step + 1) % o.save_every == 0 && !last) MODSERVE_RETURN_IF_ERROR(SaveState(model, *opt, step + 1, o.out_dir));
@@ -195,6 +212,7 @@ StatusOr<TrainSummary> Train(const TrainOptions& o) {
     prov["bf16_autocast"] = o.bf16_autocast;
     prov["predictor_loss_weight"] = o.loss_weights.predictor;
     prov["router_aux_loss_weight"] = o.loss_weights.router_aux;
+    prov["balance_loss_weight"] = o.loss_weights.balance;
     if (val) prov["final_val_bits_per_byte"] = sum.final_val_bits_per_byte;
     model->set_training_provenance(prov);
     MODSERVE_RETURN_IF_ERROR(SaveState(model, *opt, end_step, o.out_dir));

@@ -23,6 +23,9 @@ class EngineAdapter final : public StepEngine {
       if (c.IsRouted(l)) info.routed_layers.push_back(l);  // layer order, as the engine's route bits
     }
     info.capacity = c.routing_enabled ? c.capacity : 1.0;
+    info.routed_layers_keep_kv = c.routing_enabled && c.mode == "integrated";
+    info.experts = c.routing_enabled ? c.moe_experts : 0;
+    info.noop_expert = info.routed_layers_keep_kv;
     info.block_size = occ.block_size;
     info.total_blocks = occ.total_blocks;
     info.max_context = c.max_context;

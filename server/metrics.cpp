@@ -22,14 +22,17 @@ struct ServerMetrics::Impl {
   std::unique_ptr<MetricsHttpServer> http;
 
   struct LayerCounters {
-    Counter* computed;
-    Counter* skipped;
-    Gauge* agreement;
+    Counter* computed = nullptr;
+    Counter* skipped = nullptr;
+    Gauge* agreement = nullptr;
     int64_t agreement_tokens = 0, agreement_matches = 0;  // step thread only
+    std::vector<Counter*> experts;  // MoDE: one per expert
+    Counter* noop = nullptr;        // integrated MoDE
   };
   std::map<int64_t, LayerCounters> layers;  // by layer index; set before steps run
   Family<Counter>* layer_tokens = nullptr;
   Family<Gauge>* agreement = nullptr;
+  Family<Counter>* expert_tokens = nullptr;
 
   Family<Counter>* requests = nullptr;
   Counter* prompt_tokens = nullptr;
@@ -58,6 +61,11 @@ StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string&
                            .Name("modserve_layer_tokens_total")
                            .Help("Tokens per routed layer that computed the layer or skipped it (skip rate = skipped / all)")
                            .Register(reg);
+  m->expert_tokens = &prometheus::BuildCounter()
+                            .Name("modserve_expert_tokens_total")
+                            .Help("MoDE: tokens each MLP expert of a routed layer ran (expert=\"noop\": tokens the integrated "
+                                  "router sent to its no-op expert)")
+                            .Register(reg);
   m->agreement = &prometheus::BuildGauge()
                         .Name("modserve_predictor_agreement_ratio")
                         .Help("Fraction of prompt tokens (prefill chunks of >= 8 tokens) where the predictor's decision equals top-k routing over the chunk")
@@ -100,13 +108,20 @@ StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string&
   return std::make_unique<ServerMetrics>(std::move(m));
 }
 
-void ServerMetrics::SetRoutedLayers(const std::vector<int64_t>& routed_layers, double capacity) {
+void ServerMetrics::SetRoutedLayers(const std::vector<int64_t>& routed_layers, double capacity, int64_t experts,
+                                    bool noop_expert) {
   for (int64_t l : routed_layers) {
     const std::string layer = std::to_string(l);
     impl_->capacity->Add({{"layer", layer}}).Set(capacity);
-    impl_->layers[l] = {&impl_->layer_tokens->Add({{"layer", layer}, {"decision", "computed"}}),
-                        &impl_->layer_tokens->Add({{"layer", layer}, {"decision", "skipped"}}),
-                        &impl_->agreement->Add({{"layer", layer}})};
+    Impl::LayerCounters lc;
+    lc.computed = &impl_->layer_tokens->Add({{"layer", layer}, {"decision", "computed"}});
+    lc.skipped = &impl_->layer_tokens->Add({{"layer", layer}, {"decision", "skipped"}});
+    lc.agreement = &impl_->agreement->Add({{"layer", layer}});
+    for (int64_t e = 0; e < experts; ++e) {
+      lc.experts.push_back(&impl_->expert_tokens->Add({{"layer", layer}, {"expert", std::to_string(e)}}));
+    }
+    if (noop_expert) lc.noop = &impl_->expert_tokens->Add({{"layer", layer}, {"expert", "noop"}});
+    impl_->layers[l] = lc;
   }
 }
 
@@ -130,6 +145,10 @@ void ServerMetrics::OnStep(const StepReport& r) {
     auto& lc = it->second;
     lc.computed->Increment(static_cast<double>(ls.computed));
     lc.skipped->Increment(static_cast<double>(ls.skipped));
+    for (size_t e = 0; e < ls.expert_tokens.size() && e < lc.experts.size(); ++e) {
+      lc.experts[e]->Increment(static_cast<double>(ls.expert_tokens[e]));
+    }
+    if (lc.noop != nullptr) lc.noop->Increment(static_cast<double>(ls.skipped));
     if (ls.agreement_tokens > 0) {
       lc.agreement_tokens += ls.agreement_tokens;
       lc.agreement_matches += ls.agreement_matches;

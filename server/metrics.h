@@ -28,8 +28,11 @@ class ServerMetrics : public SchedulerObserver {
   int port() const;  // the bound port
 
   // Creates the per-layer series once the model is known; call before the
-  // scheduler starts reporting steps.
-  void SetRoutedLayers(const std::vector<int64_t>& routed_layers, double capacity);
+  // scheduler starts reporting steps. MoDE: `experts` per routed layer
+  // (modserve_expert_tokens_total{layer,expert}), plus expert="noop" when
+  // `noop_expert` (integrated MoDE).
+  void SetRoutedLayers(const std::vector<int64_t>& routed_layers, double capacity, int64_t experts = 0,
+                       bool noop_expert = false);
 
   // A request refused before it reached the scheduler (invalid, queue full, draining).
   void CountRejected(StatusCode code);

@@ -184,8 +184,11 @@ void Scheduler::EndExpiredAndCancelled() {
 int64_t Scheduler::EstimateBlocks(int64_t cached, int64_t new_tokens) const {
   const int64_t bs = info_.block_size;
   auto blocks = [bs](double tokens) { return static_cast<int64_t>(std::ceil(tokens / static_cast<double>(bs))); };
-  const int64_t n_routed = static_cast<int64_t>(info_.routed_layers.size());
-  int64_t need = (info_.n_layers - n_routed) * (blocks(static_cast<double>(cached + new_tokens)) - blocks(static_cast<double>(cached)));
+  // Layers where every token writes K/V: the unrouted ones, and in
+  // integrated MoDE the routed ones too.
+  const int64_t n_sparse = info_.routed_layers_keep_kv ? 0 : static_cast<int64_t>(info_.routed_layers.size());
+  int64_t need = (info_.n_layers - n_sparse) * (blocks(static_cast<double>(cached + new_tokens)) - blocks(static_cast<double>(cached)));
+  if (n_sparse == 0) return need;
   for (double f : route_fraction_) {
     need += blocks(f * static_cast<double>(cached + new_tokens)) - blocks(f * static_cast<double>(cached));
   }

@@ -53,6 +53,9 @@ ServedModel DescribeModel(const ServerConfig& cfg, const ModelConfig& mc, const 
   p.set_vocab_size(static_cast<int32_t>(mc.vocab_size));
   p.set_context_length(static_cast<int32_t>(mc.max_context));
   p.set_routing_enabled(mc.routing_enabled);
+  p.set_mode(mc.routing_enabled ? mc.mode : "dense");
+  p.set_experts(static_cast<int32_t>(mc.routing_enabled ? mc.moe_experts : 0));
+  p.set_expert_top_k(static_cast<int32_t>(mc.routing_enabled && mc.mode != "mod" ? mc.moe_top_k : 0));
   p.set_capacity(mc.routing_enabled ? mc.capacity : 1.0);
   for (int64_t l : info.routed_layers) p.add_routed_layers(static_cast<int32_t>(l));
   p.set_model_path(cfg.model);
@@ -120,7 +123,7 @@ StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg, c
   impl->engine = std::move(loaded->engine);
   const StepEngineInfo info = impl->engine->Info();
 
-  impl->metrics->SetRoutedLayers(info.routed_layers, info.capacity);
+  impl->metrics->SetRoutedLayers(info.routed_layers, info.capacity, info.experts, info.noop_expert);
 
   SchedulerOptions so;
   so.max_queue = cfg.max_queue;

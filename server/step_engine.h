@@ -16,6 +16,11 @@ struct StepEngineInfo {
   int64_t n_layers = 0;
   std::vector<int64_t> routed_layers;  // layer indices, in order (bit i of a route = routed_layers[i])
   double capacity = 1.0;               // expected compute fraction of a routed layer
+  // Integrated MoDE: every token attends at the routed layers too (only the
+  // MLP is routed), so their K/V are as dense as the other layers'.
+  bool routed_layers_keep_kv = false;
+  int64_t experts = 0;                 // MoDE: MLP experts per routed layer (0: none)
+  bool noop_expert = false;            // integrated MoDE: routed-layer "skips" are no-op expert choices
   int64_t block_size = 16;
   int64_t total_blocks = 0;
   int64_t max_context = 0;

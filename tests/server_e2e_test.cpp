@@ -27,7 +27,9 @@
 #include "modserve/v1/modserve.grpc.pb.h"
 #include "modserve/v1/request_wire.pb.h"
 #include "reflection_wire.pb.h"
+#include "engine/checkpoint.h"
 #include "server/engine_loader.h"
+#include "test_models.h"
 #include "server/server_app.h"
 #include "server/utf8_stream.h"
 
@@ -406,6 +408,61 @@ TEST(ServerOverload, FullQueueAnswersResourceExhaustedAndAcceptedRequestsComplet
   auto m = Scrape(app->metrics_port());
   EXPECT_EQ(m["modserve_requests_total{code=\"RESOURCE_EXHAUSTED\",finish_reason=\"none\"}"], exhausted);
   EXPECT_EQ(m["modserve_requests_total{code=\"OK\",finish_reason=\"length\"}"], ok);
+}
+
+// A MoDE checkpoint (tiny, random weights) served end to end: the model
+// info names the mode, per-expert counters add up to what the routed layers
+// did, and in integrated mode the no-op counter is the layer's skips.
+TEST(ServerMoDE, ExpertCountersMatchTheRoutedLayers) {
+  for (const std::string mode : {"staged", "integrated"}) {
+    SCOPED_TRACE(mode);
+    ModelConfig mc = testing::TinyConfig();
+    mc.max_context = 128;
+    mc.mode = mode;
+    mc.moe_experts = 3;
+    mc.moe_top_k = mode == "staged" ? 2 : 1;
+    torch::manual_seed(4);
+    MoDTransformer model(mc);
+    const std::string dir = testing::TempDir("server_mode_" + mode);
+    ASSERT_TRUE(SaveCheckpoint(model, dir).ok());
+    ServerConfig c = TestConfig();
+    c.model = dir;
+    auto app = StartApp(c);
+    ASSERT_NE(app, nullptr);
+    auto stub = v1::Generator::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()), grpc::InsecureChannelCredentials()));
+    {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(In(30));
+      v1::ModelInfo info;
+      ASSERT_TRUE(stub->GetModelInfo(&ctx, {}, &info).ok());
+      EXPECT_EQ(info.mode(), mode);
+      EXPECT_EQ(info.experts(), 3);
+      EXPECT_EQ(info.expert_top_k(), mc.moe_top_k);
+    }
+    v1::GenerateResponse u;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(60));
+    v1::GenerateRequest r = Request("Mixture of depths and experts", 30);
+    r.set_return_routes(true);
+    ASSERT_TRUE(stub->Generate(&ctx, r, &u).ok());
+    auto m = Scrape(app->metrics_port());
+    for (int layer : {1, 3}) {
+      const std::string l = std::to_string(layer);
+      double experts = 0;
+      for (int e = 0; e < 3; ++e) experts += m["modserve_expert_tokens_total{expert=\"" + std::to_string(e) + "\",layer=\"" + l + "\"}"];
+      const double computed = m["modserve_layer_tokens_total{decision=\"computed\",layer=\"" + l + "\"}"];
+      const double skipped = m["modserve_layer_tokens_total{decision=\"skipped\",layer=\"" + l + "\"}"];
+      EXPECT_EQ(computed + skipped, u.usage().prompt_tokens() + 29) << "layer " << layer;
+      EXPECT_EQ(experts, computed * mc.moe_top_k) << "layer " << layer;
+      const std::string noop = "modserve_expert_tokens_total{expert=\"noop\",layer=\"" + l + "\"}";
+      if (mode == "integrated") {
+        EXPECT_EQ(m[noop], skipped) << "layer " << layer;
+      } else {
+        EXPECT_EQ(m.count(noop), 0u);
+      }
+    }
+  }
 }
 
 TEST(ServerMemoryPressure, PreemptedRequestsStillGetTheirSoloTokens) {

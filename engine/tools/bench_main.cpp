@@ -2,11 +2,15 @@
 // architecture, routing off) at several batch sizes, on the shipped model and
 // on a synthetic model; realized compute fraction, KV bytes per token, and
 // achieved GFLOP/s against a matmul peak measured for the same shapes in the
-// same run. A benchmark tool, not a test: it prints figures.
+// same run. With --compare, decode tokens/s, compute fraction and KV bytes
+// per token of several checkpoints as they are (e.g. MoD, dense, staged and
+// integrated MoDE), side by side in one run. A benchmark tool, not a test:
+// it prints figures.
 
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -187,6 +191,40 @@ void PrintRowScan(int64_t d, int64_t ff) {
   }
 }
 
+// --compare: every checkpoint as it is, at every batch size, alternating
+// models within a batch size so that machine noise hits them alike.
+Status Compare(const std::vector<std::string>& dirs, const std::vector<int64_t>& batches, int64_t prompt, int64_t steps,
+               int64_t block_size, const std::string& dtype, bool json) {
+  std::vector<MoDTransformer> models;
+  for (const auto& d : dirs) {
+    auto m = LoadCheckpoint(d);
+    if (!m.ok()) return m.status();
+    if (prompt + steps > (*m)->config().max_context) return InvalidArgument("--prompt + --steps exceeds the max_context of " + d);
+    models.push_back(*m);
+  }
+  nlohmann::json results = nlohmann::json::array();
+  for (int64_t b : batches) {
+    for (size_t i = 0; i < models.size(); ++i) {
+      const ModelConfig& c = models[i]->config();
+      DecodeRun run = Decode(models[i], b, prompt, steps, block_size, /*greedy=*/true, dtype, 1);
+      const std::string mode = c.routing_enabled ? c.mode : "dense";
+      results.push_back({{"model", dirs[i]},
+                         {"mode", mode},
+                         {"batch", b},
+                         {"tokens_per_s", run.tokens_per_s},
+                         {"compute_fraction", run.compute_fraction},
+                         {"kv_bytes_per_token", run.kv_bytes_per_token}});
+      if (!json) {
+        std::printf("%-28s %-10s batch %3lld  %9.1f tok/s  compute %.3f  KV B/tok %.0f\n", dirs[i].c_str(), mode.c_str(),
+                    static_cast<long long>(b), run.tokens_per_s, run.compute_fraction, run.kv_bytes_per_token);
+        std::fflush(stdout);
+      }
+    }
+  }
+  if (json) std::printf("%s\n", nlohmann::json{{"results", results}}.dump(2).c_str());
+  return Status::Ok();
+}
+
 Status Run(int argc, char** argv) {
   Flags f("mod-bench", "Decode throughput of MoD vs dense, KV bytes per token, achieved GFLOP/s.");
   f.Define("model", "models/mod-small", "checkpoint directory of the shipped model ('' to skip)");
@@ -201,6 +239,7 @@ Status Run(int argc, char** argv) {
   f.Define("synthetic-heads", "16", "synthetic model heads");
   f.Define("synthetic-capacity", "0.125", "synthetic model capacity");
   f.Define("threads", "0", "intra-op threads (0: one per hardware thread)");
+  f.Define("compare", "", "comma-separated checkpoint directories to compare as they are (skips the MoD-vs-dense runs)");
   f.Define("row-scan", "false", "only print how one synthetic layer's matmul time scales with its rows (f32 and bf16)", true);
   f.Define("json", "false", "print {\"results\": [...]}", true);
   MODSERVE_RETURN_IF_ERROR(f.Parse(argc, argv));
@@ -230,11 +269,23 @@ Status Run(int argc, char** argv) {
     PrintRowScan(sd, 4 * sd);
     return Status::Ok();
   }
+  if (!f.Str("compare").empty()) {
+    std::vector<std::string> dirs;
+    std::stringstream list(f.Str("compare"));
+    for (std::string d; std::getline(list, d, ',');) {
+      if (!d.empty()) dirs.push_back(d);
+    }
+    return Compare(dirs, batches, prompt, steps, block_size, f.Str("dtype"), f.Bool("json"));
+  }
 
   std::vector<std::pair<std::string, MoDTransformer>> models;
   if (!f.Str("model").empty()) {
     auto m = LoadCheckpoint(f.Str("model"));
     if (!m.ok()) return m.status();
+    if ((*m)->config().mode != "mod") {
+      return InvalidArgument("--model " + f.Str("model") + " is a MoDE model, which has no dense twin with the same weights; "
+                             "compare it with --compare DIR,DIR,...");
+    }
     models.emplace_back("shipped", *m);
   }
   if (f.Bool("synthetic")) {

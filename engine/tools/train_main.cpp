@@ -1,5 +1,5 @@
-// mod-train: trains a MoD (or dense) byte-level model from a text corpus and
-// writes a checkpoint directory (config.json + model.safetensors).
+// mod-train: trains a MoD (MoDE, or dense) byte-level model from a text corpus
+// and writes a checkpoint directory (config.json + model.safetensors).
 #include <cstdio>
 
 #include "engine/flags.h"
@@ -24,6 +24,11 @@ Status Run(int argc, char** argv) {
   f.Define("capacity", "0.125", "fraction of tokens a routed layer takes");
   f.Define("routed-layers", "", "comma-separated routed layers (default: every other, from 1)");
   f.Define("predictor-hidden", "64", "predictor MLP hidden width");
+  f.Define("mode", "mod", "routed layers: mod, staged (MoDE: depth routing, then experts) or integrated (MoDE: experts + no-op)");
+  f.Define("experts", "4", "MoDE: MLP experts per routed layer");
+  f.Define("expert-top-k", "1", "MoDE staged: experts per token");
+  f.Define("expert-capacity-factor", "1.25", "MoDE: an expert takes at most this x its even share of a sequence in training");
+  f.Define("balance-loss", "0.01", "MoDE: weight of the experts' load-balancing loss");
   f.Define("steps", "1000", "optimizer steps");
   f.Define("stop-at", "0", "stop after this step, saving state for --resume (0: run to the end)");
   f.Define("train-flops", "0", "training FLOP budget; if > 0 it sets the number of steps");
@@ -62,6 +67,13 @@ Status Run(int argc, char** argv) {
   MODSERVE_RETURN_IF_ERROR(f.Get("capacity", &m.capacity));
   MODSERVE_RETURN_IF_ERROR(f.Get("predictor-hidden", &m.predictor_hidden));
   m.routing_enabled = !f.Bool("dense");
+  m.mode = f.Str("mode");
+  if (m.mode != "mod") {
+    MODSERVE_RETURN_IF_ERROR(f.Get("experts", &m.moe_experts));
+    MODSERVE_RETURN_IF_ERROR(f.Get("expert-top-k", &m.moe_top_k));
+    MODSERVE_RETURN_IF_ERROR(f.Get("expert-capacity-factor", &m.moe_capacity_factor));
+  }
+  MODSERVE_RETURN_IF_ERROR(f.Get("balance-loss", &o.loss_weights.balance));
   m.routed_layers = ModelConfig::DefaultRoutedLayers(m.n_layers);
   if (!f.Str("routed-layers").empty()) MODSERVE_RETURN_IF_ERROR(f.Get("routed-layers", &m.routed_layers));
   if (!m.routing_enabled) m.routed_layers.clear();
