@@ -19,6 +19,10 @@ Losses ComputeLosses(const ForwardOutput& out, const torch::Tensor& targets, con
       if (w.router_aux > 0) l.router_aux = l.router_aux + F::binary_cross_entropy_with_logits(t.router_logits, target);
       ++predicted;
     }
+    if (t.experts.route_loss.defined()) {  // integrated MoDE: the router learns its training assignment
+      l.predictor = l.predictor + t.experts.route_loss;
+      ++predicted;
+    }
     if (t.experts.balance_loss.defined()) {
       l.balance = l.balance + t.experts.balance_loss;
       ++balanced;

@@ -3,7 +3,9 @@
 //               reaches the trunk and the routers;
 //   predictor   BCE of each routed layer's predictor logit against top-k
 //               membership; the predictor reads stopgrad(x), so this loss
-//               reaches only predictor weights;
+//               reaches only predictor weights (integrated MoDE: the expert
+//               router's cross-entropy against its capacity-limited
+//               assignment, also from stopgrad input: experts.h);
 //   router_aux  optional BCE of the router logits against top-k membership
 //               (the paper's other causal-sampling option);
 //   balance     MoDE: the expert routers' load-balancing loss (experts.h),

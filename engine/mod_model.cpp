@@ -165,7 +165,7 @@ ForwardOutput MoDTransformerImpl::Forward(const torch::Tensor& tokens, RouteMode
       // no-op expert) decides who runs an MLP.
       x = x + block->Delta(x, positions, all_valid, mode == RouteMode::kTopK, &trace.experts).to(x.scalar_type());
       const auto& e = trace.experts;
-      trace.topk_mask = e.within_capacity.any(1).view({B, S});
+      trace.topk_mask = e.train_assign.any(1).view({B, S});
       trace.causal_selected = (e.choice < cfg_.moe_experts).any(1).view({B, S});
       trace.selected = e.ran.any(1).view({B, S});
       out.routed.push_back(trace);
