@@ -134,7 +134,8 @@ class UnaryReactor final : public RequestReactor<grpc::ServerUnaryReactor> {
   }
 
   void FlushLocked() override {
-    flush_posted_ = false;    AddInitialMetadataLocked(/*send_now=*/false);
+    flush_posted_ = false;
+    AddInitialMetadataLocked(/*send_now=*/false);
     if (final_.ok()) *resp_ = Serialize(response_);
     Finish(final_);
   }

@@ -1,6 +1,5 @@
 // Test helpers: a whole ServerApp on loopback with a FakeEngine behind it
-// (torch-free: starts at once, builds fast under sanitizers), and deadlines
-// for client calls.
+// (torch-free: starts at once, builds fast under sanitizers).
 //
 // Thread-safety: StartFake from the test's thread; the server is thread-safe.
 #pragma once
@@ -11,6 +10,7 @@
 #include <memory>
 
 #include "fake_engine.h"
+#include "grpc_test_util.h"
 #include "server/server_app.h"
 
 namespace modserve::testing {
@@ -54,11 +54,6 @@ inline FakeServer StartFake(const ServerConfig& cfg, int64_t kv_blocks, std::chr
   }
   if (app.ok()) s.app = std::move(*app);
   return s;
-}
-
-inline std::chrono::system_clock::time_point In(double seconds) {
-  return std::chrono::system_clock::now() +
-         std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(seconds));
 }
 
 }  // namespace modserve::testing

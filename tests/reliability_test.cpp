@@ -35,6 +35,7 @@
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc_test_util.h"
 #include "metrics_scrape.h"
 #include "modserve/v1/modserve.grpc.pb.h"
 #include "process.h"
@@ -42,6 +43,9 @@
 
 namespace modserve {
 namespace {
+
+using testing::In;
+using testing::Request;
 
 namespace fs = std::filesystem;
 using grpc::health::v1::HealthCheckResponse;
@@ -54,11 +58,6 @@ using testing::WaitExit;
 const std::string kModel = std::string(MODSERVE_SOURCE_DIR) + "/models/mod-small";
 const std::string kServer = std::string(MODSERVE_BINARY_DIR) + "/mod-server";
 constexpr int kEos = 257;
-
-std::chrono::system_clock::time_point In(double seconds) {
-  return std::chrono::system_clock::now() +
-         std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(seconds));
-}
 
 double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
@@ -109,13 +108,6 @@ int Stop(Server& s) {
   testing::ReadToEnd(s.proc, 5);
   ::close(s.proc.err_fd);
   return code;
-}
-
-v1::GenerateRequest Request(const std::string& prompt, int max_tokens) {
-  v1::GenerateRequest r;
-  r.set_prompt(prompt);
-  r.set_max_tokens(max_tokens);
-  return r;
 }
 
 double Sum(const std::map<std::string, double>& m, const std::string& prefix) {

@@ -19,6 +19,7 @@
 #include "fake_server.h"
 #include "test_pki.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc_test_util.h"
 #include "metrics_scrape.h"
 #include "modserve/v1/modserve.grpc.pb.h"
 
@@ -27,6 +28,7 @@ namespace {
 
 using testing::FakeServer;
 using testing::In;
+using testing::Request;
 using testing::LoopbackConfig;
 using testing::Scrape;
 
@@ -38,13 +40,6 @@ std::string WriteFile(const std::string& name, const std::string& text) {
   const std::string path = ::testing::TempDir() + "/" + name;
   std::ofstream(path) << text;
   return path;
-}
-
-v1::GenerateRequest Request(const std::string& prompt, int max_tokens) {
-  v1::GenerateRequest r;
-  r.set_prompt(prompt);
-  r.set_max_tokens(max_tokens);
-  return r;
 }
 
 // One unary Generate over `conn`; returns its status.
@@ -63,17 +58,29 @@ ClientConnection Connect(const FakeServer& s, ConnectionOptions o = {}) {
   return *c;
 }
 
-TEST(Tls, OnlyTlsClientsThatTrustTheServerGetIn) {
-  ASSERT_TRUE(Certs().ok()) << "openssl failed; see " << Certs()("openssl.log");
+// A server with TLS (mutual when `client_ca`), on the test PKI.
+FakeServer StartTls(bool client_ca) {
   ServerConfig cfg = LoopbackConfig();
   cfg.tls_cert_file = Certs()("server.pem");
   cfg.tls_key_file = Certs()("server.key");
-  FakeServer s = testing::StartFake(cfg, 1000, std::chrono::microseconds(0));
+  if (client_ca) cfg.tls_client_ca_file = Certs()("ca.pem");
+  return testing::StartFake(cfg, 1000, std::chrono::microseconds(0));
+}
+
+// A client that trusts the test CA, without a certificate of its own.
+ConnectionOptions TlsClient() {
+  ConnectionOptions o;
+  o.tls_ca_file = Certs()("ca.pem");
+  o.tls_server_name = "localhost";
+  return o;
+}
+
+TEST(Tls, OnlyTlsClientsThatTrustTheServerGetIn) {
+  ASSERT_TRUE(Certs().ok()) << "openssl failed; see " << Certs()("openssl.log");
+  FakeServer s = StartTls(/*client_ca=*/false);
   ASSERT_NE(s.app, nullptr);
 
-  ConnectionOptions tls;
-  tls.tls_ca_file = Certs()("ca.pem");
-  tls.tls_server_name = "localhost";
+  ConnectionOptions tls = TlsClient();
   EXPECT_TRUE(Call(Connect(s, tls)).ok());
 
   EXPECT_EQ(Call(Connect(s)).error_code(), grpc::StatusCode::UNAVAILABLE) << "a plaintext client";
@@ -84,16 +91,10 @@ TEST(Tls, OnlyTlsClientsThatTrustTheServerGetIn) {
 
 TEST(Tls, MutualTlsNeedsAClientCertificateFromTheConfiguredCa) {
   ASSERT_TRUE(Certs().ok());
-  ServerConfig cfg = LoopbackConfig();
-  cfg.tls_cert_file = Certs()("server.pem");
-  cfg.tls_key_file = Certs()("server.key");
-  cfg.tls_client_ca_file = Certs()("ca.pem");
-  FakeServer s = testing::StartFake(cfg, 1000, std::chrono::microseconds(0));
+  FakeServer s = StartTls(/*client_ca=*/true);
   ASSERT_NE(s.app, nullptr);
 
-  ConnectionOptions no_cert;
-  no_cert.tls_ca_file = Certs()("ca.pem");
-  no_cert.tls_server_name = "localhost";
+  ConnectionOptions no_cert = TlsClient();
   EXPECT_EQ(Call(Connect(s, no_cert)).error_code(), grpc::StatusCode::UNAVAILABLE);
   ConnectionOptions rogue = no_cert;
   rogue.tls_cert_file = Certs()("rogue-client.pem");

@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc_test_util.h"
 #include "metrics_scrape.h"
 #include "process.h"
 #include "modserve/v1/modserve.grpc.pb.h"
@@ -35,6 +36,9 @@
 
 namespace modserve {
 namespace {
+
+using testing::In;
+using testing::Request;
 
 using grpc::health::v1::HealthCheckResponse;
 using testing::Scrape;
@@ -53,11 +57,6 @@ std::unique_ptr<ServerApp> StartApp(const ServerConfig& c) {
   auto app = ServerApp::Start(c, LoadLibTorchEngine);
   EXPECT_TRUE(app.ok()) << app.status().ToString();
   return app.ok() ? std::move(*app) : nullptr;
-}
-
-std::chrono::system_clock::time_point In(double seconds) {
-  return std::chrono::system_clock::now() +
-         std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(seconds));
 }
 
 struct StreamResult {
@@ -120,13 +119,6 @@ class ServerE2E : public ::testing::Test {
 };
 
 ServerApp* ServerE2E::app_ = nullptr;
-
-v1::GenerateRequest Request(const std::string& prompt, int max_tokens) {
-  v1::GenerateRequest r;
-  r.set_prompt(prompt);
-  r.set_max_tokens(max_tokens);
-  return r;
-}
 
 TEST_F(ServerE2E, UnaryAndStreamGiveTheSameTokens) {
   for (bool sampled : {false, true}) {

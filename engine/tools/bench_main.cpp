@@ -9,6 +9,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -75,12 +77,13 @@ double LayerMatmulFlops(const ModelConfig& c) {
   return 2.0 * (4.0 * d * d + 2.0 * d * ff);
 }
 
-// Prefills `batch` sequences with `prompt` random printable bytes, then times
+// Prefills `batch` sequences with `prompt` bytes (random printable ones, or
+// slices of `text` at different offsets when it is not empty), then times
 // `steps` decode steps of all of them together. Each step feeds the greedy
 // token (a trained model) or another random printable byte (a random model,
 // whose predictors were calibrated on such bytes).
 DecodeRun Decode(MoDTransformer model, int64_t batch, int64_t prompt, int64_t steps, int64_t block_size, bool greedy,
-                 const std::string& dtype, uint64_t seed) {
+                 const std::string& dtype, uint64_t seed, const std::string& text = "") {
   EngineOptions o;
   o.dtype = dtype;
   o.block_size = block_size;
@@ -92,7 +95,11 @@ DecodeRun Decode(MoDTransformer model, int64_t batch, int64_t prompt, int64_t st
   for (int64_t b = 0; b < batch; ++b) {
     engine->AddSequence(b);
     std::vector<int64_t> toks{cfg.bos_id};
-    for (int64_t i = 1; i < prompt; ++i) toks.push_back(static_cast<int64_t>(32 + rng() % 95));
+    const size_t start = text.size() > static_cast<size_t>(prompt) ? static_cast<size_t>(b * 7919) % (text.size() - prompt) : 0;
+    for (int64_t i = 1; i < prompt; ++i) {
+      toks.push_back(text.size() > static_cast<size_t>(prompt) ? static_cast<unsigned char>(text[start + i])
+                                                               : static_cast<int64_t>(32 + rng() % 95));
+    }
     auto r = engine->Step({{b, toks}});
     if (!r.ok()) throw std::runtime_error(r.status().ToString());
     next[static_cast<size_t>(b)] = std::max_element(r->logits[0].begin(), r->logits[0].end()) - r->logits[0].begin();
@@ -194,7 +201,7 @@ void PrintRowScan(int64_t d, int64_t ff) {
 // --compare: every checkpoint as it is, at every batch size, alternating
 // models within a batch size so that machine noise hits them alike.
 Status Compare(const std::vector<std::string>& dirs, const std::vector<int64_t>& batches, int64_t prompt, int64_t steps,
-               int64_t block_size, const std::string& dtype, bool json) {
+               int64_t block_size, const std::string& dtype, const std::string& text, bool json) {
   std::vector<MoDTransformer> models;
   for (const auto& d : dirs) {
     auto m = LoadCheckpoint(d);
@@ -206,7 +213,7 @@ Status Compare(const std::vector<std::string>& dirs, const std::vector<int64_t>&
   for (int64_t b : batches) {
     for (size_t i = 0; i < models.size(); ++i) {
       const ModelConfig& c = models[i]->config();
-      DecodeRun run = Decode(models[i], b, prompt, steps, block_size, /*greedy=*/true, dtype, 1);
+      DecodeRun run = Decode(models[i], b, prompt, steps, block_size, /*greedy=*/true, dtype, 1, text);
       const std::string mode = c.routing_enabled ? c.mode : "dense";
       results.push_back({{"model", dirs[i]},
                          {"mode", mode},
@@ -240,6 +247,7 @@ Status Run(int argc, char** argv) {
   f.Define("synthetic-capacity", "0.125", "synthetic model capacity");
   f.Define("threads", "0", "intra-op threads (0: one per hardware thread)");
   f.Define("compare", "", "comma-separated checkpoint directories to compare as they are (skips the MoD-vs-dense runs)");
+  f.Define("prompt-text", "", "--compare: take prompts from this text file (default: random printable bytes)");
   f.Define("row-scan", "false", "only print how one synthetic layer's matmul time scales with its rows (f32 and bf16)", true);
   f.Define("json", "false", "print {\"results\": [...]}", true);
   MODSERVE_RETURN_IF_ERROR(f.Parse(argc, argv));
@@ -275,7 +283,14 @@ Status Run(int argc, char** argv) {
     for (std::string d; std::getline(list, d, ',');) {
       if (!d.empty()) dirs.push_back(d);
     }
-    return Compare(dirs, batches, prompt, steps, block_size, f.Str("dtype"), f.Bool("json"));
+    std::string text;
+    if (!f.Str("prompt-text").empty()) {
+      std::ifstream in(f.Str("prompt-text"), std::ios::binary);
+      if (!in) return NotFound("--prompt-text: " + f.Str("prompt-text") + " cannot be read");
+      text.assign(std::istreambuf_iterator<char>(in), {});
+      if (text.size() <= static_cast<size_t>(prompt)) return InvalidArgument("--prompt-text is shorter than --prompt");
+    }
+    return Compare(dirs, batches, prompt, steps, block_size, f.Str("dtype"), text, f.Bool("json"));
   }
 
   std::vector<std::pair<std::string, MoDTransformer>> models;
