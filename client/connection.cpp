@@ -1,20 +1,8 @@
 #include "client/connection.h"
 
-#include <fstream>
-#include <sstream>
+#include "engine/secret_file.h"
 
 namespace modserve {
-namespace {
-
-StatusOr<std::string> ReadFile(const std::string& flag, const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound("--" + flag + ": " + path + " cannot be read");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-}  // namespace
 
 StatusOr<ClientConnection> ClientConnection::Open(const ConnectionOptions& o) {
   if (o.server.empty()) return InvalidArgument("--server must be host:port");
@@ -29,13 +17,13 @@ StatusOr<ClientConnection> ClientConnection::Open(const ConnectionOptions& o) {
   grpc::ChannelArguments args;
   if (!o.tls_ca_file.empty()) {
     grpc::SslCredentialsOptions ssl;
-    auto ca = ReadFile("tls-ca", o.tls_ca_file);
+    auto ca = ReadSecretFile("--tls-ca", o.tls_ca_file);
     if (!ca.ok()) return ca.status();
     ssl.pem_root_certs = *ca;
     if (!o.tls_cert_file.empty()) {
-      auto cert = ReadFile("tls-cert", o.tls_cert_file);
+      auto cert = ReadSecretFile("--tls-cert", o.tls_cert_file);
       if (!cert.ok()) return cert.status();
-      auto key = ReadFile("tls-key", o.tls_key_file);
+      auto key = ReadSecretFile("--tls-key", o.tls_key_file);
       if (!key.ok()) return key.status();
       ssl.pem_cert_chain = *cert;
       ssl.pem_private_key = *key;
@@ -44,13 +32,11 @@ StatusOr<ClientConnection> ClientConnection::Open(const ConnectionOptions& o) {
     if (!o.tls_server_name.empty()) args.SetSslTargetNameOverride(o.tls_server_name);
   }
   if (!o.token_file.empty()) {
-    auto token = ReadFile("token-file", o.token_file);
+    auto token = ReadSecretFile("--token-file", o.token_file);
     if (!token.ok()) return token.status();
-    std::string t = *token;
-    const auto first = t.find_first_not_of(" \t\r\n");
-    if (first == std::string::npos) return InvalidArgument("--token-file: " + o.token_file + " holds no token");
-    t = t.substr(first, t.find_last_not_of(" \t\r\n") - first + 1);
-    c.authorization_ = "Bearer " + t;
+    const std::string_view t = TrimWhitespace(*token);
+    if (t.empty()) return InvalidArgument("--token-file: " + o.token_file + " holds no token");
+    c.authorization_ = "Bearer " + std::string(t);
   }
   c.channel_ = grpc::CreateCustomChannel(o.server, creds, args);
   return c;

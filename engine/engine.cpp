@@ -202,6 +202,22 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
     auto all_pos = torch::tensor(pos, long_opts).to(device);    // [N]
     auto x = model->tok_emb(tok);                               // [N, d]
 
+    // Records that the rows where `computes` ([N] bool, on the CPU) is set
+    // computed the routed layer with route bit `bit`; returns those rows and
+    // counts them per chunk into `per_chunk` (if not null).
+    auto mark_computed = [&](const torch::Tensor& computes, uint64_t bit, std::vector<int64_t>* per_chunk) {
+      auto c = computes.accessor<bool, 1>();
+      std::vector<int64_t> rows;
+      for (int64_t i = 0; i < N; ++i) {
+        if (!c[i]) continue;
+        rows.push_back(i);
+        const int64_t b = chunk_of[static_cast<size_t>(i)];
+        if (per_chunk != nullptr) ++(*per_chunk)[static_cast<size_t>(b)];
+        result.routes[static_cast<size_t>(b)][static_cast<size_t>(i - offset[b])] |= bit;
+      }
+      return rows;
+    };
+
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
       auto block = model->layers[l]->as<BlockImpl>();
       const bool routed = cfg.IsRouted(l);
@@ -216,18 +232,10 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
       if (skips) {
         r = block->router(x).squeeze(-1);                                     // [N]
         auto sel = (block->predictor(x) > 0).to(torch::kCPU);                 // [N] bool
-        auto sel_a = sel.accessor<bool, 1>();
-        std::vector<int64_t> rows;
-        for (int64_t i = 0; i < N; ++i) {
-          if (!sel_a[i]) continue;
-          rows.push_back(i);
-          const int64_t b = chunk_of[static_cast<size_t>(i)];
-          ++per_chunk[static_cast<size_t>(b)];
-          result.routes[static_cast<size_t>(b)][static_cast<size_t>(i - offset[b])] |= bit;
-        }
+        const std::vector<int64_t> rows = mark_computed(sel, bit, &per_chunk);
         ls.computed = static_cast<int64_t>(rows.size());
         ls.skipped = N - ls.computed;
-        CountTopKAgreement(cfg, r, sel_a, offset, &ls);
+        CountTopKAgreement(cfg, r, sel.accessor<bool, 1>(), offset, &ls);
         if (rows.empty()) {  // no token computes this layer: skip it whole
           result.stats.layers.push_back(ls);
           continue;
@@ -270,17 +278,8 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
         torch::Tensor ran;  // [M] bool: rows that ran an expert
         delta = a + block->moe->Route(block->mlp_norm(xs + a), &ls.expert_tokens, &ran);
         if (!skips) {  // integrated: the expert routing is the layer's decision
-          auto ran_cpu = ran.to(torch::kCPU);
-          auto ran_a = ran_cpu.accessor<bool, 1>();
-          int64_t ran_rows = 0;
-          for (int64_t i = 0; i < N; ++i) {
-            if (!ran_a[i]) continue;
-            ++ran_rows;
-            const int64_t b = chunk_of[static_cast<size_t>(i)];
-            result.routes[static_cast<size_t>(b)][static_cast<size_t>(i - offset[b])] |= bit;
-          }
-          ls.computed = ran_rows;
-          ls.skipped = N - ran_rows;
+          ls.computed = static_cast<int64_t>(mark_computed(ran.to(torch::kCPU), bit, nullptr).size());
+          ls.skipped = N - ls.computed;
         }
       } else {
         delta = a + block->DenseMlp(xs + a);

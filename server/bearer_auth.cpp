@@ -1,8 +1,8 @@
 #include "server/bearer_auth.h"
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
+
+#include "engine/secret_file.h"
 
 namespace modserve {
 namespace {
@@ -24,9 +24,8 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
 }  // namespace
 
 StatusOr<BearerAuth> BearerAuth::FromToken(std::string token, const std::string& source) {
-  const auto first = token.find_first_not_of(" \t\r\n");
-  if (first == std::string::npos) return InvalidArgument(source + " holds no token");
-  token = token.substr(first, token.find_last_not_of(" \t\r\n") - first + 1);
+  token = std::string(TrimWhitespace(token));
+  if (token.empty()) return InvalidArgument(source + " holds no token");
   if (token.size() < kMinTokenChars) {
     return InvalidArgument(source + " holds a token of " + std::to_string(token.size()) + " characters; use at least " +
                            std::to_string(kMinTokenChars));
@@ -42,11 +41,9 @@ StatusOr<BearerAuth> BearerAuth::FromToken(std::string token, const std::string&
 }
 
 StatusOr<BearerAuth> BearerAuth::FromFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound("auth_token_file: " + path + " cannot be read");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return FromToken(ss.str(), "auth_token_file: " + path);
+  auto text = ReadSecretFile("auth_token_file", path);
+  if (!text.ok()) return text.status();
+  return FromToken(std::move(*text), "auth_token_file: " + path);
 }
 
 Status BearerAuth::Check(std::optional<std::string_view> authorization) const {

@@ -2,8 +2,7 @@
 
 #include <grpcpp/security/server_credentials.h>
 
-#include <fstream>
-#include <sstream>
+#include "engine/secret_file.h"
 
 namespace modserve {
 namespace {
@@ -11,11 +10,9 @@ namespace {
 // Reads a PEM file named by config key `key`; it must hold a block whose
 // BEGIN line contains `kind` ("CERTIFICATE", "PRIVATE KEY").
 StatusOr<std::string> ReadPem(const std::string& key, const std::string& path, const std::string& kind) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound(key + ": " + path + " cannot be read");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string pem = ss.str();
+  auto read = ReadSecretFile(key, path);
+  if (!read.ok()) return read.status();
+  const std::string& pem = *read;
   const auto begin = pem.find("-----BEGIN ");
   const auto line_end = begin == std::string::npos ? std::string::npos : pem.find("-----", begin + 11);
   if (line_end == std::string::npos || pem.substr(begin, line_end - begin).find(kind) == std::string::npos) {
