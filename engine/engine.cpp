@@ -6,6 +6,7 @@
 
 #include "engine/checkpoint.h"
 #include "engine/engine_torch.h"
+#include "engine/few_row_linear.h"
 #include "engine/kv_cache.h"
 #include "engine/paged_attention.h"
 
@@ -230,7 +231,7 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
       torch::Tensor idx, r;  // idx: [M] rows that compute; r: [N] router weights
       std::vector<int64_t> per_chunk(static_cast<size_t>(B), 0);
       if (skips) {
-        r = block->router(x).squeeze(-1);                                     // [N]
+        r = Linear(block->router, x).squeeze(-1);                                   // [N]
         auto sel = (block->predictor(x) > 0).to(torch::kCPU);                 // [N] bool
         const std::vector<int64_t> rows = mark_computed(sel, bit, &per_chunk);
         ls.computed = static_cast<int64_t>(rows.size());
@@ -295,12 +296,12 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
     std::vector<int64_t> last(static_cast<size_t>(B));
     for (int64_t b = 0; b < B; ++b) last[static_cast<size_t>(b)] = offset[b + 1] - 1;
     auto last_rows = x.index_select(0, torch::tensor(last, long_opts).to(device));
-    auto logits = model->lm_head(model->final_norm(last_rows)).to(torch::kCPU, torch::kFloat).contiguous();  // [B, V]
+    auto logits = Linear(model->lm_head, model->final_norm(last_rows)).to(torch::kCPU, torch::kFloat).contiguous();  // [B, V]
     const int64_t V = logits.size(1);
     const float* p = logits.data_ptr<float>();
     for (int64_t b = 0; b < B; ++b) result.logits.emplace_back(p + b * V, p + (b + 1) * V);
     if (all_logits) {
-      auto all = model->lm_head(model->final_norm(x)).to(torch::kCPU, torch::kFloat).contiguous();  // [N, V]
+      auto all = Linear(model->lm_head, model->final_norm(x)).to(torch::kCPU, torch::kFloat).contiguous();  // [N, V]
       const float* q = all.data_ptr<float>();
       for (int64_t b = 0; b < B; ++b) result.all_logits.emplace_back(q + offset[b] * V, q + offset[b + 1] * V);
     }

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "engine/few_row_linear.h"
+
 namespace modserve {
 
 namespace F = torch::nn::functional;
@@ -11,7 +13,7 @@ ExpertImpl::ExpertImpl(int64_t d_model, int64_t d_ff) {
   fc2 = register_module("fc2", torch::nn::Linear(torch::nn::LinearOptions(d_ff, d_model).bias(false)));
 }
 
-torch::Tensor ExpertImpl::forward(const torch::Tensor& h) { return fc2(F::gelu(fc1(h))); }
+torch::Tensor ExpertImpl::forward(const torch::Tensor& h) { return Linear(fc2, F::gelu(Linear(fc1, h))); }
 
 MixtureOfExpertsImpl::MixtureOfExpertsImpl(const ModelConfig& cfg)
     : n_experts_(cfg.moe_experts),
@@ -49,7 +51,7 @@ torch::Tensor MixtureOfExpertsImpl::Combine(const torch::Tensor& h, const torch:
 torch::Tensor MixtureOfExpertsImpl::Route(const torch::Tensor& h, std::vector<int64_t>* rows_per_expert,
                                           torch::Tensor* ran_mask) {
   // h: [M, d].
-  auto probs = torch::softmax(router(h).to(torch::kFloat), -1);  // [M, C]
+  auto probs = torch::softmax(Linear(router, h).to(torch::kFloat), -1);  // [M, C]
   auto assign = Assignments(std::get<1>(probs.topk(top_k_, -1)));  // [M, E]; a no-op choice assigns nothing
   rows_per_expert->assign(static_cast<size_t>(n_experts_), 0);
   if (ran_mask != nullptr) *ran_mask = assign.any(1);
@@ -63,7 +65,7 @@ torch::Tensor MixtureOfExpertsImpl::forward(const torch::Tensor& h, const torch:
   auto rows = valid.reshape({-1}).nonzero().squeeze(1);       // [N] indices into B * T
   auto hf = h.reshape({B * T, d}).index_select(0, rows);      // [N, d]
   auto group = rows.div(T, "floor");                          // [N] sequence of each row
-  auto logits = router(hf).to(torch::kFloat);                 // [N, C]
+  auto logits = Linear(router, hf).to(torch::kFloat);                 // [N, C]
   auto probs = torch::softmax(logits, -1);                    // [N, C]
   auto choice = std::get<1>(logits.topk(top_k_, -1));         // [N, k] sampling routing
   auto per_seq = valid.sum(1).to(torch::kDouble);             // [B] rows of each sequence

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "engine/few_row_linear.h"
+
 namespace modserve {
 
 namespace F = torch::nn::functional;
@@ -58,7 +60,7 @@ PredictorImpl::PredictorImpl(int64_t d_model, int64_t hidden) {
 torch::Tensor PredictorImpl::forward(const torch::Tensor& x) {
   // Parameter-free RMS normalization keeps the predictor's input scale fixed as
   // the residual stream grows during training.
-  return fc2(F::gelu(fc1(RmsNormalize(x, 1e-5)))).squeeze(-1);
+  return Linear(fc2, F::gelu(Linear(fc1, RmsNormalize(x, 1e-5)))).squeeze(-1);
 }
 
 BlockImpl::BlockImpl(const ModelConfig& cfg, int64_t layer)
@@ -86,15 +88,15 @@ torch::Tensor BlockImpl::Qkv(const torch::Tensor& x) {
   shape.back() = 3;
   shape.push_back(n_heads_);
   shape.push_back(head_dim_);
-  return wqkv(attn_norm(x)).view(shape);  // [..., 3, H, hd]
+  return Linear(wqkv, attn_norm(x)).view(shape);  // [..., 3, H, hd]
 }
 
 torch::Tensor BlockImpl::Attend(const torch::Tensor& heads, c10::IntArrayRef x_shape) {
-  return wo(heads.reshape(x_shape));  // [..., H, hd] -> [..., d]
+  return Linear(wo, heads.reshape(x_shape));  // [..., H, hd] -> [..., d]
 }
 
 torch::Tensor BlockImpl::DenseMlp(const torch::Tensor& x_plus_attn) {
-  return fc2(F::gelu(fc1(mlp_norm(x_plus_attn))));  // [..., d]
+  return Linear(fc2, F::gelu(Linear(fc1, mlp_norm(x_plus_attn))));  // [..., d]
 }
 
 torch::Tensor BlockImpl::Delta(const torch::Tensor& x, const torch::Tensor& positions, const torch::Tensor& key_valid,

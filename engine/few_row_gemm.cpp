@@ -1,0 +1,176 @@
+#include "engine/few_row_gemm.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define MODSERVE_X86 1
+#endif
+
+namespace modserve {
+
+namespace {
+
+// One pass multiplies kW weight rows with up to kX rows of x over all of K:
+// kW x kX accumulators stay in registers, every loaded weight vector is used
+// kX times and every loaded x vector kW times.
+constexpr int64_t kW = 4;
+constexpr int64_t kX = 4;
+
+// out[i * out_stride + j] = dot(x row i, weight row j) for i < MB, j < NB.
+template <int NB, int MB>
+void PortableTile(const float* x, const float* w, int64_t K, float* out, int64_t out_stride) {
+  for (int i = 0; i < MB; ++i) {
+    for (int j = 0; j < NB; ++j) {
+      float s = 0.f;
+      for (int64_t k = 0; k < K; ++k) s += x[i * K + k] * w[j * K + k];
+      out[i * out_stride + j] = s;
+    }
+  }
+}
+
+#ifdef MODSERVE_X86
+template <int NB, int MB>
+__attribute__((target("avx512f"))) void Avx512Tile(const float* x, const float* w, int64_t K, float* out, int64_t out_stride) {
+  __m512 acc[MB][NB];
+#pragma GCC unroll 16
+  for (int i = 0; i < MB; ++i)
+#pragma GCC unroll 16
+    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512 wv[NB];
+#pragma GCC unroll 16
+    for (int j = 0; j < NB; ++j) wv[j] = _mm512_loadu_ps(w + j * K + k);
+#pragma GCC unroll 16
+    for (int i = 0; i < MB; ++i) {
+      const __m512 xv = _mm512_loadu_ps(x + i * K + k);
+#pragma GCC unroll 16
+      for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_fmadd_ps(wv[j], xv, acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MB; ++i) {
+    for (int j = 0; j < NB; ++j) {
+      // A plain lane sum: GCC 12's _mm512_reduce_add_ps trips -Wuninitialized.
+      alignas(64) float lanes[16];
+      _mm512_store_ps(lanes, acc[i][j]);
+      float s = 0.f;
+      for (float v : lanes) s += v;
+      for (int64_t t = k; t < K; ++t) s += x[i * K + t] * w[j * K + t];
+      out[i * out_stride + j] = s;
+    }
+  }
+}
+
+template <int NB, int MB>
+__attribute__((target("avx2,fma"))) void Avx2Tile(const float* x, const float* w, int64_t K, float* out, int64_t out_stride) {
+  __m256 acc[MB][NB];
+#pragma GCC unroll 16
+  for (int i = 0; i < MB; ++i)
+#pragma GCC unroll 16
+    for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 wv[NB];
+#pragma GCC unroll 16
+    for (int j = 0; j < NB; ++j) wv[j] = _mm256_loadu_ps(w + j * K + k);
+#pragma GCC unroll 16
+    for (int i = 0; i < MB; ++i) {
+      const __m256 xv = _mm256_loadu_ps(x + i * K + k);
+#pragma GCC unroll 16
+      for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_fmadd_ps(wv[j], xv, acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MB; ++i) {
+    for (int j = 0; j < NB; ++j) {
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, acc[i][j]);
+      float s = 0.f;
+      for (float v : lanes) s += v;
+      for (int64_t t = k; t < K; ++t) s += x[i * K + t] * w[j * K + t];
+      out[i * out_stride + j] = s;
+    }
+  }
+}
+#endif
+
+using TileFn = void (*)(const float*, const float*, int64_t, float*, int64_t);
+
+using Path = GemmPath;
+
+template <int NB, int MB>
+TileFn TileFor(Path path) {
+#ifdef MODSERVE_X86
+  if (path == Path::kAvx512) return &Avx512Tile<NB, MB>;
+  if (path == Path::kAvx2) return &Avx2Tile<NB, MB>;
+#endif
+  (void)path;
+  return &PortableTile<NB, MB>;
+}
+
+// Tile for a block of nb <= kW weight rows and mb <= kX rows of x.
+template <int NB>
+TileFn TileForRows(Path path, int64_t mb) {
+  switch (mb) {
+    case 1: return TileFor<NB, 1>(path);
+    case 2: return TileFor<NB, 2>(path);
+    case 3: return TileFor<NB, 3>(path);
+    default: return TileFor<NB, 4>(path);
+  }
+}
+
+TileFn PickTile(Path path, int64_t nb, int64_t mb) {
+  switch (nb) {
+    case 1: return TileForRows<1>(path, mb);
+    case 2: return TileForRows<2>(path, mb);
+    case 3: return TileForRows<3>(path, mb);
+    default: return TileForRows<4>(path, mb);
+  }
+}
+
+void Run(Path path, const float* x, int64_t M, const float* w, int64_t N, int64_t K, float* y, int64_t n_begin, int64_t n_end) {
+  // Each block of kW weight rows is read from memory once; the later blocks
+  // of x find it in cache.
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += kW) {
+    const int64_t nb = n_end - n0 < kW ? n_end - n0 : kW;
+    for (int64_t m0 = 0; m0 < M; m0 += kX) {
+      const int64_t mb = M - m0 < kX ? M - m0 : kX;
+      PickTile(path, nb, mb)(x + m0 * K, w + n0 * K, K, y + m0 * N + n0, N);
+    }
+  }
+}
+
+}  // namespace
+
+bool CpuSupports(GemmPath path) {
+#ifdef MODSERVE_X86
+  __builtin_cpu_init();
+  if (path == GemmPath::kAvx512) return __builtin_cpu_supports("avx512f");
+  if (path == GemmPath::kAvx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+  return path == GemmPath::kPortable;
+}
+
+GemmPath BestGemmPath() {
+  static const GemmPath best = CpuSupports(GemmPath::kAvx512) ? GemmPath::kAvx512
+                               : CpuSupports(GemmPath::kAvx2) ? GemmPath::kAvx2
+                                                              : GemmPath::kPortable;
+  return best;
+}
+
+const char* GemmPathName(GemmPath path) {
+  switch (path) {
+    case GemmPath::kAvx512: return "avx512";
+    case GemmPath::kAvx2: return "avx2";
+    default: return "portable";
+  }
+}
+
+void FewRowGemm(const float* x, int64_t M, const float* w, int64_t N, int64_t K, float* y, int64_t n_begin, int64_t n_end) {
+  Run(BestGemmPath(), x, M, w, N, K, y, n_begin, n_end);
+}
+
+void FewRowGemmOn(GemmPath path, const float* x, int64_t M, const float* w, int64_t N, int64_t K, float* y, int64_t n_begin,
+                  int64_t n_end) {
+  Run(path, x, M, w, N, K, y, n_begin, n_end);
+}
+
+}  // namespace modserve

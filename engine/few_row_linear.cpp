@@ -1,0 +1,37 @@
+#include "engine/few_row_linear.h"
+
+#include <ATen/Parallel.h>
+
+#include "engine/few_row_gemm.h"
+
+namespace modserve {
+
+bool TakesFewRowPath(const torch::Tensor& x, const torch::Tensor& weight) {
+  if (torch::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad())) return false;
+  if (!x.device().is_cpu() || !weight.device().is_cpu()) return false;
+  if (x.scalar_type() != torch::kFloat || weight.scalar_type() != torch::kFloat) return false;
+  if (x.dim() < 1 || weight.dim() != 2 || x.size(-1) != weight.size(1) || !weight.is_contiguous()) return false;
+  const int64_t K = weight.size(1);
+  return K > 0 && x.numel() / K <= kFewRowsMax;
+}
+
+torch::Tensor Linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
+  const torch::Tensor& w = layer->weight;  // [out, in]
+  if (!TakesFewRowPath(x, w)) return torch::nn::functional::linear(x, w, layer->bias);
+  const int64_t N = w.size(0), K = w.size(1);
+  auto x2 = x.reshape({-1, K}).contiguous();  // [M, in]
+  const int64_t M = x2.size(0);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = N;
+  if (M == 0) return torch::zeros(shape, x.options());
+  auto y = torch::empty({M, N}, x.options());  // [M, out]
+  const float* xp = x2.data_ptr<float>();
+  const float* wp = w.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  // Columns per task: enough to amortize a task, few enough to use every thread.
+  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) { FewRowGemm(xp, M, wp, N, K, yp, begin, end); });
+  if (layer->bias.defined()) y.add_(layer->bias);
+  return y.view(shape);
+}
+
+}  // namespace modserve

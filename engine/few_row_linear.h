@@ -1,0 +1,29 @@
+// Linear: a torch Linear layer's forward that, at inference, sends inputs with
+// few rows to FewRowGemm (engine/few_row_gemm.h) instead of the general GEMM.
+//
+// Decode steps and routed layers multiply a few to a few dozen rows by each
+// weight matrix; there the general GEMM spends most of its time repacking the
+// weights, and FewRowGemm runs 1.5-3× faster (see `mod-bench --row-scan`).
+// The kernel takes f32 CPU tensors with at most kFewRowsMax rows when no
+// gradient is needed; anything else (training, bf16, CUDA, long prefill
+// chunks) goes to torch::linear, so results and autograd are unchanged.
+//
+// Thread-safety: a pure function; it splits the output columns over the
+// intra-op thread pool (at::parallel_for) like any ATen op.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace modserve {
+
+// Inputs with more rows than this go to the general GEMM, which catches up
+// with the kernel around here on the development machine.
+constexpr int64_t kFewRowsMax = 128;
+
+// y = x · weightᵀ (+ bias): x [..., in] -> [..., out].
+torch::Tensor Linear(const torch::nn::Linear& layer, const torch::Tensor& x);
+
+// Whether Linear would take the few-row kernel for these tensors.
+bool TakesFewRowPath(const torch::Tensor& x, const torch::Tensor& weight);
+
+}  // namespace modserve
