@@ -60,6 +60,50 @@ __attribute__((target("avx512f"))) void Avx512Tile(const float* x, const float* 
   }
 }
 
+// Sums of 16 accumulators acc[4 * i + j] (x row i, weight row j) into one
+// vector whose element 4 * j + i is the sum of acc[4 * i + j]: 15 adds and
+// 30 shuffles instead of 16 separate horizontal reductions, which at small K
+// cost as much as the multiply.
+__attribute__((target("avx512f"), always_inline)) inline __m512 Reduce16(const __m512* acc) {
+  __m512 r[8], t[4];
+#pragma GCC unroll 8
+  for (int k = 0; k < 8; ++k) {  // r[k] 128-bit lanes: A0+A2, A1+A3, B0+B2, B1+B3 for A, B = acc[2k], acc[2k+1]
+    r[k] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2 * k], acc[2 * k + 1], 0x44), _mm512_shuffle_f32x4(acc[2 * k], acc[2 * k + 1], 0xEE));
+  }
+#pragma GCC unroll 4
+  for (int m = 0; m < 4; ++m) {  // t[m] lane l: four partial sums of acc[4m + l]
+    t[m] = _mm512_add_ps(_mm512_shuffle_f32x4(r[2 * m], r[2 * m + 1], 0x88), _mm512_shuffle_f32x4(r[2 * m], r[2 * m + 1], 0xDD));
+  }
+  const __m512 pq = _mm512_add_ps(_mm512_unpacklo_ps(t[0], t[1]), _mm512_unpackhi_ps(t[0], t[1]));
+  const __m512 rs = _mm512_add_ps(_mm512_unpacklo_ps(t[2], t[3]), _mm512_unpackhi_ps(t[2], t[3]));
+  // Lane l, element e: the sum of acc[4e + l].
+  return _mm512_add_ps(_mm512_shuffle_ps(pq, rs, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(pq, rs, _MM_SHUFFLE(3, 2, 3, 2)));
+}
+
+// The full 4 x 4 tile: masked loads for the K tail, one combined reduction.
+template <>
+__attribute__((target("avx512f"))) void Avx512Tile<4, 4>(const float* x, const float* w, int64_t K, float* out, int64_t out_stride) {
+  __m512 acc[16];
+#pragma GCC unroll 16
+  for (auto& a : acc) a = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 16) {
+    const __mmask16 mask = K - k >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (K - k)) - 1);
+    __m512 wv[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) wv[j] = _mm512_maskz_loadu_ps(mask, w + j * K + k);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + i * K + k);
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) acc[4 * i + j] = _mm512_fmadd_ps(wv[j], xv, acc[4 * i + j]);
+    }
+  }
+  alignas(64) float sums[16];
+  _mm512_store_ps(sums, Reduce16(acc));
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) out[i * out_stride + j] = sums[4 * j + i];
+}
+
 template <int NB, int MB>
 __attribute__((target("avx2,fma"))) void Avx2Tile(const float* x, const float* w, int64_t K, float* out, int64_t out_stride) {
   __m256 acc[MB][NB];

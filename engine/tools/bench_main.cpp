@@ -88,6 +88,7 @@ DecodeRun Decode(MoDTransformer model, int64_t batch, int64_t prompt, int64_t st
   EngineOptions o;
   o.dtype = dtype;
   o.block_size = block_size;
+  o.threads = torch::get_num_threads();  // --threads, set at start (0 here would mean all hardware threads)
   o.kv_blocks = batch * model->config().n_layers * ((prompt + steps) / o.block_size + 2);
   auto engine = std::move(CreateEngine(model, o)).value();
   const ModelConfig& cfg = model->config();
