@@ -77,8 +77,9 @@ awk -v e="$e_med" -v se="$s_med" -v th="$threads" -v eall="$e_all" -v oall="$o_a
   printf "shipped model, %s, concurrency %d, %d requests, prompt %d bytes, %d output tokens\n", dt, c, n, p, o;
   printf "engine (mod-bench) batch-%d decode: median %.1f tok/s (runs: %s), step %.2f ms\n", c, e, eall, step * 1e3;
   printf "server (mod-client bench): median %.1f output tok/s (runs: %s), p99 inter-token latency %.2f ms, p50 TTFT %.1f ms, errors:%s\n", out, oall, itl * 1e3, ttft * 1e3, err;
-  printf "engine at the server engine thread count (%d): median %.1f tok/s\n", th, se;
+  printf "engine at the server engine thread count (%d): median %.1f tok/s, step %.2f ms\n", th, se, c / se * 1e3;
   printf "ratio output tok/s / engine decode tok/s: %.2f (target >= 0.9)\n", out / e;
   printf "ratio output tok/s / engine decode tok/s at the same engine threads: %.2f\n", out / se;
   printf "ratio p99 inter-token latency / engine step: %.2f (target <= 2)\n", itl / step;
+  printf "ratio p99 inter-token latency / engine step at the same engine threads: %.2f\n", itl / (c / se);
 }'

@@ -258,12 +258,15 @@ bool Scheduler::Step() {
 
   // Plan: decode tokens first, then prefill chunks of running requests, then admissions.
   int64_t budget = opts_.max_batch_tokens;
+  int64_t prefill_budget = budget;  // capped below once decode tokens are planned
   int64_t reserve = 0;
   std::vector<Active*> planned;
   std::vector<SequenceChunk> batch;
   auto plan = [&](Active& a) {
-    const int64_t n = std::min<int64_t>(static_cast<int64_t>(a.tokens.size()) - a.cached, budget);
+    const int64_t left = static_cast<int64_t>(a.tokens.size()) - a.cached;
+    const int64_t n = std::min<int64_t>(left, left == 1 ? budget : std::min(budget, prefill_budget));
     if (n <= 0) return;
+    if (left > 1) prefill_budget -= n;
     SequenceChunk c;
     c.id = static_cast<SeqId>(a.handle);
     c.tokens.assign(a.tokens.begin() + a.cached, a.tokens.begin() + a.cached + n);
@@ -275,13 +278,14 @@ bool Scheduler::Step() {
   for (auto& [h, a] : running_) {
     if (static_cast<int64_t>(a->tokens.size()) - a->cached == 1) plan(*a);
   }
+  if (!batch.empty() && opts_.max_prefill_tokens > 0) prefill_budget = opts_.max_prefill_tokens;
   for (auto& [h, a] : running_) {
     if (static_cast<int64_t>(a->tokens.size()) - a->cached > 1) plan(*a);
   }
   const int64_t free_blocks = engine_->FreeBlocks();
-  while (!waiting_.empty() && budget > 0 && static_cast<int64_t>(running_.size()) < opts_.max_running) {
+  while (!waiting_.empty() && std::min(budget, prefill_budget) > 0 && static_cast<int64_t>(running_.size()) < opts_.max_running) {
     Active& a = *waiting_.front();
-    const int64_t n = std::min<int64_t>(static_cast<int64_t>(a.tokens.size()), budget);
+    const int64_t n = std::min<int64_t>(static_cast<int64_t>(a.tokens.size()), std::min(budget, prefill_budget));
     if (!running_.empty() && reserve + EstimateBlocks(0, n) > free_blocks) break;  // wait for blocks
     Status s = engine_->AddSequence(static_cast<SeqId>(a.handle));
     ActivePtr owned = std::move(waiting_.front());

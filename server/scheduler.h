@@ -2,7 +2,8 @@
 // (DESIGN §3). Each Step() builds a plan from the waiting queue, the running
 // set, the per-step token budget and the free KV blocks: the next token of
 // every decoding request, then prefill chunks of requests still reading their
-// prompt, then newly admitted requests, all in one engine step. It samples
+// prompt, then newly admitted requests, all in one engine step; while any
+// request decodes, the prefill chunks share at most max_prefill_tokens. It samples
 // each finished chunk's next token, applies stop criteria and hands updates to
 // each request's sink.
 //
@@ -37,6 +38,11 @@ struct SchedulerOptions {
   int64_t max_queue = 256;         // waiting requests; beyond: RESOURCE_EXHAUSTED
   int64_t max_running = 64;        // requests in the engine at once
   int64_t max_batch_tokens = 256;  // tokens per step (decode tokens + prefill chunks)
+  // Prompt tokens per step while any request is decoding (0: no cap beyond
+  // max_batch_tokens). Every decoding request waits for the whole step, so
+  // this bounds how much a newcomer's prefill stretches their inter-token
+  // latency; with nothing decoding, prefill takes the whole budget.
+  int64_t max_prefill_tokens = 32;
 };
 
 class Scheduler {

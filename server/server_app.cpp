@@ -129,6 +129,7 @@ StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg, c
   so.max_queue = cfg.max_queue;
   so.max_running = cfg.max_running;
   so.max_batch_tokens = cfg.max_batch_tokens;
+  so.max_prefill_tokens = cfg.max_prefill_tokens;
   impl->scheduler = std::make_unique<Scheduler>(impl->engine.get(), so, impl->metrics.get());
   Impl* raw = impl.get();
   impl->loop = std::thread([raw] {

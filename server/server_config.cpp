@@ -72,6 +72,8 @@ const std::vector<Key>& Keys() {
       IntKey("max_queue", "waiting requests before RESOURCE_EXHAUSTED", [](ServerConfig* c) { return &c->max_queue; }),
       IntKey("max_running", "requests in the engine at once", [](ServerConfig* c) { return &c->max_running; }),
       IntKey("max_batch_tokens", "tokens per engine step (decode + prefill chunks)", [](ServerConfig* c) { return &c->max_batch_tokens; }),
+      IntKey("max_prefill_tokens", "prompt tokens per engine step while any request decodes (0: no cap)",
+             [](ServerConfig* c) { return &c->max_prefill_tokens; }),
       {"drain_grace_seconds", "seconds in-flight requests get to finish after SIGTERM",
        [](const ServerConfig& c) {
          std::ostringstream o;
@@ -137,6 +139,7 @@ Status ServerConfig::Validate() const {
   MODSERVE_RETURN_IF_ERROR(Range("max_queue", max_queue, 1, 1000000));
   MODSERVE_RETURN_IF_ERROR(Range("max_running", max_running, 1, 4096));
   MODSERVE_RETURN_IF_ERROR(Range("max_batch_tokens", max_batch_tokens, 1, 1 << 20));
+  MODSERVE_RETURN_IF_ERROR(Range("max_prefill_tokens", max_prefill_tokens, 0, 1 << 20));
   if (!(drain_grace_seconds >= 0 && drain_grace_seconds <= 3600)) {
     return InvalidArgument("drain_grace_seconds must be in [0, 3600]");
   }

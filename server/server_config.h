@@ -34,6 +34,7 @@ struct ServerConfig {
   int64_t max_queue = 256;                      // waiting requests before RESOURCE_EXHAUSTED
   int64_t max_running = 64;                     // requests in the engine at once
   int64_t max_batch_tokens = 256;               // tokens per engine step
+  int64_t max_prefill_tokens = 32;              // prompt tokens per step while any request decodes (0: no cap)
   double drain_grace_seconds = 30;              // SIGTERM: time in-flight requests get to finish
   RequestLimits limits;
 

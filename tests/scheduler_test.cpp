@@ -105,6 +105,43 @@ TEST(Scheduler, DecodeAndChunkedPrefillShareTheTokenBudget) {
   EXPECT_EQ(b.text, Expected("abcdefghij", 31, 5));
 }
 
+TEST(Scheduler, PrefillIsCappedWhileRequestsDecodeAndTakesTheBudgetOtherwise) {
+  FakeEngine e(1000, 4);
+  SchedulerOptions o;
+  o.max_batch_tokens = 64;
+  o.max_prefill_tokens = 5;
+  Scheduler s(&e, o);
+  Collected a, b, c;
+  ASSERT_TRUE(s.Submit(Req(std::string(40, 'x'), 30), Into(&a)).ok());
+  s.Step();  // nothing decodes yet: a's whole 41-token prompt in one chunk
+  ASSERT_EQ(e.steps.size(), 1u);
+  EXPECT_EQ(e.steps[0].size(), 1u);
+  EXPECT_EQ(e.steps[0][0].tokens.size(), 41u);
+  ASSERT_TRUE(s.Submit(Req(std::string(11, 'y'), 3), Into(&b)).ok());
+  ASSERT_TRUE(s.Submit(Req(std::string(6, 'z'), 3), Into(&c)).ok());
+  RunUntilIdle(s);
+  // While a decodes, the prompts of b (12 tokens) and c (7) arrive at most 5
+  // tokens a step, in admission order, and a still gets its token every step.
+  std::vector<int64_t> prefill_per_step;
+  for (size_t i = 1; i < e.steps.size(); ++i) {
+    int64_t decode = 0, prefill = 0;
+    for (const auto& chunk : e.steps[i]) (chunk.tokens.size() == 1 ? decode : prefill) += static_cast<int64_t>(chunk.tokens.size());
+    EXPECT_LE(prefill, 5) << "step " << i;
+    if (prefill > 0) {
+      EXPECT_GE(decode, 1) << "step " << i;
+      prefill_per_step.push_back(prefill);
+    }
+  }
+  // 19 prompt tokens in chunks of at most 5; single last tokens count as decode.
+  int64_t total = 0;
+  for (int64_t p : prefill_per_step) total += p;
+  EXPECT_GE(total, 19 - 2);
+  EXPECT_GE(prefill_per_step.size(), 4u);
+  EXPECT_EQ(a.text, Expected("abcdefghij", 41, 30));
+  EXPECT_EQ(b.text, Expected("abcdefghij", 12, 3));
+  EXPECT_EQ(c.text, Expected("abcdefghij", 7, 3));
+}
+
 TEST(Scheduler, FullQueueAndDrainingAreRefusedAtOnce) {
   FakeEngine e(1000, 4);
   SchedulerOptions o;
