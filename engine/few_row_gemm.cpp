@@ -28,6 +28,10 @@ void PortableTile(const float* x, const float* w, int64_t K, float* out, int64_t
 }
 
 #ifdef MODSERVE_X86
+// GCC 12's AVX-512 shuffle and reduce intrinsics start from
+// _mm512_undefined_ps(), which its own -Wuninitialized flags in every caller.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
 template <int NB, int MB>
 __attribute__((target("avx512f"))) void Avx512Tile(const float* x, const float* w, int64_t K, float* out, int64_t out_stride) {
   __m512 acc[MB][NB];
@@ -49,7 +53,6 @@ __attribute__((target("avx512f"))) void Avx512Tile(const float* x, const float* 
   }
   for (int i = 0; i < MB; ++i) {
     for (int j = 0; j < NB; ++j) {
-      // A plain lane sum: GCC 12's _mm512_reduce_add_ps trips -Wuninitialized.
       alignas(64) float lanes[16];
       _mm512_store_ps(lanes, acc[i][j]);
       float s = 0.f;
@@ -134,6 +137,7 @@ __attribute__((target("avx2,fma"))) void Avx2Tile(const float* x, const float* w
     }
   }
 }
+#pragma GCC diagnostic pop
 #endif
 
 using TileFn = void (*)(const float*, const float*, int64_t, float*, int64_t);
