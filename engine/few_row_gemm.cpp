@@ -32,6 +32,7 @@ void PortableTile(const float* x, const float* w, int64_t K, float* out, int64_t
 // _mm512_undefined_ps(), which its own -Wuninitialized flags in every caller.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 template <int NB, int MB>
 __attribute__((target("avx512f"))) void Avx512Tile(const float* x, const float* w, int64_t K, float* out, int64_t out_stride) {
   __m512 acc[MB][NB];

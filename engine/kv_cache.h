@@ -28,6 +28,9 @@ class KvCache {
   // K and V rows at `slots` [n] int64 on the cache's device: [n, H, hd] each.
   std::pair<torch::Tensor, torch::Tensor> GatherSlots(const torch::Tensor& slots) const;
   torch::Device device() const { return k_pool_.device(); }
+  // The pools themselves, [num_blocks * block_size, H, hd] each.
+  const torch::Tensor& k_pool() const { return k_pool_; }
+  const torch::Tensor& v_pool() const { return v_pool_; }
 
   int64_t bytes_per_block() const;
 

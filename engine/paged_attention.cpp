@@ -4,6 +4,10 @@
 #include <cmath>
 #include <limits>
 
+#include <ATen/Parallel.h>
+
+#include "engine/decode_attention.h"
+
 namespace modserve {
 
 namespace {
@@ -41,6 +45,35 @@ torch::Tensor DecodeBatch(const KvCache& kv, int64_t layer, const torch::Tensor&
   return (att.unsqueeze(-1) * V).sum(1);                                                      // [n, H, hd]
 }
 
+// The same for an f32 cache on the CPU, read in place (decode_attention.h):
+// no padded copies of K and V. Writes the results into out's rows.
+void DecodeInPlace(const KvCache& kv, int64_t layer, const torch::Tensor& q, const std::vector<const AttentionChunk*>& chunks,
+                   double scale, torch::Tensor* out) {
+  const auto n = static_cast<int64_t>(chunks.size());
+  std::vector<int64_t> slots, offsets{0}, rows;
+  for (const auto* c : chunks) {
+    kv.manager().AppendSlots(c->id, layer, &slots);
+    offsets.push_back(static_cast<int64_t>(slots.size()));
+    rows.push_back(c->row);
+  }
+  const int64_t H = q.size(1), hd = q.size(2);
+  auto row_index = torch::tensor(rows, torch::kLong);
+  auto qd = q.index_select(0, row_index).contiguous();  // [n, H, hd]
+  auto res = torch::empty_like(qd);                      // [n, H, hd]
+  DecodeAttentionArgs a;
+  a.q = qd.data_ptr<float>();
+  a.k_pool = kv.k_pool().data_ptr<float>();
+  a.v_pool = kv.v_pool().data_ptr<float>();
+  a.slots = slots.data();
+  a.offsets = offsets.data();
+  a.heads = H;
+  a.head_dim = hd;
+  a.scale = static_cast<float>(scale);
+  a.out = res.data_ptr<float>();
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) { DecodeAttention(a, begin, end); });
+  out->index_copy_(0, row_index, res);
+}
+
 // One sequence's chunk of `count` new tokens over its whole cache.
 torch::Tensor Prefill(const KvCache& kv, int64_t layer, const torch::Tensor& q, const AttentionChunk& c, double scale) {
   auto [K, V] = kv.Gather(c.id, layer);                                              // [L, H, hd]
@@ -71,6 +104,11 @@ torch::Tensor PagedAttention(const KvCache& kv, int64_t layer, const torch::Tens
   }
   // Groups of kDecodeGroup sequences bound the gathered K/V temporaries;
   // grouping sequences of similar length keeps the padding small.
+  if (decode.empty()) return out;
+  if (kv.k_pool().scalar_type() == torch::kFloat && kv.device().is_cpu() && q.scalar_type() == torch::kFloat) {
+    DecodeInPlace(kv, layer, q, decode, scale, &out);
+    return out;
+  }
   std::stable_sort(decode.begin(), decode.end(), [](const AttentionChunk* a, const AttentionChunk* b) { return a->prev < b->prev; });
   constexpr size_t kDecodeGroup = 16;
   for (size_t start = 0; start < decode.size(); start += kDecodeGroup) {

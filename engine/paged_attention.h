@@ -2,8 +2,9 @@
 // sequence's cached K/V at that layer (the sparse paged KV cache).
 //
 // The new tokens' K/V must already be written to the cache. Decode chunks (one
-// new token) of all sequences run as one padded batched attention; prefill
-// chunks run one sequence at a time. Scores, softmax and the weighted sum
+// new token) of all sequences read an f32 CPU cache in place
+// (decode_attention.h); other caches run them as padded batched attention.
+// Prefill chunks run one sequence at a time. Scores, softmax and the weighted sum
 // are float32 whatever the cache's dtype. Query i of a chunk sees the chunk's
 // cached keys before it plus new keys up to itself.
 //
