@@ -102,13 +102,13 @@ torch::Tensor PagedAttention(const KvCache& kv, int64_t layer, const torch::Tens
       out.narrow(0, c.row, c.count).copy_(Prefill(kv, layer, q, c, scale));  // copy_ casts back to q's dtype
     }
   }
-  // Groups of kDecodeGroup sequences bound the gathered K/V temporaries;
-  // grouping sequences of similar length keeps the padding small.
   if (decode.empty()) return out;
   if (kv.k_pool().scalar_type() == torch::kFloat && kv.device().is_cpu() && q.scalar_type() == torch::kFloat) {
     DecodeInPlace(kv, layer, q, decode, scale, &out);
     return out;
   }
+  // Other caches: groups of kDecodeGroup sequences bound the gathered K/V
+  // temporaries; grouping sequences of similar length keeps the padding small.
   std::stable_sort(decode.begin(), decode.end(), [](const AttentionChunk* a, const AttentionChunk* b) { return a->prev < b->prev; });
   constexpr size_t kDecodeGroup = 16;
   for (size_t start = 0; start < decode.size(); start += kDecodeGroup) {
