@@ -19,10 +19,10 @@ namespace modserve {
 namespace {
 
 using modserve::testing::Bytes;
+using modserve::testing::ExpectSameTokensAloneAndInABatch;
 using modserve::testing::Incremental;
 using modserve::testing::MakeEngine;
 using modserve::testing::RelErr;
-using modserve::testing::RunBatch;
 using modserve::testing::TinyConfig;
 
 const std::string kShipped = std::string(MODSERVE_SOURCE_DIR) + "/models/mod-small";
@@ -96,15 +96,8 @@ TEST(EngineStep, GreedyTokensAreTheSameAloneAndInABatchOf16) {
     max_tokens.push_back(8 + (i * 7) % 25);
     join.push_back((i * 5) % 17);
   }
-  auto batched_engine = MakeEngine(model);
-  auto batched = RunBatch(*batched_engine, prompts, max_tokens, join);
-  EXPECT_EQ(batched_engine->Occupancy().used_blocks, 0) << "every finished request released its blocks";
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    auto alone_engine = MakeEngine(model);
-    auto alone = RunBatch(*alone_engine, {prompts[i]}, {max_tokens[i]}, {0});
-    EXPECT_EQ(batched[i], alone[0]) << "request " << i;
-    EXPECT_EQ(static_cast<int64_t>(alone[0].size()), max_tokens[i]);
-  }
+  const auto alone = ExpectSameTokensAloneAndInABatch(model, prompts, max_tokens, join);
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(static_cast<int64_t>(alone[i].size()), max_tokens[i]) << "request " << i;
 }
 
 // A plain causal transformer written out directly from the dense model's weights.

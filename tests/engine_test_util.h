@@ -1,6 +1,6 @@
 // Helpers shared by the engine tests: an engine over a model, incremental
-// feeding of a sequence, and a greedy batch runner where requests join at
-// different steps.
+// feeding of a sequence, a greedy batch runner where requests join at
+// different steps, and the batch-invariance check built on it.
 //
 // Thread-safety: test helpers; one thread.
 #pragma once
@@ -89,6 +89,25 @@ inline std::vector<std::vector<int64_t>> RunBatch(Engine& e, const std::vector<s
   std::vector<std::vector<int64_t>> out;
   for (auto& s : states) out.push_back(s.tokens());
   return out;
+}
+
+// Batch invariance: runs the requests together (request i joining at step
+// join[i]) and each alone on a fresh engine, expects the same greedy tokens
+// and every block released after the batch. Returns the runs alone.
+inline std::vector<std::vector<int64_t>> ExpectSameTokensAloneAndInABatch(MoDTransformer model,
+                                                                          const std::vector<std::vector<int64_t>>& prompts,
+                                                                          const std::vector<int64_t>& max_tokens,
+                                                                          const std::vector<int>& join) {
+  auto batched_engine = MakeEngine(model);
+  auto batched = RunBatch(*batched_engine, prompts, max_tokens, join);
+  EXPECT_EQ(batched_engine->Occupancy().used_blocks, 0) << "every finished request released its blocks";
+  std::vector<std::vector<int64_t>> alone;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto alone_engine = MakeEngine(model);
+    alone.push_back(RunBatch(*alone_engine, {prompts[i]}, {max_tokens[i]}, {0})[0]);
+    EXPECT_EQ(batched[i], alone.back()) << "request " << i;
+  }
+  return alone;
 }
 
 }  // namespace modserve::testing

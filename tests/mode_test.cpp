@@ -21,10 +21,10 @@ namespace modserve {
 namespace {
 
 using testing::Bytes;
+using testing::ExpectSameTokensAloneAndInABatch;
 using testing::Incremental;
 using testing::MakeEngine;
 using testing::RelErr;
-using testing::RunBatch;
 
 ModelConfig ModeConfig(const std::string& mode, int64_t experts = 4, int64_t top_k = 1) {
   ModelConfig c = testing::TinyConfig();
@@ -266,14 +266,7 @@ TEST(ModeEngine, GreedyTokensAreTheSameAloneAndInABatch) {
       max_tokens.push_back(4 + (i * 5) % 13);
       join.push_back((i * 3) % 11);
     }
-    auto batched_engine = MakeEngine(m);
-    auto batched = RunBatch(*batched_engine, prompts, max_tokens, join);
-    EXPECT_EQ(batched_engine->Occupancy().used_blocks, 0);
-    for (size_t i = 0; i < prompts.size(); ++i) {
-      auto alone_engine = MakeEngine(m);
-      auto alone = RunBatch(*alone_engine, {prompts[i]}, {max_tokens[i]}, {0});
-      EXPECT_EQ(batched[i], alone[0]) << "request " << i;
-    }
+    ExpectSameTokensAloneAndInABatch(m, prompts, max_tokens, join);
   }
 }
 
