@@ -2,6 +2,7 @@
 
 #include <limits>
 #include <thread>
+#include <tuple>
 #include <unordered_set>
 
 #include "engine/checkpoint.h"
@@ -9,6 +10,7 @@
 #include "engine/few_row_linear.h"
 #include "engine/kv_cache.h"
 #include "engine/paged_attention.h"
+#include "engine/row_norm_rope.h"
 
 namespace modserve {
 
@@ -18,6 +20,7 @@ struct Engine::Impl {
   std::unique_ptr<KvCache> kv;
   std::unordered_map<SeqId, int64_t> positions;  // tokens processed per sequence
   std::vector<int64_t> routed_ordinal;           // per layer: index among routed layers, or -1
+  torch::Tensor rope_cos, rope_sin;              // [max_context, head_dim / 2] f32 on the CPU: RoPE at every position
 
   StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch, bool all_logits);
   Status Validate(const std::vector<SequenceChunk>& batch) const;
@@ -47,6 +50,22 @@ torch::Tensor Rope(const torch::Tensor& x, const torch::Tensor& positions, doubl
   return ApplyRope(x.permute({1, 0, 2}).unsqueeze(0), positions.unsqueeze(0), theta).squeeze(0).permute({1, 0, 2});
 }
 
+// q and k of qkv [M, 3, H, hd] rotated at positions [M]: in place, from the
+// engine's tables, where qkv is a contiguous f32 CPU tensor; else by ApplyRope.
+// Returns q, k, v, each [M, H, hd].
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> RotateQk(torch::Tensor qkv, const torch::Tensor& positions,
+                                                                 const torch::Tensor& cos, const torch::Tensor& sin, double theta) {
+  if (qkv.device().is_cpu() && qkv.scalar_type() == torch::kFloat && qkv.is_contiguous()) {
+    auto pos = positions.contiguous();
+    const int64_t M = qkv.size(0), H = qkv.size(2), hd = qkv.size(3);
+    // q's and k's heads sit next to each other in a row: rotate them as 2H heads.
+    RopeRowsInPlace(qkv.data_ptr<float>(), M, 3 * H * hd, 2 * H, hd, pos.data_ptr<int64_t>(), cos.data_ptr<float>(),
+                    sin.data_ptr<float>());
+    return {qkv.select(1, 0), qkv.select(1, 1), qkv.select(1, 2)};
+  }
+  return {Rope(qkv.select(1, 0), positions, theta), Rope(qkv.select(1, 1), positions, theta), qkv.select(1, 2)};
+}
+
 }  // namespace
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -72,6 +91,7 @@ StatusOr<std::unique_ptr<Engine>> CreateEngine(MoDTransformer model, const Engin
     impl->kv = std::make_unique<KvCache>(bo, cfg.n_heads, cfg.head_dim(), torch::TensorOptions().dtype(dtype).device(impl->device));
     int64_t ordinal = 0;
     for (int64_t l = 0; l < cfg.n_layers; ++l) impl->routed_ordinal.push_back(cfg.IsRouted(l) ? ordinal++ : -1);
+    std::tie(impl->rope_cos, impl->rope_sin) = RopeCosSin(torch::arange(cfg.max_context, torch::kLong), cfg.head_dim(), cfg.rope_theta);
   } catch (const c10::Error& e) {
     return Internal(std::string("engine start-up failed: ") + e.what_without_backtrace());
   }
@@ -247,10 +267,7 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
       }
       auto xs = skips ? x.index_select(0, idx) : x;                            // [M, d]
       auto ps = skips ? all_pos.index_select(0, idx) : all_pos;                // [M]
-      auto qkv = block->Qkv(xs);                                               // [M, 3, H, hd]
-      auto q = Rope(qkv.select(1, 0), ps, cfg.rope_theta);                     // [M, H, hd]
-      auto k = Rope(qkv.select(1, 1), ps, cfg.rope_theta);
-      auto v = qkv.select(1, 2);
+      auto [q, k, v] = RotateQk(block->Qkv(xs), ps, rope_cos, rope_sin, cfg.rope_theta);  // each [M, H, hd]
 
       // Reserve and write this layer's K/V for every chunk, then attend.
       std::vector<AttentionChunk> chunks;

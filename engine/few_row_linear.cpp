@@ -6,10 +6,13 @@
 
 namespace modserve {
 
+bool InferenceF32OnCpu(const torch::Tensor& a, const torch::Tensor& b) {
+  if (torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad())) return false;
+  return a.device().is_cpu() && b.device().is_cpu() && a.scalar_type() == torch::kFloat && b.scalar_type() == torch::kFloat;
+}
+
 bool TakesFewRowPath(const torch::Tensor& x, const torch::Tensor& weight) {
-  if (torch::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad())) return false;
-  if (!x.device().is_cpu() || !weight.device().is_cpu()) return false;
-  if (x.scalar_type() != torch::kFloat || weight.scalar_type() != torch::kFloat) return false;
+  if (!InferenceF32OnCpu(x, weight)) return false;
   if (x.dim() < 1 || weight.dim() != 2 || x.size(-1) != weight.size(1) || !weight.is_contiguous()) return false;
   const int64_t K = weight.size(1);
   return K > 0 && x.numel() / K <= kFewRowsMax;

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "engine/few_row_linear.h"
+#include "engine/row_norm_rope.h"
 
 namespace modserve {
 
@@ -26,15 +27,21 @@ Compaction CompactSelected(const torch::Tensor& selected) {
   return c;
 }
 
+std::pair<torch::Tensor, torch::Tensor> RopeCosSin(const torch::Tensor& positions, int64_t head_dim, double theta) {
+  const int64_t half = head_dim / 2;
+  auto opts = positions.options().dtype(torch::kFloat);
+  auto inv_freq = torch::pow(theta, -torch::arange(0, half, opts) * 2.0 / static_cast<double>(head_dim));  // [half]
+  auto ang = positions.to(torch::kFloat).unsqueeze(-1) * inv_freq;                                         // [..., half]
+  return {ang.cos(), ang.sin()};
+}
+
 torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& positions, double theta) {
   // x: [B, H, T, hd]; positions: [B, T] int64.
   const int64_t hd = x.size(-1);
   const int64_t half = hd / 2;
-  auto opts = x.options().dtype(torch::kFloat);
-  auto inv_freq = torch::pow(theta, -torch::arange(0, half, opts) * 2.0 / static_cast<double>(hd));  // [half]
-  auto ang = positions.to(torch::kFloat).unsqueeze(-1) * inv_freq;                                   // [B, T, half]
-  auto cos = ang.cos().unsqueeze(1).to(x.scalar_type());                                             // [B, 1, T, half]
-  auto sin = ang.sin().unsqueeze(1).to(x.scalar_type());
+  auto [cos_t, sin_t] = RopeCosSin(positions, hd, theta);  // [B, T, half]
+  auto cos = cos_t.unsqueeze(1).to(x.scalar_type());        // [B, 1, T, half]
+  auto sin = sin_t.unsqueeze(1).to(x.scalar_type());
   auto x1 = x.narrow(-1, 0, half);
   auto x2 = x.narrow(-1, half, half);
   return torch::cat({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1);  // [B, H, T, hd]
@@ -44,13 +51,36 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
   weight = register_parameter("weight", torch::ones({dim}));
 }
 
+namespace {
+
+// x / rms(x) (· weight, if defined) in one pass: f32 CPU inference only.
+torch::Tensor FusedRmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  const int64_t dim = x.size(-1);
+  auto xc = x.contiguous();
+  auto out = torch::empty_like(xc);  // [..., dim]
+  RmsNormRows(xc.data_ptr<float>(), dim == 0 ? 0 : xc.numel() / dim, dim, weight.defined() ? weight.data_ptr<float>() : nullptr,
+              static_cast<float>(eps), out.data_ptr<float>());
+  return out;
+}
+
+bool TakesFusedNorm(const torch::Tensor& x, const torch::Tensor& weight) {
+  return InferenceF32OnCpu(x, weight.defined() ? weight : x) && x.dim() >= 1 &&
+         (!weight.defined() || (weight.is_contiguous() && weight.numel() == x.size(-1)));
+}
+
+}  // namespace
+
 torch::Tensor RmsNormalize(const torch::Tensor& x, double eps) {
+  if (TakesFusedNorm(x, {})) return FusedRmsNorm(x, {}, eps);
   auto xf = x.to(torch::kFloat);  // statistics in float32 whatever the activations' dtype
   auto rms = torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return (xf * rms).to(x.scalar_type());
 }
 
-torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) { return RmsNormalize(x, eps_) * weight; }
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  if (TakesFusedNorm(x, weight)) return FusedRmsNorm(x, weight, eps_);
+  return RmsNormalize(x, eps_) * weight;
+}
 
 PredictorImpl::PredictorImpl(int64_t d_model, int64_t hidden) {
   fc1 = register_module("fc1", torch::nn::Linear(torch::nn::LinearOptions(d_model, hidden).bias(true)));

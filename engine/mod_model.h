@@ -24,6 +24,7 @@
 // concurrent Forward() calls under torch::NoGradGuard are safe.
 #pragma once
 
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
@@ -66,7 +67,13 @@ Compaction CompactSelected(const torch::Tensor& selected);
 // Rotary position embedding of x [B, H, T, hd] at integer positions [B, T].
 torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& positions, double theta);
 
+// The rotation angles' cos and sin that ApplyRope uses at integer positions
+// [...]: each [..., head_dim / 2] float32.
+std::pair<torch::Tensor, torch::Tensor> RopeCosSin(const torch::Tensor& positions, int64_t head_dim, double theta);
+
 // x / rms(x) over the last dimension, with the statistics in float32; keeps x's dtype.
+// At inference on f32 CPU tensors this and RMSNorm run one fused pass
+// (engine/row_norm_rope.h) instead of six torch ops.
 torch::Tensor RmsNormalize(const torch::Tensor& x, double eps);
 
 class RMSNormImpl : public torch::nn::Module {

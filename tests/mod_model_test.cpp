@@ -176,5 +176,27 @@ TEST(MoDModel, ALayerNoTokenComputesIsSkippedWhole) {
   EXPECT_TRUE(torch::isfinite(out.logits).all().item<bool>());
 }
 
+TEST(MoDModel, FusedInferenceRmsNormMatchesTheTrainingPath) {
+  torch::manual_seed(9);
+  RMSNorm norm(48, 1e-5);
+  {
+    torch::NoGradGuard no_grad;
+    norm->weight.uniform_(0.5, 1.5);
+  }
+  auto x = torch::randn({2, 3, 48}) * 4;
+  auto trained = norm(x);  // grad mode, weight requires grad: the torch ops
+  ASSERT_TRUE(trained.requires_grad());
+  auto plain = RmsNormalize(x.to(torch::kDouble), 1e-5);  // double: the torch ops
+  torch::NoGradGuard no_grad;
+  auto fused = norm(x);  // no grad, f32 on the CPU: one fused pass
+  EXPECT_FALSE(fused.requires_grad());
+  EXPECT_EQ(fused.sizes(), x.sizes());
+  EXPECT_TRUE(torch::allclose(fused, trained.detach(), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(RmsNormalize(x, 1e-5).to(torch::kDouble), plain, 1e-5, 1e-6));
+  // Non-contiguous input takes the fused path too.
+  auto xt = x.transpose(0, 1);
+  EXPECT_TRUE(torch::allclose(norm(xt), trained.detach().transpose(0, 1), 1e-5, 1e-6));
+}
+
 }  // namespace
 }  // namespace modserve
