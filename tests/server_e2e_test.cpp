@@ -181,9 +181,11 @@ TEST_F(ServerE2E, CancelMidStreamFreesTheRequest) {
 
 TEST_F(ServerE2E, ExpiredDeadlineFreesTheRequest) {
   ASSERT_TRUE(WaitIdle());
-  StreamResult s = Stream(Request("Once upon a time", 200), /*timeout=*/0.15);
+  // Nearly the whole context, under a deadline far shorter than generating it
+  // takes here (~0.5 ms a token alone on the shipped model).
+  StreamResult s = Stream(Request("Once upon a time", 230), /*timeout=*/0.03);
   EXPECT_EQ(s.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  EXPECT_LT(s.ids.size(), 200u);
+  EXPECT_LT(s.ids.size(), 230u);
   EXPECT_TRUE(WaitIdle());
 }
 
