@@ -5,8 +5,9 @@
 // K and V into padded copies and multiplies elementwise, moving each cached
 // byte four or five times per layer; at batch 32 that was half of a dense
 // layer's decode time. This kernel reads each cached K and V row once, for
-// f32 caches on the CPU (AVX-512 where the CPU has it and head_dim is a
-// multiple of 16, plain C++ otherwise), and has no torch dependency.
+// f32 or bf16 caches on the CPU (AVX-512 where the CPU has it and head_dim is
+// a multiple of 16, plain C++ otherwise), always computing in f32, and has no
+// torch dependency. A bf16 cache halves the bytes each step reads.
 //
 // Thread-safety: a pure function of its arguments; callers may run disjoint
 // ranges of (sequence, head) pairs on different threads at once.
@@ -18,10 +19,14 @@
 
 namespace modserve {
 
+// How the K and V pools store each number.
+enum class KvElement { kF32, kBf16 };  // kBf16: the high 16 bits of an f32 (bfloat16)
+
 struct DecodeAttentionArgs {
   const float* q = nullptr;          // [n, H, hd]: sequence i's query token
-  const float* k_pool = nullptr;     // [slots, H, hd]
-  const float* v_pool = nullptr;     // [slots, H, hd]
+  const void* k_pool = nullptr;      // [slots, H, hd] of kv_element
+  const void* v_pool = nullptr;      // [slots, H, hd] of kv_element
+  KvElement kv_element = KvElement::kF32;
   const int64_t* slots = nullptr;    // sequence i's cached slots: slots[offsets[i] .. offsets[i + 1])
   const int64_t* offsets = nullptr;  // [n + 1]; every sequence has at least one slot
   int64_t heads = 0, head_dim = 0;

@@ -75,7 +75,12 @@ StatusOr<std::unique_ptr<Engine>> CreateEngine(MoDTransformer model, const Engin
   if (opts.kv_blocks < 1) return InvalidArgument("kv_blocks must be >= 1");
   if (opts.block_size < 1 || opts.block_size > 4096) return InvalidArgument("block_size must be in [1, 4096]");
   if (opts.dtype != "float32" && opts.dtype != "bfloat16") return InvalidArgument("dtype must be \"float32\" or \"bfloat16\", got \"" + opts.dtype + "\"");
+  if (opts.kv_dtype != "auto" && opts.kv_dtype != "float32" && opts.kv_dtype != "bfloat16") {
+    return InvalidArgument("kv_dtype must be \"auto\", \"float32\" or \"bfloat16\", got \"" + opts.kv_dtype + "\"");
+  }
   const auto dtype = opts.dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat;
+  const std::string kv_name = opts.kv_dtype == "auto" ? opts.dtype : opts.kv_dtype;
+  const auto kv_dtype = kv_name == "bfloat16" ? torch::kBFloat16 : torch::kFloat;
   auto impl = std::make_unique<Engine::Impl>();
   MODSERVE_RETURN_IF_ERROR(CheckDevice(opts.device, &impl->device));
   try {
@@ -88,7 +93,7 @@ StatusOr<std::unique_ptr<Engine>> CreateEngine(MoDTransformer model, const Engin
     bo.num_blocks = opts.kv_blocks;
     bo.block_size = opts.block_size;
     bo.n_layers = cfg.n_layers;
-    impl->kv = std::make_unique<KvCache>(bo, cfg.n_heads, cfg.head_dim(), torch::TensorOptions().dtype(dtype).device(impl->device));
+    impl->kv = std::make_unique<KvCache>(bo, cfg.n_heads, cfg.head_dim(), torch::TensorOptions().dtype(kv_dtype).device(impl->device));
     int64_t ordinal = 0;
     for (int64_t l = 0; l < cfg.n_layers; ++l) impl->routed_ordinal.push_back(cfg.IsRouted(l) ? ordinal++ : -1);
     std::tie(impl->rope_cos, impl->rope_sin) = RopeCosSin(torch::arange(cfg.max_context, torch::kLong), cfg.head_dim(), cfg.rope_theta);

@@ -34,9 +34,12 @@ struct EngineOptions {
   int64_t kv_blocks = 4096;   // blocks in the KV pool (shared by all layers)
   int64_t block_size = 16;    // tokens per block
   std::string device = "cpu"; // "cpu" or "cuda"
-  std::string dtype = "float32";  // weights, activations and KV cache: "float32" or "bfloat16"
-                                  // (bfloat16 halves KV bytes and runs matmuls through oneDNN;
-                                  // norms, softmax and logits stay float32)
+  std::string dtype = "float32";  // weights and activations: "float32" or "bfloat16"
+                                  // (bfloat16 runs matmuls through oneDNN; norms, softmax and
+                                  // logits stay float32)
+  std::string kv_dtype = "auto";  // KV cache: "auto" (= dtype), "float32" or "bfloat16"
+                                  // (bfloat16 halves KV bytes: twice the tokens in the same
+                                  // pool, and decode attention reads half the bytes)
   int threads = 0;            // intra-op threads (0: one per hardware thread)
 };
 

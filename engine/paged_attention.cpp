@@ -45,8 +45,9 @@ torch::Tensor DecodeBatch(const KvCache& kv, int64_t layer, const torch::Tensor&
   return (att.unsqueeze(-1) * V).sum(1);                                                      // [n, H, hd]
 }
 
-// The same for an f32 cache on the CPU, read in place (decode_attention.h):
-// no padded copies of K and V. Writes the results into out's rows.
+// The same for an f32 or bf16 cache on the CPU, read in place
+// (decode_attention.h): no padded copies of K and V; computed in f32 whatever
+// q's dtype. Writes the results into out's rows.
 void DecodeInPlace(const KvCache& kv, int64_t layer, const torch::Tensor& q, const std::vector<const AttentionChunk*>& chunks,
                    double scale, torch::Tensor* out) {
   const auto n = static_cast<int64_t>(chunks.size());
@@ -58,12 +59,13 @@ void DecodeInPlace(const KvCache& kv, int64_t layer, const torch::Tensor& q, con
   }
   const int64_t H = q.size(1), hd = q.size(2);
   auto row_index = torch::tensor(rows, torch::kLong);
-  auto qd = q.index_select(0, row_index).contiguous();  // [n, H, hd]
-  auto res = torch::empty_like(qd);                      // [n, H, hd]
+  auto qd = q.index_select(0, row_index).to(torch::kFloat).contiguous();  // [n, H, hd]
+  auto res = torch::empty_like(qd);                                        // [n, H, hd]
   DecodeAttentionArgs a;
   a.q = qd.data_ptr<float>();
-  a.k_pool = kv.k_pool().data_ptr<float>();
-  a.v_pool = kv.v_pool().data_ptr<float>();
+  a.k_pool = kv.k_pool().data_ptr();
+  a.v_pool = kv.v_pool().data_ptr();
+  a.kv_element = kv.k_pool().scalar_type() == torch::kBFloat16 ? KvElement::kBf16 : KvElement::kF32;
   a.slots = slots.data();
   a.offsets = offsets.data();
   a.heads = H;
@@ -71,7 +73,7 @@ void DecodeInPlace(const KvCache& kv, int64_t layer, const torch::Tensor& q, con
   a.scale = static_cast<float>(scale);
   a.out = res.data_ptr<float>();
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) { DecodeAttention(a, begin, end); });
-  out->index_copy_(0, row_index, res);
+  out->index_copy_(0, row_index, res.to(out->scalar_type()));
 }
 
 // One sequence's chunk of `count` new tokens over its whole cache.
@@ -103,11 +105,12 @@ torch::Tensor PagedAttention(const KvCache& kv, int64_t layer, const torch::Tens
     }
   }
   if (decode.empty()) return out;
-  if (kv.k_pool().scalar_type() == torch::kFloat && kv.device().is_cpu() && q.scalar_type() == torch::kFloat) {
+  const auto cached = kv.k_pool().scalar_type();
+  if (kv.device().is_cpu() && (cached == torch::kFloat || cached == torch::kBFloat16)) {
     DecodeInPlace(kv, layer, q, decode, scale, &out);
     return out;
   }
-  // Other caches: groups of kDecodeGroup sequences bound the gathered K/V
+  // CUDA caches: groups of kDecodeGroup sequences bound the gathered K/V
   // temporaries; grouping sequences of similar length keeps the padding small.
   std::stable_sort(decode.begin(), decode.end(), [](const AttentionChunk* a, const AttentionChunk* b) { return a->prev < b->prev; });
   constexpr size_t kDecodeGroup = 16;

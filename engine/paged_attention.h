@@ -2,8 +2,8 @@
 // sequence's cached K/V at that layer (the sparse paged KV cache).
 //
 // The new tokens' K/V must already be written to the cache. Decode chunks (one
-// new token) of all sequences read an f32 CPU cache in place
-// (decode_attention.h); other caches run them as padded batched attention.
+// new token) of all sequences read an f32 or bf16 CPU cache in place
+// (decode_attention.h); CUDA caches run them as padded batched attention.
 // Prefill chunks run one sequence at a time. Scores, softmax and the weighted sum
 // are float32 whatever the cache's dtype. Query i of a chunk sees the chunk's
 // cached keys before it plus new keys up to itself.

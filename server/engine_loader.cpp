@@ -17,6 +17,7 @@ StatusOr<LoadedEngine> LoadLibTorchEngine(const ServerConfig& cfg) {
   eo.block_size = cfg.block_size;
   eo.device = cfg.device;
   eo.dtype = cfg.dtype;
+  eo.kv_dtype = cfg.kv_dtype;
   // By default the engine leaves one hardware thread to gRPC and the step
   // loop: on 2 cores, 2 engine threads fight the gRPC threads and serve ~25%
   // fewer tokens/s than 1 (measured with mod-client bench, README "Server").

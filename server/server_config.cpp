@@ -66,6 +66,7 @@ const std::vector<Key>& Keys() {
       StringKey("metrics_listen", "Prometheus /metrics address host:port", &ServerConfig::metrics_listen),
       StringKey("device", "engine device: cpu or cuda", &ServerConfig::device),
       StringKey("dtype", "engine dtype: float32 or bfloat16", &ServerConfig::dtype),
+      StringKey("kv_dtype", "KV cache dtype: auto (= dtype), float32 or bfloat16", &ServerConfig::kv_dtype),
       IntKey("threads", "engine threads (0: hardware threads - 1, at least 1)", [](ServerConfig* c) { return &c->threads; }),
       IntKey("kv_blocks", "KV cache pool size in blocks", [](ServerConfig* c) { return &c->kv_blocks; }),
       IntKey("block_size", "tokens per KV block", [](ServerConfig* c) { return &c->block_size; }),
@@ -133,6 +134,9 @@ Status ServerConfig::Validate() const {
   MODSERVE_RETURN_IF_ERROR(Address("metrics_listen", metrics_listen));
   if (device != "cpu" && device != "cuda") return InvalidArgument("device must be cpu or cuda, got \"" + device + "\"");
   if (dtype != "float32" && dtype != "bfloat16") return InvalidArgument("dtype must be float32 or bfloat16, got \"" + dtype + "\"");
+  if (kv_dtype != "auto" && kv_dtype != "float32" && kv_dtype != "bfloat16") {
+    return InvalidArgument("kv_dtype must be auto, float32 or bfloat16, got \"" + kv_dtype + "\"");
+  }
   MODSERVE_RETURN_IF_ERROR(Range("threads", threads, 0, 1024));
   MODSERVE_RETURN_IF_ERROR(Range("kv_blocks", kv_blocks, 1, int64_t{1} << 24));
   MODSERVE_RETURN_IF_ERROR(Range("block_size", block_size, 1, 1024));

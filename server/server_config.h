@@ -28,6 +28,7 @@ struct ServerConfig {
   std::string metrics_listen = "127.0.0.1:9464";  // Prometheus /metrics address
   std::string device = "cpu";                   // cpu | cuda
   std::string dtype = "float32";                // float32 | bfloat16
+  std::string kv_dtype = "auto";                // auto (= dtype) | float32 | bfloat16
   int64_t threads = 0;                          // engine threads (0: hardware threads - 1, at least 1)
   int64_t kv_blocks = 4096;                     // KV pool size in blocks (all layers)
   int64_t block_size = 16;                      // tokens per KV block

@@ -1,10 +1,12 @@
 // DecodeAttention against a plain double-precision softmax attention: slots
 // scattered over the pool in any order, sequences of different lengths,
-// head sizes with and without a vector path, every path this CPU runs.
+// head sizes with and without a vector path, f32 and bf16 pools, every path
+// this CPU runs.
 #include "engine/decode_attention.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -19,7 +21,22 @@ struct Problem {
   std::vector<int64_t> lengths;  // cached tokens per sequence
 };
 
-void ExpectMatches(GemmPath path, const Problem& pr, std::mt19937* rng) {
+// The bfloat16 nearest to x (round to nearest even), as stored bits.
+uint16_t ToBf16(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  bits += 0x7fff + ((bits >> 16) & 1);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+float FromBf16(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+void ExpectMatches(GemmPath path, KvElement element, const Problem& pr, std::mt19937* rng) {
   const int64_t H = pr.heads, hd = pr.head_dim, n = static_cast<int64_t>(pr.lengths.size());
   int64_t total = 0;
   for (int64_t l : pr.lengths) total += l;
@@ -30,7 +47,18 @@ void ExpectMatches(GemmPath path, const Problem& pr, std::mt19937* rng) {
     for (auto& x : v) x = u(*rng);
     return v;
   };
-  const auto q = random(n * H * hd), k = random(pool * H * hd), v = random(pool * H * hd);
+  const auto q = random(n * H * hd);
+  auto k = random(pool * H * hd), v = random(pool * H * hd);
+  // A bf16 pool stores k and v rounded; the reference then uses the rounded values.
+  std::vector<uint16_t> k16(k.size()), v16(v.size());
+  for (size_t e = 0; e < k.size(); ++e) {
+    k16[e] = ToBf16(k[e]);
+    v16[e] = ToBf16(v[e]);
+    if (element == KvElement::kBf16) {
+      k[e] = FromBf16(k16[e]);
+      v[e] = FromBf16(v16[e]);
+    }
+  }
   std::vector<int64_t> perm(static_cast<size_t>(pool));
   for (int64_t s = 0; s < pool; ++s) perm[s] = s;
   std::shuffle(perm.begin(), perm.end(), *rng);
@@ -40,8 +68,10 @@ void ExpectMatches(GemmPath path, const Problem& pr, std::mt19937* rng) {
   std::vector<float> out(static_cast<size_t>(n * H * hd), std::nanf(""));
   DecodeAttentionArgs a;
   a.q = q.data();
-  a.k_pool = k.data();
-  a.v_pool = v.data();
+  const bool bf16 = element == KvElement::kBf16;
+  a.k_pool = bf16 ? static_cast<const void*>(k16.data()) : k.data();
+  a.v_pool = bf16 ? static_cast<const void*>(v16.data()) : v.data();
+  a.kv_element = element;
   a.slots = slots.data();
   a.offsets = offsets.data();
   a.heads = H;
@@ -67,7 +97,7 @@ void ExpectMatches(GemmPath path, const Problem& pr, std::mt19937* rng) {
         double want = 0;
         for (int64_t t = 0; t < L; ++t) want += s[t] / sum * v[(slots[offsets[i] + t] * H + h) * hd + e];
         ASSERT_NEAR(out[(i * H + h) * hd + e], want, 1e-4)
-            << GemmPathName(path) << " hd=" << hd << " sequence " << i << " head " << h << " dim " << e;
+            << GemmPathName(path) << (bf16 ? " bf16" : " f32") << " hd=" << hd << " sequence " << i << " head " << h << " dim " << e;
       }
     }
   }
@@ -81,7 +111,9 @@ TEST(DecodeAttention, EveryPathThisCpuRunsMatchesTheReference) {
       std::printf("[ NOTE     ] this CPU has no %s path; not tested here\n", GemmPathName(path));
       continue;
     }
-    for (const Problem& pr : problems) ExpectMatches(path, pr, &rng);
+    for (KvElement element : {KvElement::kF32, KvElement::kBf16}) {
+      for (const Problem& pr : problems) ExpectMatches(path, element, pr, &rng);
+    }
   }
 }
 

@@ -230,6 +230,28 @@ TEST(EngineStep, Bfloat16EngineStaysCloseToFloat32AndHalvesTheKvBytes) {
   EXPECT_EQ(CreateEngine(Shipped(), o).status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(EngineStep, Bfloat16KvCacheUnderAFloat32ModelStaysCloseAndHalvesTheKvBytes) {
+  auto tokens = Bytes(kText.substr(0, 160), true);
+  auto f32 = MakeEngine(Shipped());
+  EngineOptions o;
+  o.kv_dtype = "bfloat16";
+  auto kv16 = CreateEngine(Shipped(), o);
+  ASSERT_TRUE(kv16.ok()) << kv16.status().ToString();
+  auto a = Incremental(*f32, 1, tokens, 1);
+  auto b = Incremental(**kv16, 1, tokens, 1);  // decode steps read the bf16 pools in place
+  const double err = RelErr(b, a);
+  EXPECT_GT(err, 0.0) << "the cache really holds bf16";
+  EXPECT_LE(err, 0.02);
+  EXPECT_EQ((*kv16)->Occupancy().bytes_per_block * 2, f32->Occupancy().bytes_per_block);
+  // Prefill chunks read the same rounded keys and values as decode steps.
+  auto one_shot = Incremental(**kv16, 2, tokens, tokens.size());
+  EXPECT_LE(RelErr(one_shot, b), 1e-4);
+  o.kv_dtype = "int8";
+  auto bad = CreateEngine(Shipped(), o);
+  ASSERT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("kv_dtype"), std::string::npos) << bad.status().message();
+}
+
 TEST(EngineStep, CudaOnACpuOnlyBuildFailsAtStartWithAClearMessage) {
   if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is present";
   EngineOptions o;

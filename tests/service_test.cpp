@@ -65,6 +65,7 @@ TEST(ServerConfig, ErrorsNameTheKeyFlagOrFile) {
       {"max_queue: 0\n", {}, "max_queue must be in [1"},
       {"listen: nowhere\n", {}, "listen must be host:port"},
       {"dtype: float8\n", {}, "dtype must be float32 or bfloat16"},
+      {"kv_dtype: int8\n", {}, "kv_dtype must be auto, float32 or bfloat16, got \"int8\""},
       {"default_max_tokens: 5000\n", {}, "default_max_tokens must be in [1, 1024]"},
       {"{{{\n", {}, "not valid YAML"},
       {"- a\n- b\n", {}, "expected a mapping"},

@@ -83,11 +83,9 @@ double LayerMatmulFlops(const ModelConfig& c) {
 // `steps` decode steps of all of them together. Each step feeds the greedy
 // token (a trained model) or another random printable byte (a random model,
 // whose predictors were calibrated on such bytes).
-DecodeRun Decode(MoDTransformer model, int64_t batch, int64_t prompt, int64_t steps, int64_t block_size, bool greedy,
-                 const std::string& dtype, uint64_t seed, const std::string& text = "") {
-  EngineOptions o;
-  o.dtype = dtype;
-  o.block_size = block_size;
+// `o` gives the dtypes and block size; the pool is sized here.
+DecodeRun Decode(MoDTransformer model, int64_t batch, int64_t prompt, int64_t steps, EngineOptions o, bool greedy, uint64_t seed,
+                 const std::string& text = "") {
   o.threads = torch::get_num_threads();  // --threads, set at start (0 here would mean all hardware threads)
   o.kv_blocks = batch * model->config().n_layers * ((prompt + steps) / o.block_size + 2);
   auto engine = std::move(CreateEngine(model, o)).value();
@@ -228,7 +226,7 @@ void PrintRowScan(int64_t d, int64_t ff) {
 // --compare: every checkpoint as it is, at every batch size, alternating
 // models within a batch size so that machine noise hits them alike.
 Status Compare(const std::vector<std::string>& dirs, const std::vector<int64_t>& batches, int64_t prompt, int64_t steps,
-               int64_t block_size, const std::string& dtype, const std::string& text, bool json) {
+               const EngineOptions& eo, const std::string& text, bool json) {
   std::vector<MoDTransformer> models;
   for (const auto& d : dirs) {
     auto m = LoadCheckpoint(d);
@@ -240,7 +238,7 @@ Status Compare(const std::vector<std::string>& dirs, const std::vector<int64_t>&
   for (int64_t b : batches) {
     for (size_t i = 0; i < models.size(); ++i) {
       const ModelConfig& c = models[i]->config();
-      DecodeRun run = Decode(models[i], b, prompt, steps, block_size, /*greedy=*/true, dtype, 1, text);
+      DecodeRun run = Decode(models[i], b, prompt, steps, eo, /*greedy=*/true, 1, text);
       const std::string mode = c.routing_enabled ? c.mode : "dense";
       results.push_back({{"model", dirs[i]},
                          {"mode", mode},
@@ -267,6 +265,7 @@ Status Run(int argc, char** argv) {
   f.Define("steps", "32", "timed decode steps");
   f.Define("block-size", "8", "KV cache block size in tokens");
   f.Define("dtype", "float32", "engine dtype: float32 or bfloat16");
+  f.Define("kv-dtype", "auto", "KV cache dtype: auto (= --dtype), float32 or bfloat16");
   f.Define("synthetic", "true", "also run the synthetic model");
   f.Define("synthetic-d-model", "1024", "synthetic model width");
   f.Define("synthetic-layers", "12", "synthetic model layers");
@@ -292,6 +291,13 @@ Status Run(int argc, char** argv) {
   if (prompt < 1 || steps < 1) return InvalidArgument("--prompt and --steps must be >= 1");
   if (block_size < 1) return InvalidArgument("--block-size must be >= 1");
   if (f.Str("dtype") != "float32" && f.Str("dtype") != "bfloat16") return InvalidArgument("--dtype must be float32 or bfloat16");
+  if (f.Str("kv-dtype") != "auto" && f.Str("kv-dtype") != "float32" && f.Str("kv-dtype") != "bfloat16") {
+    return InvalidArgument("--kv-dtype must be auto, float32 or bfloat16");
+  }
+  EngineOptions eo;
+  eo.dtype = f.Str("dtype");
+  eo.kv_dtype = f.Str("kv-dtype");
+  eo.block_size = block_size;
   std::vector<int64_t> batches;
   MODSERVE_RETURN_IF_ERROR(f.Get("batches", &batches));
   for (int64_t b : batches) {
@@ -317,7 +323,7 @@ Status Run(int argc, char** argv) {
       text.assign(std::istreambuf_iterator<char>(in), {});
       if (text.size() <= static_cast<size_t>(prompt)) return InvalidArgument("--prompt-text is shorter than --prompt");
     }
-    return Compare(dirs, batches, prompt, steps, block_size, f.Str("dtype"), text, f.Bool("json"));
+    return Compare(dirs, batches, prompt, steps, eo, text, f.Bool("json"));
   }
 
   std::vector<std::pair<std::string, MoDTransformer>> models;
@@ -354,8 +360,8 @@ Status Run(int argc, char** argv) {
     MoDTransformer dense = CopyWithConfig(mod, DenseConfig(mod->config()));
     for (int64_t b : batches) {
       const bool greedy = name == "shipped";
-      DecodeRun m = Decode(CopyWithConfig(mod, mod->config()), b, prompt, steps, block_size, greedy, f.Str("dtype"), 1);
-      DecodeRun d = Decode(CopyWithConfig(dense, dense->config()), b, prompt, steps, block_size, greedy, f.Str("dtype"), 1);
+      DecodeRun m = Decode(CopyWithConfig(mod, mod->config()), b, prompt, steps, eo, greedy, 1);
+      DecodeRun d = Decode(CopyWithConfig(dense, dense->config()), b, prompt, steps, eo, greedy, 1);
       const double achieved = m.flops / m.seconds / 1e9;
       const double peak = MatmulPeak(mod->config(), m.rows_per_layer, static_cast<int>(steps),
                                      f.Str("dtype") == "bfloat16" ? torch::kBFloat16 : torch::kFloat);
