@@ -10,6 +10,7 @@
 #include "engine/few_row_linear.h"
 #include "engine/kv_cache.h"
 #include "engine/paged_attention.h"
+#include "engine/parallel_chunks.h"
 #include "engine/row_norm_rope.h"
 
 namespace modserve {
@@ -84,7 +85,9 @@ StatusOr<std::unique_ptr<Engine>> CreateEngine(MoDTransformer model, const Engin
   auto impl = std::make_unique<Engine::Impl>();
   MODSERVE_RETURN_IF_ERROR(CheckDevice(opts.device, &impl->device));
   try {
-    torch::set_num_threads(opts.threads > 0 ? opts.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    const int threads = opts.threads > 0 ? opts.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    SetKernelThreads(threads);
+    torch::set_num_threads(opts.torch_threads > 0 ? opts.torch_threads : threads);
     model->eval();
     model->to(impl->device, dtype);
     impl->model = model;

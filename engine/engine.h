@@ -40,7 +40,11 @@ struct EngineOptions {
   std::string kv_dtype = "auto";  // KV cache: "auto" (= dtype), "float32" or "bfloat16"
                                   // (bfloat16 halves KV bytes: twice the tokens in the same
                                   // pool, and decode attention reads half the bytes)
-  int threads = 0;            // intra-op threads (0: one per hardware thread)
+  int threads = 0;            // threads of the engine's own kernels: the few-row GEMM and decode
+                              // attention, most of a decode step (0: one per hardware thread)
+  int torch_threads = 0;      // LibTorch intra-op threads: everything else, e.g. long prefill
+                              // chunks' general GEMM (0: the same as threads). Both counts are
+                              // process-wide settings.
 };
 
 struct SequenceChunk {

@@ -1,8 +1,7 @@
 #include "engine/few_row_linear.h"
 
-#include <ATen/Parallel.h>
-
 #include "engine/few_row_gemm.h"
+#include "engine/parallel_chunks.h"
 
 namespace modserve {
 
@@ -31,8 +30,9 @@ torch::Tensor Linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
   const float* xp = x2.data_ptr<float>();
   const float* wp = w.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  // Columns per task: enough to amortize a task, few enough to use every thread.
-  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) { FewRowGemm(xp, M, wp, N, K, yp, begin, end); });
+  // Columns per chunk: whole 4-column tiles, about 8 chunks per thread so the
+  // others can take over from a thread that is held up.
+  ParallelChunks(N, ChunkFor(N, 8, 16), [&](int64_t begin, int64_t end) { FewRowGemm(xp, M, wp, N, K, yp, begin, end); });
   if (layer->bias.defined()) y.add_(layer->bias);
   return y.view(shape);
 }

@@ -9,7 +9,7 @@
 // chunks) goes to torch::linear, so results and autograd are unchanged.
 //
 // Thread-safety: a pure function; it splits the output columns over the
-// intra-op thread pool (at::parallel_for) like any ATen op.
+// engine's kernel threads (engine/parallel_chunks.h).
 #pragma once
 
 #include <torch/torch.h>

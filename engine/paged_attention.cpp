@@ -4,9 +4,8 @@
 #include <cmath>
 #include <limits>
 
-#include <ATen/Parallel.h>
-
 #include "engine/decode_attention.h"
+#include "engine/parallel_chunks.h"
 
 namespace modserve {
 
@@ -72,7 +71,7 @@ void DecodeInPlace(const KvCache& kv, int64_t layer, const torch::Tensor& q, con
   a.head_dim = hd;
   a.scale = static_cast<float>(scale);
   a.out = res.data_ptr<float>();
-  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) { DecodeAttention(a, begin, end); });
+  ParallelChunks(n, 1, [&](int64_t begin, int64_t end) { DecodeAttention(a, begin, end); });
   out->index_copy_(0, row_index, res.to(out->scalar_type()));
 }
 

@@ -22,6 +22,7 @@
 #include "engine/engine_torch.h"
 #include "engine/few_row_linear.h"
 #include "engine/flags.h"
+#include "engine/parallel_chunks.h"
 
 using namespace modserve;
 
@@ -86,7 +87,6 @@ double LayerMatmulFlops(const ModelConfig& c) {
 // `o` gives the dtypes and block size; the pool is sized here.
 DecodeRun Decode(MoDTransformer model, int64_t batch, int64_t prompt, int64_t steps, EngineOptions o, bool greedy, uint64_t seed,
                  const std::string& text = "") {
-  o.threads = torch::get_num_threads();  // --threads, set at start (0 here would mean all hardware threads)
   o.kv_blocks = batch * model->config().n_layers * ((prompt + steps) / o.block_size + 2);
   auto engine = std::move(CreateEngine(model, o)).value();
   const ModelConfig& cfg = model->config();
@@ -271,14 +271,15 @@ Status Run(int argc, char** argv) {
   f.Define("synthetic-layers", "12", "synthetic model layers");
   f.Define("synthetic-heads", "16", "synthetic model heads");
   f.Define("synthetic-capacity", "0.125", "synthetic model capacity");
-  f.Define("threads", "0", "intra-op threads (0: one per hardware thread)");
+  f.Define("threads", "0", "threads of the engine's kernels (0: one per hardware thread)");
+  f.Define("torch-threads", "0", "LibTorch intra-op threads (0: the same as --threads)");
   f.Define("compare", "", "comma-separated checkpoint directories to compare as they are (skips the MoD-vs-dense runs)");
   f.Define("prompt-text", "", "--compare: take prompts from this text file (default: random printable bytes)");
   f.Define("row-scan", "false", "only print how one synthetic layer's matmul time scales with its rows (f32 and bf16)", true);
   f.Define("json", "false", "print {\"results\": [...]}", true);
   MODSERVE_RETURN_IF_ERROR(f.Parse(argc, argv));
   if (f.help_requested()) return Status::Ok();
-  int64_t prompt = 0, steps = 0, block_size = 0, sd = 0, sl = 0, sh = 0, threads = 0;
+  int64_t prompt = 0, steps = 0, block_size = 0, sd = 0, sl = 0, sh = 0, threads = 0, torch_threads = 0;
   double scap = 0;
   MODSERVE_RETURN_IF_ERROR(f.Get("prompt", &prompt));
   MODSERVE_RETURN_IF_ERROR(f.Get("steps", &steps));
@@ -288,6 +289,7 @@ Status Run(int argc, char** argv) {
   MODSERVE_RETURN_IF_ERROR(f.Get("synthetic-heads", &sh));
   MODSERVE_RETURN_IF_ERROR(f.Get("synthetic-capacity", &scap));
   MODSERVE_RETURN_IF_ERROR(f.Get("threads", &threads));
+  MODSERVE_RETURN_IF_ERROR(f.Get("torch-threads", &torch_threads));
   if (prompt < 1 || steps < 1) return InvalidArgument("--prompt and --steps must be >= 1");
   if (block_size < 1) return InvalidArgument("--block-size must be >= 1");
   if (f.Str("dtype") != "float32" && f.Str("dtype") != "bfloat16") return InvalidArgument("--dtype must be float32 or bfloat16");
@@ -304,7 +306,10 @@ Status Run(int argc, char** argv) {
     if (b < 1) return InvalidArgument("--batches must list positive batch sizes");
   }
   TuneAllocatorForDecoding();
-  torch::set_num_threads(threads > 0 ? static_cast<int>(threads) : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  eo.threads = threads > 0 ? static_cast<int>(threads) : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  eo.torch_threads = torch_threads > 0 ? static_cast<int>(torch_threads) : eo.threads;
+  SetKernelThreads(eo.threads);  // for the row scan and matmul peak; engines set the same again
+  torch::set_num_threads(eo.torch_threads);
 
   if (f.Bool("row-scan")) {
     PrintRowScan(sd, 4 * sd);
