@@ -3,7 +3,7 @@
 #   - mod-bench: the engine's batch-32 decode tokens/s and step time
 #     (prompt of PROMPT+1 tokens, OUTPUT decode steps: the same contexts the
 #     server sees), with all hardware threads and with the server's engine
-#     thread count (it leaves one core to gRPC);
+#     thread counts (kernels on every core, LibTorch ops leaving one to gRPC);
 #   - mod-server + mod-client bench at concurrency 32 (prompts of PROMPT
 #     bytes, OUTPUT tokens each, REQUESTS requests);
 # alternated ROUNDS times (engine, server, engine, ..., engine); the figures
@@ -11,7 +11,9 @@
 # Prints both, and the ratios the server issue sets targets for:
 #   output tokens/s / engine decode tokens/s (target >= 0.9) and
 #   p99 inter-token latency / engine step time (target <= 2).
-# Usage: scripts/bench-server.sh [extra mod-server flags, e.g. --dtype bfloat16]
+# Usage: scripts/bench-server.sh [extra mod-server flags, e.g. --kv-dtype bfloat16]
+# (--dtype, --kv-dtype, --threads, --torch-threads and --block-size reach the
+# engine runs too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROMPT=${PROMPT:-64}
@@ -29,13 +31,17 @@ engine() {
     --block-size "$block_size" --json "$@" 2>/dev/null |
     tr -d ' \n' | grep -o '"mod_tokens_per_s":[0-9.e+-]*' | cut -d: -f2
 }
-dtype=float32  # the engine runs with the server's --dtype, if given
-threads=$(($(nproc) > 1 ? $(nproc) - 1 : 1))  # the server's default engine threads
-block_size=16                                   # the server's default KV block size
+dtype=float32  # the engine runs with the server's --dtype and --kv-dtype, if given
+kv_dtype=auto
+threads=$(nproc)                                      # the server's default kernel threads
+torch_threads=$(($(nproc) > 1 ? $(nproc) - 1 : 1))  # and LibTorch threads
+block_size=16                                         # the server's default KV block size
 args=("$@")
 for ((i = 0; i + 1 < ${#args[@]}; i++)); do
   if [[ "${args[i]}" == "--dtype" ]]; then dtype=${args[i + 1]}; fi
+  if [[ "${args[i]}" == "--kv-dtype" ]]; then kv_dtype=${args[i + 1]}; fi
   if [[ "${args[i]}" == "--threads" ]]; then threads=${args[i + 1]}; fi
+  if [[ "${args[i]}" == "--torch-threads" ]]; then torch_threads=${args[i + 1]}; fi
   if [[ "${args[i]}" == "--block-size" ]]; then block_size=${args[i + 1]}; fi
 done
 
@@ -53,16 +59,16 @@ serve() {
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 engines=() same=() outs=() itls=() ttfts=() errors=""
-engines+=("$(engine --dtype "$dtype")")
-same+=("$(engine --dtype "$dtype" --threads "$threads")")
+engines+=("$(engine --dtype "$dtype" --kv-dtype "$kv_dtype")")
+same+=("$(engine --dtype "$dtype" --kv-dtype "$kv_dtype" --threads "$threads" --torch-threads "$torch_threads")")
 for ((r = 0; r < ROUNDS; r++)); do
   flat=$(serve "$@")
   outs+=("$(grep -o '"output_tokens_per_second":[0-9.e+-]*' <<<"$flat" | cut -d: -f2)")
   itls+=("$(grep -o '"itl_seconds":{[^}]*}' <<<"$flat" | grep -o '"p99":[0-9.e+-]*' | cut -d: -f2)")
   ttfts+=("$(grep -o '"ttft_seconds":{[^}]*}' <<<"$flat" | grep -o '"p50":[0-9.e+-]*' | cut -d: -f2)")
   errors+=" $(grep -o '"errors":{[^}]*}' <<<"$flat" | cut -d: -f2-)"
-  engines+=("$(engine --dtype "$dtype")")
-  same+=("$(engine --dtype "$dtype" --threads "$threads")")
+  engines+=("$(engine --dtype "$dtype" --kv-dtype "$kv_dtype")")
+  same+=("$(engine --dtype "$dtype" --kv-dtype "$kv_dtype" --threads "$threads" --torch-threads "$torch_threads")")
 done
 e_all=$(printf '%.0f ' "${engines[@]}")
 o_all=$(printf '%.0f ' "${outs[@]}")
@@ -71,13 +77,13 @@ s_med=$(printf '%s\n' "${same[@]}" | median)
 out_tps=$(printf '%s\n' "${outs[@]}" | median)
 itl_p99=$(printf '%s\n' "${itls[@]}" | median)
 ttft_p50=$(printf '%s\n' "${ttfts[@]}" | median)
-awk -v e="$e_med" -v se="$s_med" -v th="$threads" -v eall="$e_all" -v oall="$o_all" -v out="$out_tps" -v itl="$itl_p99" -v ttft="$ttft_p50" -v c="$CONCURRENCY" \
+awk -v e="$e_med" -v se="$s_med" -v th="$threads" -v tt="$torch_threads" -v kv="$kv_dtype" -v eall="$e_all" -v oall="$o_all" -v out="$out_tps" -v itl="$itl_p99" -v ttft="$ttft_p50" -v c="$CONCURRENCY" \
     -v p="$PROMPT" -v o="$OUTPUT" -v n="$REQUESTS" -v dt="$dtype" -v err="$errors" 'BEGIN {
   step = c / e;
-  printf "shipped model, %s, concurrency %d, %d requests, prompt %d bytes, %d output tokens\n", dt, c, n, p, o;
+  printf "shipped model, %s (KV cache %s), concurrency %d, %d requests, prompt %d bytes, %d output tokens\n", dt, kv, c, n, p, o;
   printf "engine (mod-bench) batch-%d decode: median %.1f tok/s (runs: %s), step %.2f ms\n", c, e, eall, step * 1e3;
   printf "server (mod-client bench): median %.1f output tok/s (runs: %s), p99 inter-token latency %.2f ms, p50 TTFT %.1f ms, errors:%s\n", out, oall, itl * 1e3, ttft * 1e3, err;
-  printf "engine at the server engine thread count (%d): median %.1f tok/s, step %.2f ms\n", th, se, c / se * 1e3;
+  printf "engine at the server thread counts (%d kernel, %d torch): median %.1f tok/s, step %.2f ms\n", th, tt, se, c / se * 1e3;
   printf "ratio output tok/s / engine decode tok/s: %.2f (target >= 0.9)\n", out / e;
   printf "ratio output tok/s / engine decode tok/s at the same engine threads: %.2f\n", out / se;
   printf "ratio p99 inter-token latency / engine step: %.2f (target <= 2)\n", itl / step;

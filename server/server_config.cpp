@@ -67,7 +67,9 @@ const std::vector<Key>& Keys() {
       StringKey("device", "engine device: cpu or cuda", &ServerConfig::device),
       StringKey("dtype", "engine dtype: float32 or bfloat16", &ServerConfig::dtype),
       StringKey("kv_dtype", "KV cache dtype: auto (= dtype), float32 or bfloat16", &ServerConfig::kv_dtype),
-      IntKey("threads", "engine threads (0: hardware threads - 1, at least 1)", [](ServerConfig* c) { return &c->threads; }),
+      IntKey("threads", "threads of the engine's decode kernels (0: one per hardware thread)", [](ServerConfig* c) { return &c->threads; }),
+      IntKey("torch_threads", "LibTorch intra-op threads for the rest of a step (0: hardware threads - 1, at least 1)",
+             [](ServerConfig* c) { return &c->torch_threads; }),
       IntKey("kv_blocks", "KV cache pool size in blocks", [](ServerConfig* c) { return &c->kv_blocks; }),
       IntKey("block_size", "tokens per KV block", [](ServerConfig* c) { return &c->block_size; }),
       IntKey("max_queue", "waiting requests before RESOURCE_EXHAUSTED", [](ServerConfig* c) { return &c->max_queue; }),
@@ -138,6 +140,7 @@ Status ServerConfig::Validate() const {
     return InvalidArgument("kv_dtype must be auto, float32 or bfloat16, got \"" + kv_dtype + "\"");
   }
   MODSERVE_RETURN_IF_ERROR(Range("threads", threads, 0, 1024));
+  MODSERVE_RETURN_IF_ERROR(Range("torch_threads", torch_threads, 0, 1024));
   MODSERVE_RETURN_IF_ERROR(Range("kv_blocks", kv_blocks, 1, int64_t{1} << 24));
   MODSERVE_RETURN_IF_ERROR(Range("block_size", block_size, 1, 1024));
   MODSERVE_RETURN_IF_ERROR(Range("max_queue", max_queue, 1, 1000000));

@@ -29,7 +29,8 @@ struct ServerConfig {
   std::string device = "cpu";                   // cpu | cuda
   std::string dtype = "float32";                // float32 | bfloat16
   std::string kv_dtype = "auto";                // auto (= dtype) | float32 | bfloat16
-  int64_t threads = 0;                          // engine threads (0: hardware threads - 1, at least 1)
+  int64_t threads = 0;                          // engine decode-kernel threads (0: one per hardware thread)
+  int64_t torch_threads = 0;                    // LibTorch intra-op threads (0: hardware threads - 1, at least 1)
   int64_t kv_blocks = 4096;                     // KV pool size in blocks (all layers)
   int64_t block_size = 16;                      // tokens per KV block
   int64_t max_queue = 256;                      // waiting requests before RESOURCE_EXHAUSTED
