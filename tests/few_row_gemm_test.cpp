@@ -45,7 +45,7 @@ void ExpectMatches(GemmPath path) {
     const auto w = Random(static_cast<size_t>(c.N * c.K), &rng);
     const auto want = Reference(x, w, c);
     std::vector<float> y(static_cast<size_t>(c.M * c.N), std::nanf(""));
-    // Uneven column ranges, as at::parallel_for hands them to threads.
+    // Uneven column ranges, as ParallelChunks hands them to threads.
     for (int64_t begin = 0; begin < c.N;) {
       const int64_t end = std::min(c.N, begin + 1 + begin % 5);
       FewRowGemmOn(path, x.data(), c.M, w.data(), c.N, c.K, y.data(), begin, end);
