@@ -336,7 +336,8 @@ bool Scheduler::Step() {
     return true;
   }
   const double engine_seconds = std::chrono::duration<double>(Clock::now() - engine_start).count();
-  ApplyResult(planned, batch, *result);
+  // The step's counters are recorded before its tokens reach the clients, so
+  // a client holding its last token finds that step in /metrics.
   if (observer_ != nullptr) {
     StepReport report;
     report.engine_seconds = engine_seconds;
@@ -347,6 +348,7 @@ bool Scheduler::Step() {
     report.preemptions = preemptions;
     observer_->OnStep(report);
   }
+  ApplyResult(planned, batch, *result);
   sync_counts();
   return true;
 }

@@ -18,7 +18,7 @@ namespace modserve {
 struct StepReport {
   const StepStats* stats = nullptr;  // the engine's stats for this step
   int64_t batch_tokens = 0;
-  int64_t running = 0;
+  int64_t running = 0;               // requests running in this step
   int64_t preemptions = 0;           // requests preempted while building this step
   double engine_seconds = 0;         // time in the engine's Step (retries included)
   bool decode_only = false;          // every chunk was one decode token

@@ -80,6 +80,35 @@ TEST(Scheduler, GeneratesMaxTokensAndReportsUsage) {
   EXPECT_EQ(e.FreeBlocks(), 1000);
 }
 
+// Counts the layer decisions the observer has been told of.
+struct CountingObserver : SchedulerObserver {
+  int64_t layer_tokens = 0;
+  void OnStep(const StepReport& r) override {
+    for (const auto& l : r.stats->layers) {
+      if (l.routed) layer_tokens += l.computed + l.skipped;
+    }
+  }
+};
+
+TEST(Scheduler, StepCountersAreRecordedBeforeTheTokensReachTheClient) {
+  FakeEngine e(1000, 4);
+  CountingObserver obs;
+  Scheduler s(&e, {}, &obs);
+  Collected c;
+  int64_t seen_at_finish = -1, usage_at_finish = -1;
+  ASSERT_TRUE(s.Submit(Req("hello", 7), [&](RequestUpdate u) {
+                 if (u.finished) {
+                   seen_at_finish = obs.layer_tokens;
+                   usage_at_finish = u.usage.routed_computed() + u.usage.routed_skipped();
+                 }
+                 Into(&c)(std::move(u));
+               }).ok());
+  RunUntilIdle(s);
+  ASSERT_TRUE(c.done());
+  EXPECT_GT(usage_at_finish, 0);
+  EXPECT_EQ(seen_at_finish, usage_at_finish) << "the last step's counters were recorded before the final update";
+}
+
 TEST(Scheduler, DecodeAndChunkedPrefillShareTheTokenBudget) {
   FakeEngine e(1000, 4);
   SchedulerOptions o;
