@@ -221,13 +221,14 @@ void Scheduler::Finish(Active& a, Status status) {
     engine_->Release(a.handle);
     a.in_engine = false;
   }
-  const StatusCode code = status.code();
-  Emit(a, /*finished=*/true, std::move(status));
+  // Counted before the final update goes out, so a client that has it finds
+  // the request in /metrics.
   if (observer_ != nullptr) {
     const double secs = std::chrono::duration<double>(Clock::now() - a.arrival).count();
-    observer_->OnRequestDone(a.gen.finish_reason(), code, secs, static_cast<int64_t>(a.req.prompt.size()),
+    observer_->OnRequestDone(a.gen.finish_reason(), status.code(), secs, static_cast<int64_t>(a.req.prompt.size()),
                              static_cast<int64_t>(a.gen.tokens().size()));
   }
+  Emit(a, /*finished=*/true, std::move(status));
 }
 
 void Scheduler::Preempt(Active& a) {

@@ -82,22 +82,24 @@ TEST(Scheduler, GeneratesMaxTokensAndReportsUsage) {
 
 // Counts the layer decisions the observer has been told of.
 struct CountingObserver : SchedulerObserver {
-  int64_t layer_tokens = 0;
+  int64_t layer_tokens = 0, requests_done = 0;
   void OnStep(const StepReport& r) override {
     for (const auto& l : r.stats->layers) {
       if (l.routed) layer_tokens += l.computed + l.skipped;
     }
   }
+  void OnRequestDone(FinishReason, StatusCode, double, int64_t, int64_t) override { ++requests_done; }
 };
 
-TEST(Scheduler, StepCountersAreRecordedBeforeTheTokensReachTheClient) {
+TEST(Scheduler, CountersAreRecordedBeforeTheTokensReachTheClient) {
   FakeEngine e(1000, 4);
   CountingObserver obs;
   Scheduler s(&e, {}, &obs);
   Collected c;
-  int64_t seen_at_finish = -1, usage_at_finish = -1;
+  int64_t seen_at_finish = -1, usage_at_finish = -1, done_at_finish = -1;
   ASSERT_TRUE(s.Submit(Req("hello", 7), [&](RequestUpdate u) {
                  if (u.finished) {
+                   done_at_finish = obs.requests_done;
                    seen_at_finish = obs.layer_tokens;
                    usage_at_finish = u.usage.routed_computed() + u.usage.routed_skipped();
                  }
@@ -107,6 +109,7 @@ TEST(Scheduler, StepCountersAreRecordedBeforeTheTokensReachTheClient) {
   ASSERT_TRUE(c.done());
   EXPECT_GT(usage_at_finish, 0);
   EXPECT_EQ(seen_at_finish, usage_at_finish) << "the last step's counters were recorded before the final update";
+  EXPECT_EQ(done_at_finish, 1) << "the request was counted before the final update";
 }
 
 TEST(Scheduler, DecodeAndChunkedPrefillShareTheTokenBudget) {
