@@ -33,35 +33,39 @@ void PortableTile(const float* x, const float* w, int64_t K, float* out, int64_t
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// The general MB x NB tile for one vector width: plain vector loads over
+// whole vectors of K, a scalar tail, one horizontal sum per accumulator. A
+// macro, not a template: each copy must be compiled inside a function with its
+// own target attribute for the intrinsics to inline (as in decode_attention).
+#define MODSERVE_GEMM_TILE(VEC, LANES, ZERO, LOAD, FMADD, STORE)                \
+  do {                                                                          \
+    VEC acc[MB][NB];                                                            \
+    _Pragma("GCC unroll 16") for (int i = 0; i < MB; ++i)                       \
+      _Pragma("GCC unroll 16") for (int j = 0; j < NB; ++j) acc[i][j] = ZERO(); \
+    int64_t k = 0;                                                              \
+    for (; k + (LANES) <= K; k += (LANES)) {                                    \
+      VEC wv[NB];                                                               \
+      _Pragma("GCC unroll 16") for (int j = 0; j < NB; ++j) wv[j] = LOAD(w + j * K + k); \
+      _Pragma("GCC unroll 16") for (int i = 0; i < MB; ++i) {                   \
+        const VEC xv = LOAD(x + i * K + k);                                     \
+        _Pragma("GCC unroll 16") for (int j = 0; j < NB; ++j) acc[i][j] = FMADD(wv[j], xv, acc[i][j]); \
+      }                                                                         \
+    }                                                                           \
+    for (int i = 0; i < MB; ++i) {                                              \
+      for (int j = 0; j < NB; ++j) {                                            \
+        alignas(sizeof(VEC)) float lanes[LANES];                                \
+        STORE(lanes, acc[i][j]);                                                \
+        float s = 0.f;                                                          \
+        for (float v : lanes) s += v;                                           \
+        for (int64_t t = k; t < K; ++t) s += x[i * K + t] * w[j * K + t];       \
+        out[i * out_stride + j] = s;                                            \
+      }                                                                         \
+    }                                                                           \
+  } while (false)
+
 template <int NB, int MB>
 __attribute__((target("avx512f"))) void Avx512Tile(const float* x, const float* w, int64_t K, float* out, int64_t out_stride) {
-  __m512 acc[MB][NB];
-#pragma GCC unroll 16
-  for (int i = 0; i < MB; ++i)
-#pragma GCC unroll 16
-    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_ps();
-  int64_t k = 0;
-  for (; k + 16 <= K; k += 16) {
-    __m512 wv[NB];
-#pragma GCC unroll 16
-    for (int j = 0; j < NB; ++j) wv[j] = _mm512_loadu_ps(w + j * K + k);
-#pragma GCC unroll 16
-    for (int i = 0; i < MB; ++i) {
-      const __m512 xv = _mm512_loadu_ps(x + i * K + k);
-#pragma GCC unroll 16
-      for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_fmadd_ps(wv[j], xv, acc[i][j]);
-    }
-  }
-  for (int i = 0; i < MB; ++i) {
-    for (int j = 0; j < NB; ++j) {
-      alignas(64) float lanes[16];
-      _mm512_store_ps(lanes, acc[i][j]);
-      float s = 0.f;
-      for (float v : lanes) s += v;
-      for (int64_t t = k; t < K; ++t) s += x[i * K + t] * w[j * K + t];
-      out[i * out_stride + j] = s;
-    }
-  }
+  MODSERVE_GEMM_TILE(__m512, 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_store_ps);
 }
 
 // Sums of 16 accumulators acc[4 * i + j] (x row i, weight row j) into one
@@ -110,33 +114,7 @@ __attribute__((target("avx512f"))) void Avx512Tile<4, 4>(const float* x, const f
 
 template <int NB, int MB>
 __attribute__((target("avx2,fma"))) void Avx2Tile(const float* x, const float* w, int64_t K, float* out, int64_t out_stride) {
-  __m256 acc[MB][NB];
-#pragma GCC unroll 16
-  for (int i = 0; i < MB; ++i)
-#pragma GCC unroll 16
-    for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_setzero_ps();
-  int64_t k = 0;
-  for (; k + 8 <= K; k += 8) {
-    __m256 wv[NB];
-#pragma GCC unroll 16
-    for (int j = 0; j < NB; ++j) wv[j] = _mm256_loadu_ps(w + j * K + k);
-#pragma GCC unroll 16
-    for (int i = 0; i < MB; ++i) {
-      const __m256 xv = _mm256_loadu_ps(x + i * K + k);
-#pragma GCC unroll 16
-      for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_fmadd_ps(wv[j], xv, acc[i][j]);
-    }
-  }
-  for (int i = 0; i < MB; ++i) {
-    for (int j = 0; j < NB; ++j) {
-      alignas(32) float lanes[8];
-      _mm256_store_ps(lanes, acc[i][j]);
-      float s = 0.f;
-      for (float v : lanes) s += v;
-      for (int64_t t = k; t < K; ++t) s += x[i * K + t] * w[j * K + t];
-      out[i * out_stride + j] = s;
-    }
-  }
+  MODSERVE_GEMM_TILE(__m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_store_ps);
 }
 #pragma GCC diagnostic pop
 #endif
