@@ -18,13 +18,14 @@ StatusOr<LoadedEngine> LoadLibTorchEngine(const ServerConfig& cfg) {
   eo.device = cfg.device;
   eo.dtype = cfg.dtype;
   eo.kv_dtype = cfg.kv_dtype;
-  // By default the engine's own kernels use every core (they share work
-  // dynamically, so a core taken by gRPC for a moment does not stall them),
-  // while LibTorch's statically split ops leave one core to gRPC: on 2 cores
-  // this served about a third more tokens/s than 1 engine thread, and 2 torch
-  // threads served fewer (measured with mod-client bench, README "Server").
+  // By default the engine's own kernels use every core (threads 0: the
+  // engine's own default; they share work dynamically, so a core taken by
+  // gRPC for a moment does not stall them), while LibTorch's statically split
+  // ops leave one core to gRPC: on 2 cores this served about 14% more tokens/s
+  // than 1 engine thread, and 2 torch threads served fewer (measured with
+  // mod-client bench, README "Serving benchmark").
   const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  eo.threads = cfg.threads > 0 ? static_cast<int>(cfg.threads) : hw;
+  eo.threads = static_cast<int>(cfg.threads);
   eo.torch_threads = cfg.torch_threads > 0 ? static_cast<int>(cfg.torch_threads) : std::max(1, hw - 1);
   auto engine = Engine::Load(cfg.model, eo);
   if (!engine.ok()) return engine.status();
