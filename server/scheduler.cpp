@@ -122,6 +122,19 @@ int64_t Scheduler::running() const {
   return running_count_;
 }
 
+void Scheduler::SyncCounts() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    int64_t inbox = static_cast<int64_t>(inbox_.size());
+    waiting_count_ = inbox + static_cast<int64_t>(waiting_.size());
+    running_count_ = static_cast<int64_t>(running_.size());
+  }
+  PublishCounts();
+  if (observer_ != nullptr && info_.total_blocks > 0) {
+    observer_->OnKvUsage(static_cast<double>(info_.total_blocks - engine_->FreeBlocks()) / static_cast<double>(info_.total_blocks));
+  }
+}
+
 void Scheduler::PublishCounts() {
   if (observer_ == nullptr) return;
   int64_t w, r;
@@ -221,8 +234,9 @@ void Scheduler::Finish(Active& a, Status status) {
     engine_->Release(a.handle);
     a.in_engine = false;
   }
-  // Counted before the final update goes out, so a client that has it finds
-  // the request in /metrics.
+  // Counted, and its blocks and slot shown as free, before the final update
+  // goes out, so a client that has it finds the request in /metrics.
+  SyncCounts();
   if (observer_ != nullptr) {
     const double secs = std::chrono::duration<double>(Clock::now() - a.arrival).count();
     observer_->OnRequestDone(a.gen.finish_reason(), status.code(), secs, static_cast<int64_t>(a.req.prompt.size()),
@@ -240,20 +254,8 @@ void Scheduler::Preempt(Active& a) {
 bool Scheduler::Step() {
   TakeInbox();
   EndExpiredAndCancelled();
-  auto sync_counts = [&] {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      int64_t inbox = static_cast<int64_t>(inbox_.size());
-      waiting_count_ = inbox + static_cast<int64_t>(waiting_.size());
-      running_count_ = static_cast<int64_t>(running_.size());
-    }
-    PublishCounts();
-    if (observer_ != nullptr && info_.total_blocks > 0) {
-      observer_->OnKvUsage(static_cast<double>(info_.total_blocks - engine_->FreeBlocks()) / static_cast<double>(info_.total_blocks));
-    }
-  };
   if (running_.empty() && waiting_.empty()) {
-    sync_counts();
+    SyncCounts();
     return false;
   }
 
@@ -300,7 +302,7 @@ bool Scheduler::Step() {
     running_.emplace(raw->handle, std::move(owned));
     plan(*raw);
   }
-  sync_counts();
+  SyncCounts();
   if (batch.empty()) return !running_.empty();
 
   // Run; when the pool is short, preempt the newest running request and retry.
@@ -323,7 +325,7 @@ bool Scheduler::Step() {
     result = engine_->Step(batch);
   }
   if (batch.empty()) {
-    sync_counts();
+    SyncCounts();
     return true;
   }
   if (!result.ok()) {
@@ -333,7 +335,7 @@ bool Scheduler::Step() {
       running_.erase(a->handle);
       Finish(*owned, result.status());
     }
-    sync_counts();
+    SyncCounts();
     return true;
   }
   const double engine_seconds = std::chrono::duration<double>(Clock::now() - engine_start).count();
@@ -350,7 +352,7 @@ bool Scheduler::Step() {
     observer_->OnStep(report);
   }
   ApplyResult(planned, batch, *result);
-  sync_counts();
+  SyncCounts();
   return true;
 }
 

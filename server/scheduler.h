@@ -85,6 +85,8 @@ class Scheduler {
   void ApplyResult(const std::vector<Active*>& planned, const std::vector<SequenceChunk>& batch,
                    const StepResult& result);
   void Emit(Active& a, bool finished, Status status);
+  // Queue, running and KV-usage gauges from the step thread's own state.
+  void SyncCounts();
   void PublishCounts();
 
   StepEngine* engine_;

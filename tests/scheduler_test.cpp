@@ -82,7 +82,10 @@ TEST(Scheduler, GeneratesMaxTokensAndReportsUsage) {
 
 // Counts the layer decisions the observer has been told of.
 struct CountingObserver : SchedulerObserver {
-  int64_t layer_tokens = 0, requests_done = 0;
+  int64_t layer_tokens = 0, requests_done = 0, running = -1;
+  double kv_usage = -1;
+  void OnQueueChanged(int64_t /*waiting*/, int64_t r) override { running = r; }
+  void OnKvUsage(double ratio) override { kv_usage = ratio; }
   void OnStep(const StepReport& r) override {
     for (const auto& l : r.stats->layers) {
       if (l.routed) layer_tokens += l.computed + l.skipped;
@@ -96,9 +99,12 @@ TEST(Scheduler, CountersAreRecordedBeforeTheTokensReachTheClient) {
   CountingObserver obs;
   Scheduler s(&e, {}, &obs);
   Collected c;
-  int64_t seen_at_finish = -1, usage_at_finish = -1, done_at_finish = -1;
+  int64_t seen_at_finish = -1, usage_at_finish = -1, done_at_finish = -1, running_at_finish = -1;
+  double kv_at_finish = -1;
   ASSERT_TRUE(s.Submit(Req("hello", 7), [&](RequestUpdate u) {
                  if (u.finished) {
+                   running_at_finish = obs.running;
+                   kv_at_finish = obs.kv_usage;
                    done_at_finish = obs.requests_done;
                    seen_at_finish = obs.layer_tokens;
                    usage_at_finish = u.usage.routed_computed() + u.usage.routed_skipped();
@@ -110,6 +116,8 @@ TEST(Scheduler, CountersAreRecordedBeforeTheTokensReachTheClient) {
   EXPECT_GT(usage_at_finish, 0);
   EXPECT_EQ(seen_at_finish, usage_at_finish) << "the last step's counters were recorded before the final update";
   EXPECT_EQ(done_at_finish, 1) << "the request was counted before the final update";
+  EXPECT_EQ(running_at_finish, 0) << "the running gauge dropped before the final update";
+  EXPECT_EQ(kv_at_finish, 0.0) << "the request's KV blocks were shown free before the final update";
 }
 
 TEST(Scheduler, DecodeAndChunkedPrefillShareTheTokenBudget) {
