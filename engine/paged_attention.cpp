@@ -44,35 +44,45 @@ torch::Tensor DecodeBatch(const KvCache& kv, int64_t layer, const torch::Tensor&
   return (att.unsqueeze(-1) * V).sum(1);                                                      // [n, H, hd]
 }
 
-// The same for an f32 or bf16 cache on the CPU, read in place
-// (decode_attention.h): no padded copies of K and V; computed in f32 whatever
-// q's dtype. Writes the results into out's rows.
-void DecodeInPlace(const KvCache& kv, int64_t layer, const torch::Tensor& q, const std::vector<const AttentionChunk*>& chunks,
-                   double scale, torch::Tensor* out) {
-  const auto n = static_cast<int64_t>(chunks.size());
-  std::vector<int64_t> slots, offsets{0}, rows;
-  for (const auto* c : chunks) {
-    kv.manager().AppendSlots(c->id, layer, &slots);
-    offsets.push_back(static_cast<int64_t>(slots.size()));
-    rows.push_back(c->row);
+// Every chunk of an f32 or bf16 cache on the CPU, read in place
+// (decode_attention.h): no copies of K and V; computed in f32 whatever q's
+// dtype. Row r of a chunk sees its sequence's first prev + r + 1 slots.
+torch::Tensor InPlace(const KvCache& kv, int64_t layer, const torch::Tensor& q, const std::vector<AttentionChunk>& chunks, double scale) {
+  std::vector<int64_t> slots, starts, lengths, rows;
+  bool in_order = true;  // query rows 0, 1, 2, ... as q has them
+  for (const auto& c : chunks) {
+    const auto start = static_cast<int64_t>(slots.size());
+    if (c.count > 0) kv.manager().AppendSlots(c.id, layer, &slots);
+    for (int64_t r = 0; r < c.count; ++r) {
+      in_order = in_order && c.row + r == static_cast<int64_t>(rows.size());
+      rows.push_back(c.row + r);
+      starts.push_back(start);
+      lengths.push_back(c.prev + r + 1);
+    }
   }
+  const auto n = static_cast<int64_t>(rows.size());
   const int64_t H = q.size(1), hd = q.size(2);
+  in_order = in_order && n == q.size(0);
   auto row_index = torch::tensor(rows, torch::kLong);
-  auto qd = q.index_select(0, row_index).to(torch::kFloat).contiguous();  // [n, H, hd]
-  auto res = torch::empty_like(qd);                                        // [n, H, hd]
+  auto qd = (in_order ? q : q.index_select(0, row_index)).to(torch::kFloat).contiguous();  // [n, H, hd]
+  auto res = torch::empty_like(qd);                                                         // [n, H, hd]
   DecodeAttentionArgs a;
   a.q = qd.data_ptr<float>();
   a.k_pool = kv.k_pool().data_ptr();
   a.v_pool = kv.v_pool().data_ptr();
   a.kv_element = kv.k_pool().scalar_type() == torch::kBFloat16 ? KvElement::kBf16 : KvElement::kF32;
   a.slots = slots.data();
-  a.offsets = offsets.data();
+  a.starts = starts.data();
+  a.lengths = lengths.data();
   a.heads = H;
   a.head_dim = hd;
   a.scale = static_cast<float>(scale);
   a.out = res.data_ptr<float>();
   ParallelChunks(n, 1, [&](int64_t begin, int64_t end) { DecodeAttention(a, begin, end); });
-  out->index_copy_(0, row_index, res.to(out->scalar_type()));
+  if (in_order) return res.to(q.scalar_type());
+  auto out = torch::zeros_like(q);
+  out.index_copy_(0, row_index, res.to(q.scalar_type()));
+  return out;
 }
 
 // One sequence's chunk of `count` new tokens over its whole cache.
@@ -93,6 +103,15 @@ torch::Tensor Prefill(const KvCache& kv, int64_t layer, const torch::Tensor& q, 
 }  // namespace
 
 torch::Tensor PagedAttention(const KvCache& kv, int64_t layer, const torch::Tensor& q, const std::vector<AttentionChunk>& chunks) {
+  const auto cached = kv.k_pool().scalar_type();
+  if (kv.device().is_cpu() && (cached == torch::kFloat || cached == torch::kBFloat16)) {
+    return InPlace(kv, layer, q, chunks, 1.0 / std::sqrt(static_cast<double>(q.size(2))));
+  }
+  return PagedAttentionWithTorchOps(kv, layer, q, chunks);
+}
+
+torch::Tensor PagedAttentionWithTorchOps(const KvCache& kv, int64_t layer, const torch::Tensor& q,
+                                         const std::vector<AttentionChunk>& chunks) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(2)));
   auto out = torch::empty_like(q);  // [M, H, hd]
   std::vector<const AttentionChunk*> decode;
@@ -104,12 +123,7 @@ torch::Tensor PagedAttention(const KvCache& kv, int64_t layer, const torch::Tens
     }
   }
   if (decode.empty()) return out;
-  const auto cached = kv.k_pool().scalar_type();
-  if (kv.device().is_cpu() && (cached == torch::kFloat || cached == torch::kBFloat16)) {
-    DecodeInPlace(kv, layer, q, decode, scale, &out);
-    return out;
-  }
-  // CUDA caches: groups of kDecodeGroup sequences bound the gathered K/V
+  // Groups of kDecodeGroup sequences bound the gathered K/V
   // temporaries; grouping sequences of similar length keeps the padding small.
   std::stable_sort(decode.begin(), decode.end(), [](const AttentionChunk* a, const AttentionChunk* b) { return a->prev < b->prev; });
   constexpr size_t kDecodeGroup = 16;
