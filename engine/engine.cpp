@@ -86,8 +86,9 @@ StatusOr<std::unique_ptr<Engine>> CreateEngine(MoDTransformer model, const Engin
   MODSERVE_RETURN_IF_ERROR(CheckDevice(opts.device, &impl->device));
   try {
     const int threads = opts.threads > 0 ? opts.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    SetKernelThreads(threads);
-    torch::set_num_threads(opts.torch_threads > 0 ? opts.torch_threads : threads);
+    const int torch_threads = opts.torch_threads > 0 ? opts.torch_threads : threads;
+    SetKernelThreads(threads, /*openmp=*/torch_threads > 1);  // see parallel_chunks.h
+    torch::set_num_threads(torch_threads);
     model->eval();
     model->to(impl->device, dtype);
     impl->model = model;

@@ -1,25 +1,33 @@
 // ParallelChunks: the engine's own kernels (few-row GEMM, decode attention)
 // split their work with this instead of at::parallel_for. It cuts [0, n) into
-// chunks and lets up to KernelThreads() OpenMP threads claim them one at a
-// time (dynamic scheduling).
+// chunks and lets the calling thread and KernelThreads() - 1 workers of a
+// process-wide pool claim them one at a time (dynamic scheduling).
 //
 // Why: at::parallel_for hands each thread one fixed share up front, so when
 // another thread of the process (a gRPC poller, say) takes a core for a
 // moment, the whole region waits for the delayed share. Here the running
-// threads take the chunks a delayed thread has not claimed. In mod-server on
-// 2 cores, kernels on 2 threads this way (LibTorch ops on 1) served about 14%
-// more tokens/s than 1 thread, where 2 threads of at::parallel_for served
-// fewer.
+// threads take the chunks a delayed thread has not claimed, and the caller
+// waits only for chunks a worker has started, never for a worker to wake.
+// Idle workers poll for 50 us, then sleep: OpenMP's workers (which this
+// replaced) spun for milliseconds after every region, and in mod-server on
+// 2 cores that spinning took about a fifth of the CPU from gRPC and the step
+// loop between steps.
 //
 // The kernel thread count is process-wide, like LibTorch's intra-op count,
 // and separate from it: the server runs its kernels on every core and the
 // rest of torch on one fewer (see EngineOptions).
 //
-// Thread-safety: SetKernelThreads is meant for start-up; KernelThreads and
-// ParallelChunks may be called from any thread. fn runs concurrently on
-// disjoint ranges and must be safe for that. A call from inside an OpenMP
-// region runs serially on the calling thread. Uses the process's OpenMP pool
-// (the one LibTorch uses): no threads of its own.
+// When LibTorch itself runs on several threads, its OpenMP workers spin
+// between its ops, and a second pool on the same cores fights them (mod-bench,
+// shipped model, batch-32 decode with 2 kernel and 2 LibTorch threads on 2
+// cores: 8.5k tok/s against 15k). Then the kernels run as OpenMP loops on
+// LibTorch's pool instead (SetKernelThreads's `openmp`), as they all did
+// before the pool.
+//
+// Thread-safety: SetKernelThreads, KernelThreads and ParallelChunks may be
+// called from any thread. fn runs concurrently on disjoint ranges and must be
+// safe for that. A call from inside fn or an OpenMP region, or while another
+// thread's call has the pool, runs serially on the calling thread.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +35,9 @@
 
 namespace modserve {
 
-void SetKernelThreads(int threads);  // < 1 means 1
+// threads < 1 means 1. openmp: run on the process's OpenMP pool rather than
+// the kernel pool; set it when LibTorch's intra-op threads are more than 1.
+void SetKernelThreads(int threads, bool openmp = false);
 int KernelThreads();                 // 1 until set
 
 // Runs fn(begin, end) over [0, n) in chunks of `chunk` indices (the last may

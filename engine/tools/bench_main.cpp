@@ -308,7 +308,7 @@ Status Run(int argc, char** argv) {
   TuneAllocatorForDecoding();
   eo.threads = threads > 0 ? static_cast<int>(threads) : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   eo.torch_threads = torch_threads > 0 ? static_cast<int>(torch_threads) : eo.threads;
-  SetKernelThreads(eo.threads);  // for the row scan and matmul peak; engines set the same again
+  SetKernelThreads(eo.threads, eo.torch_threads > 1);  // for the row scan and matmul peak; engines set the same again
   torch::set_num_threads(eo.torch_threads);
 
   if (f.Bool("row-scan")) {
