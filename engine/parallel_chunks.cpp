@@ -89,7 +89,7 @@ class Pool {
   static constexpr uint64_t kIndexMask = (uint64_t{1} << 32) - 1;
   // Long enough to span the torch ops between two kernels of a step, short
   // enough to give the core back to gRPC and the rest between steps.
-  static constexpr std::chrono::microseconds kSpin{50};
+  static constexpr std::chrono::microseconds kSpin{20};
 
   void Work() {
     in_region = true;

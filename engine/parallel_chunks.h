@@ -8,7 +8,7 @@
 // moment, the whole region waits for the delayed share. Here the running
 // threads take the chunks a delayed thread has not claimed, and the caller
 // waits only for chunks a worker has started, never for a worker to wake.
-// Idle workers poll for 50 us, then sleep: OpenMP's workers (which this
+// Idle workers poll for 20 us, then sleep: OpenMP's workers (which this
 // replaced) spun for milliseconds after every region, and in mod-server on
 // 2 cores that spinning took about a fifth of the CPU from gRPC and the step
 // loop between steps.
