@@ -1,5 +1,7 @@
 #include "engine/few_row_gemm.h"
 
+#include <cstring>
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define MODSERVE_X86 1
@@ -14,6 +16,15 @@ namespace {
 // kX times and every loaded x vector kW times.
 constexpr int64_t kW = 4;
 constexpr int64_t kX = 4;
+
+// f32 to bf16 bits, rounding to nearest even (NaN stays NaN).
+inline uint16_t RoundToBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
 
 // out[i * out_stride + j] = dot(x row i, weight row j) for i < MB, j < NB.
 template <int NB, int MB>
@@ -116,51 +127,89 @@ template <int NB, int MB>
 __attribute__((target("avx2,fma"))) void Avx2Tile(const float* x, const float* w, int64_t K, float* out, int64_t out_stride) {
   MODSERVE_GEMM_TILE(__m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_store_ps);
 }
+
+// bf16 x and w, 32 numbers of K per step: vdpbf16ps multiplies pairs of bf16
+// and adds them to f32 accumulators, so each loaded vector is used NB or MB
+// times as in the f32 tile. Masked loads take the K tail. Results are
+// rounded to bf16 (to nearest even, as torch rounds).
+template <int NB, int MB>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void Bf16Tile(const uint16_t* x, const uint16_t* w, int64_t K, uint16_t* out,
+                                                                     int64_t out_stride) {
+  __m512 acc[16];
+#pragma GCC unroll 16
+  for (auto& a : acc) a = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 32) {
+    const __mmask32 mask = K - k >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((uint32_t{1} << (K - k)) - 1);
+    __m512bh wv[NB];
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) wv[j] = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, w + j * K + k));
+#pragma GCC unroll 4
+    for (int i = 0; i < MB; ++i) {
+      const auto xv = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, x + i * K + k));
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) acc[4 * i + j] = _mm512_dpbf16_ps(acc[4 * i + j], wv[j], xv);
+    }
+  }
+  alignas(64) float sums[16];
+  _mm512_store_ps(sums, Reduce16(acc));  // unused accumulators stay zero
+  for (int i = 0; i < MB; ++i)
+    for (int j = 0; j < NB; ++j) out[i * out_stride + j] = RoundToBf16(sums[4 * j + i]);
+}
 #pragma GCC diagnostic pop
 #endif
 
-using TileFn = void (*)(const float*, const float*, int64_t, float*, int64_t);
-
 using Path = GemmPath;
 
+// The f32 tiles of a path and the bf16 tiles, as Tiles<NB, MB>::Get(path).
 template <int NB, int MB>
-TileFn TileFor(Path path) {
+struct F32Tiles {
+  static void (*Get(Path path))(const float*, const float*, int64_t, float*, int64_t) {
 #ifdef MODSERVE_X86
-  if (path == Path::kAvx512) return &Avx512Tile<NB, MB>;
-  if (path == Path::kAvx2) return &Avx2Tile<NB, MB>;
+    if (path == Path::kAvx512) return &Avx512Tile<NB, MB>;
+    if (path == Path::kAvx2) return &Avx2Tile<NB, MB>;
 #endif
-  (void)path;
-  return &PortableTile<NB, MB>;
-}
+    (void)path;
+    return &PortableTile<NB, MB>;
+  }
+};
 
-// Tile for a block of nb <= kW weight rows and mb <= kX rows of x.
-template <int NB>
-TileFn TileForRows(Path path, int64_t mb) {
+#ifdef MODSERVE_X86
+template <int NB, int MB>
+struct Bf16Tiles {
+  static void (*Get(Path))(const uint16_t*, const uint16_t*, int64_t, uint16_t*, int64_t) { return &Bf16Tile<NB, MB>; }
+};
+#endif
+
+// Tile for a block of NB <= kW weight rows and mb <= kX rows of x.
+template <template <int, int> class Tiles, int NB>
+auto TileForRows(Path path, int64_t mb) {
   switch (mb) {
-    case 1: return TileFor<NB, 1>(path);
-    case 2: return TileFor<NB, 2>(path);
-    case 3: return TileFor<NB, 3>(path);
-    default: return TileFor<NB, 4>(path);
+    case 1: return Tiles<NB, 1>::Get(path);
+    case 2: return Tiles<NB, 2>::Get(path);
+    case 3: return Tiles<NB, 3>::Get(path);
+    default: return Tiles<NB, 4>::Get(path);
   }
 }
 
-TileFn PickTile(Path path, int64_t nb, int64_t mb) {
+template <template <int, int> class Tiles>
+auto PickTile(Path path, int64_t nb, int64_t mb) {
   switch (nb) {
-    case 1: return TileForRows<1>(path, mb);
-    case 2: return TileForRows<2>(path, mb);
-    case 3: return TileForRows<3>(path, mb);
-    default: return TileForRows<4>(path, mb);
+    case 1: return TileForRows<Tiles, 1>(path, mb);
+    case 2: return TileForRows<Tiles, 2>(path, mb);
+    case 3: return TileForRows<Tiles, 3>(path, mb);
+    default: return TileForRows<Tiles, 4>(path, mb);
   }
 }
 
-void Run(Path path, const float* x, int64_t M, const float* w, int64_t N, int64_t K, float* y, int64_t n_begin, int64_t n_end) {
+template <template <int, int> class Tiles, typename T, typename Out>
+void Run(Path path, const T* x, int64_t M, const T* w, int64_t N, int64_t K, Out* y, int64_t n_begin, int64_t n_end) {
   // Each block of kW weight rows is read from memory once; the later blocks
   // of x find it in cache.
   for (int64_t n0 = n_begin; n0 < n_end; n0 += kW) {
     const int64_t nb = n_end - n0 < kW ? n_end - n0 : kW;
     for (int64_t m0 = 0; m0 < M; m0 += kX) {
       const int64_t mb = M - m0 < kX ? M - m0 : kX;
-      PickTile(path, nb, mb)(x + m0 * K, w + n0 * K, K, y + m0 * N + n0, N);
+      PickTile<Tiles>(path, nb, mb)(x + m0 * K, w + n0 * K, K, y + m0 * N + n0, N);
     }
   }
 }
@@ -192,12 +241,30 @@ const char* GemmPathName(GemmPath path) {
 }
 
 void FewRowGemm(const float* x, int64_t M, const float* w, int64_t N, int64_t K, float* y, int64_t n_begin, int64_t n_end) {
-  Run(BestGemmPath(), x, M, w, N, K, y, n_begin, n_end);
+  Run<F32Tiles>(BestGemmPath(), x, M, w, N, K, y, n_begin, n_end);
 }
 
 void FewRowGemmOn(GemmPath path, const float* x, int64_t M, const float* w, int64_t N, int64_t K, float* y, int64_t n_begin,
                   int64_t n_end) {
-  Run(path, x, M, w, N, K, y, n_begin, n_end);
+  Run<F32Tiles>(path, x, M, w, N, K, y, n_begin, n_end);
+}
+
+bool CpuHasBf16Dot() {
+#ifdef MODSERVE_X86
+  __builtin_cpu_init();
+  static const bool has = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
+  return has;
+#else
+  return false;
+#endif
+}
+
+void FewRowGemmBf16(const uint16_t* x, int64_t M, const uint16_t* w, int64_t N, int64_t K, uint16_t* y, int64_t n_begin,
+                    int64_t n_end) {
+#ifdef MODSERVE_X86
+  if (CpuHasBf16Dot()) return Run<Bf16Tiles>(GemmPath::kAvx512, x, M, w, N, K, y, n_begin, n_end);
+#endif
+  (void)x, (void)M, (void)w, (void)N, (void)K, (void)y, (void)n_begin, (void)n_end;
 }
 
 }  // namespace modserve

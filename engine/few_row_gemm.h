@@ -1,4 +1,4 @@
-// FewRowGemm: y = x · Wᵀ in f32 for a few rows of x, reading W once.
+// FewRowGemm: y = x · Wᵀ in f32 (or bf16) for a few rows of x, reading W once.
 //
 // A routed layer computes only ~capacity of the batch's tokens, so its
 // projections multiply a handful of rows by a large weight matrix. A general
@@ -29,6 +29,13 @@ void FewRowGemm(const float* x, int64_t M, const float* w, int64_t N, int64_t K,
 // The same on a given path (tests compare every path the CPU supports).
 void FewRowGemmOn(GemmPath path, const float* x, int64_t M, const float* w, int64_t N, int64_t K, float* y, int64_t n_begin,
                   int64_t n_end);
+
+// The same for bf16 x, w and y (bf16 bits, [M, K], [N, K], [M, N]),
+// accumulating in f32 and rounding y to nearest even. Only CPUs with
+// AVX512-BF16 have it: where CpuHasBf16Dot() is false it computes nothing.
+void FewRowGemmBf16(const uint16_t* x, int64_t M, const uint16_t* w, int64_t N, int64_t K, uint16_t* y, int64_t n_begin,
+                    int64_t n_end);
+bool CpuHasBf16Dot();
 
 bool CpuSupports(GemmPath path);
 GemmPath BestGemmPath();

@@ -4,9 +4,10 @@
 // Decode steps and routed layers multiply a few to a few dozen rows by each
 // weight matrix; there the general GEMM spends most of its time repacking the
 // weights, and FewRowGemm runs 1.5-3× faster (see `mod-bench --row-scan`).
-// The kernel takes f32 CPU tensors with at most kFewRowsMax rows when no
-// gradient is needed; anything else (training, bf16, CUDA, long prefill
-// chunks) goes to torch::linear, so results and autograd are unchanged.
+// The kernel takes f32 CPU tensors with at most kFewRowsMax rows, and bf16
+// ones with at most kFewRowsMaxBf16 where the CPU has AVX512-BF16, when no
+// gradient is needed; anything else (training, mixed dtypes, CUDA, long
+// prefill chunks) goes to torch::linear, so results and autograd are unchanged.
 //
 // Thread-safety: a pure function; it splits the output columns over the
 // engine's kernel threads (engine/parallel_chunks.h).
@@ -19,6 +20,7 @@ namespace modserve {
 // Inputs with more rows than this go to the general GEMM, which catches up
 // with the kernel around here on the development machine.
 constexpr int64_t kFewRowsMax = 128;
+constexpr int64_t kFewRowsMaxBf16 = 32;  // bf16: oneDNN, from about here (see mod-bench --row-scan)
 
 // y = x · weightᵀ (+ bias): x [..., in] -> [..., out].
 torch::Tensor Linear(const torch::nn::Linear& layer, const torch::Tensor& x);

@@ -1,10 +1,12 @@
 // FewRowGemm against a plain double-precision reference: every row count the
 // tiles special-case, K with and without a vector tail, N not a multiple of
-// the weight tile, and output column ranges split the way threads split them.
+// the weight tile, and output column ranges split the way threads split them;
+// the same for the bf16 kernel, against the reference on the bf16 inputs.
 #include "engine/few_row_gemm.h"
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -66,6 +68,48 @@ TEST(FewRowGemm, EveryPathThisCpuRunsMatchesTheReference) {
     ExpectMatches(path);
   }
   EXPECT_TRUE(CpuSupports(BestGemmPath()));
+}
+
+uint16_t ToBf16(float x) {  // round to nearest even
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  bits += 0x7fff + ((bits >> 16) & 1);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+float FromBf16(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+TEST(FewRowGemm, Bf16MatchesTheReferenceWhereTheCpuHasIt) {
+  if (!CpuHasBf16Dot()) {
+    GTEST_SKIP() << "this CPU has no AVX512-BF16: the engine keeps torch's bf16 matmul";
+  }
+  std::mt19937 rng(11);
+  const std::vector<Case> cases = {{1, 1, 1},   {1, 5, 32},    {2, 7, 33},  {3, 4, 63},   {4, 9, 64},
+                                   {5, 3, 100}, {7, 13, 192}, {9, 6, 768}, {16, 33, 129}, {33, 5, 47}};
+  for (const Case& c : cases) {
+    auto xf = Random(static_cast<size_t>(c.M * c.K), &rng);
+    auto wf = Random(static_cast<size_t>(c.N * c.K), &rng);
+    std::vector<uint16_t> x(xf.size()), w(wf.size());
+    for (size_t i = 0; i < xf.size(); ++i) xf[i] = FromBf16(x[i] = ToBf16(xf[i]));
+    for (size_t i = 0; i < wf.size(); ++i) wf[i] = FromBf16(w[i] = ToBf16(wf[i]));
+    const auto want = Reference(xf, wf, c);
+    std::vector<uint16_t> y(static_cast<size_t>(c.M * c.N), 0xffff);
+    for (int64_t begin = 0; begin < c.N;) {
+      const int64_t end = std::min(c.N, begin + 1 + begin % 5);
+      FewRowGemmBf16(x.data(), c.M, w.data(), c.N, c.K, y.data(), begin, end);
+      begin = end;
+    }
+    for (size_t i = 0; i < y.size(); ++i) {
+      // bf16 keeps 8 bits of mantissa: the result's own rounding, plus f32 sums.
+      ASSERT_NEAR(FromBf16(y[i]), want[i], std::abs(want[i]) / 128 + 1e-5 * c.K)
+          << "M=" << c.M << " N=" << c.N << " K=" << c.K << " at " << i;
+    }
+  }
 }
 
 TEST(FewRowGemm, WritesOnlyItsColumnRange) {

@@ -1,9 +1,11 @@
 // modserve::Linear: the few-row kernel gives torch::linear's results where it
-// applies, and everything else (gradients, bf16, long inputs) still goes
-// through torch::linear.
+// applies (f32, and bf16 where the CPU has AVX512-BF16), and everything else
+// (gradients, mixed dtypes, long inputs) still goes through torch::linear.
 #include "engine/few_row_linear.h"
 
 #include <gtest/gtest.h>
+
+#include "engine/few_row_gemm.h"
 
 namespace modserve {
 namespace {
@@ -26,6 +28,23 @@ TEST(FewRowLinear, MatchesTorchLinearForFewRowsWithAndWithoutBias) {
   }
 }
 
+TEST(FewRowLinear, Bf16MatchesTorchLinearWhereTheCpuHasBf16Dot) {
+  torch::NoGradGuard no_grad;
+  auto layer = MakeLinear(96, 40, true);
+  layer->to(torch::kBFloat16);
+  auto x = torch::randn({5, 96}).to(torch::kBFloat16);
+  EXPECT_EQ(TakesFewRowPath(x, layer->weight), CpuHasBf16Dot());
+  EXPECT_FALSE(TakesFewRowPath(torch::randn({kFewRowsMaxBf16 + 1, 96}).to(torch::kBFloat16), layer->weight));
+  if (!CpuHasBf16Dot()) GTEST_SKIP() << "this CPU has no AVX512-BF16: bf16 stays on torch::linear";
+  for (int64_t rows : {int64_t{1}, int64_t{4}, int64_t{7}, kFewRowsMaxBf16}) {
+    auto xr = torch::randn({rows, 96}).to(torch::kBFloat16);
+    auto y = Linear(layer, xr);
+    ASSERT_EQ(y.scalar_type(), torch::kBFloat16);
+    auto want = torch::nn::functional::linear(xr, layer->weight, layer->bias);  // oneDNN
+    EXPECT_TRUE(torch::allclose(y.to(torch::kFloat), want.to(torch::kFloat), 2e-2, 2e-2)) << "rows " << rows;
+  }
+}
+
 TEST(FewRowLinear, KeepsLeadingDimensions) {
   torch::NoGradGuard no_grad;
   auto layer = MakeLinear(32, 24, true);
@@ -43,7 +62,7 @@ TEST(FewRowLinear, NonContiguousInputGivesTheSameResult) {
   EXPECT_TRUE(torch::allclose(Linear(layer, x), layer->forward(x), 1e-5, 1e-5));
 }
 
-TEST(FewRowLinear, LeavesTrainingBf16AndLongInputsToTorch) {
+TEST(FewRowLinear, LeavesTrainingMixedDtypesAndLongInputsToTorch) {
   auto layer = MakeLinear(16, 8, true);
   auto x = torch::randn({4, 16}, torch::requires_grad());
   EXPECT_FALSE(TakesFewRowPath(x, layer->weight)) << "gradients need torch::linear";
@@ -54,7 +73,7 @@ TEST(FewRowLinear, LeavesTrainingBf16AndLongInputsToTorch) {
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(TakesFewRowPath(torch::randn({4, 16}), layer->weight));
   EXPECT_FALSE(TakesFewRowPath(torch::randn({kFewRowsMax + 1, 16}), layer->weight));
-  EXPECT_FALSE(TakesFewRowPath(torch::randn({4, 16}).to(torch::kBFloat16), layer->weight));
+  EXPECT_FALSE(TakesFewRowPath(torch::randn({4, 16}).to(torch::kBFloat16), layer->weight)) << "bf16 input, f32 weight";
   EXPECT_FALSE(TakesFewRowPath(torch::randn({4, 15}), layer->weight));
 }
 

@@ -209,7 +209,7 @@ void PrintRowScan(int64_t d, int64_t ff) {
     bool general;
   };
   for (const Variant& v : {Variant{"f32 general GEMM", torch::kFloat, true}, Variant{"f32 engine", torch::kFloat, false},
-                           Variant{"bf16 engine", torch::kBFloat16, false}}) {
+                           Variant{"bf16 oneDNN", torch::kBFloat16, true}, Variant{"bf16 engine", torch::kBFloat16, false}}) {
     LayerMatmuls mm(d, ff, v.dtype);
     std::printf("  %-17s", v.name);
     for (int64_t m : {1, 4, 8, 16, 32, 64, 128}) {
