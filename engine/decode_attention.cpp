@@ -1,8 +1,9 @@
 #include "engine/decode_attention.h"
 
+#include "engine/bf16_bits.h"
+
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -17,12 +18,7 @@ namespace modserve {
 namespace {
 
 inline float ToFloat(float x) { return x; }
-inline float ToFloat(uint16_t bf16) {
-  const uint32_t bits = static_cast<uint32_t>(bf16) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+inline float ToFloat(uint16_t bf16) { return Bf16ToFloat(bf16); }
 
 // Per row and head: scores q_h · k_t,h * scale, softmax, out_h = sum_t p_t v_t,h.
 template <typename T>

@@ -52,16 +52,22 @@ torch::Tensor Rope(const torch::Tensor& x, const torch::Tensor& positions, doubl
 }
 
 // q and k of qkv [M, 3, H, hd] rotated at positions [M]: in place, from the
-// engine's tables, where qkv is a contiguous f32 CPU tensor; else by ApplyRope.
-// Returns q, k, v, each [M, H, hd].
+// engine's f32 tables, where qkv is a contiguous f32 or bf16 CPU tensor; else
+// by ApplyRope. Returns q, k, v, each [M, H, hd].
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> RotateQk(torch::Tensor qkv, const torch::Tensor& positions,
                                                                  const torch::Tensor& cos, const torch::Tensor& sin, double theta) {
-  if (qkv.device().is_cpu() && qkv.scalar_type() == torch::kFloat && qkv.is_contiguous()) {
+  const auto dtype = qkv.scalar_type();
+  if (qkv.device().is_cpu() && (dtype == torch::kFloat || dtype == torch::kBFloat16) && qkv.is_contiguous()) {
     auto pos = positions.contiguous();
     const int64_t M = qkv.size(0), H = qkv.size(2), hd = qkv.size(3);
     // q's and k's heads sit next to each other in a row: rotate them as 2H heads.
-    RopeRowsInPlace(qkv.data_ptr<float>(), M, 3 * H * hd, 2 * H, hd, pos.data_ptr<int64_t>(), cos.data_ptr<float>(),
-                    sin.data_ptr<float>());
+    if (dtype == torch::kBFloat16) {
+      RopeRowsInPlaceBf16(static_cast<uint16_t*>(qkv.data_ptr()), M, 3 * H * hd, 2 * H, hd, pos.data_ptr<int64_t>(),
+                          cos.data_ptr<float>(), sin.data_ptr<float>());
+    } else {
+      RopeRowsInPlace(qkv.data_ptr<float>(), M, 3 * H * hd, 2 * H, hd, pos.data_ptr<int64_t>(), cos.data_ptr<float>(),
+                      sin.data_ptr<float>());
+    }
     return {qkv.select(1, 0), qkv.select(1, 1), qkv.select(1, 2)};
   }
   return {Rope(qkv.select(1, 0), positions, theta), Rope(qkv.select(1, 1), positions, theta), qkv.select(1, 2)};

@@ -1,6 +1,6 @@
 #include "engine/few_row_gemm.h"
 
-#include <cstring>
+#include "engine/bf16_bits.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -16,15 +16,6 @@ namespace {
 // kX times and every loaded x vector kW times.
 constexpr int64_t kW = 4;
 constexpr int64_t kX = 4;
-
-// f32 to bf16 bits, rounding to nearest even (NaN stays NaN).
-inline uint16_t RoundToBf16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof bits);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
 
 // out[i * out_stride + j] = dot(x row i, weight row j) for i < MB, j < NB.
 template <int NB, int MB>
@@ -153,7 +144,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void Bf16Tile(const uint1
   alignas(64) float sums[16];
   _mm512_store_ps(sums, Reduce16(acc));  // unused accumulators stay zero
   for (int i = 0; i < MB; ++i)
-    for (int j = 0; j < NB; ++j) out[i * out_stride + j] = RoundToBf16(sums[4 * j + i]);
+    for (int j = 0; j < NB; ++j) out[i * out_stride + j] = FloatToBf16(sums[4 * j + i]);
 }
 #pragma GCC diagnostic pop
 #endif

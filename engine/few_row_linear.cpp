@@ -10,12 +10,10 @@ bool InferenceF32OnCpu(const torch::Tensor& a, const torch::Tensor& b) {
   return a.device().is_cpu() && b.device().is_cpu() && a.scalar_type() == torch::kFloat && b.scalar_type() == torch::kFloat;
 }
 
-namespace {
 bool InferenceBf16OnCpu(const torch::Tensor& a, const torch::Tensor& b) {
   if (torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad())) return false;
   return a.device().is_cpu() && b.device().is_cpu() && a.scalar_type() == torch::kBFloat16 && b.scalar_type() == torch::kBFloat16;
 }
-}  // namespace
 
 bool TakesFewRowPath(const torch::Tensor& x, const torch::Tensor& weight) {
   if (x.dim() < 1 || weight.dim() != 2 || x.size(-1) != weight.size(1) || !weight.is_contiguous()) return false;

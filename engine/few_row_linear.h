@@ -28,6 +28,8 @@ torch::Tensor Linear(const torch::nn::Linear& layer, const torch::Tensor& x);
 // Whether our f32 CPU kernels may stand in for torch ops on these tensors:
 // both f32 on the CPU, and no gradient wanted (inference, or no-grad mode).
 bool InferenceF32OnCpu(const torch::Tensor& a, const torch::Tensor& b);
+// The same for bf16 tensors.
+bool InferenceBf16OnCpu(const torch::Tensor& a, const torch::Tensor& b);
 
 // Whether Linear would take the few-row kernel for these tensors.
 bool TakesFewRowPath(const torch::Tensor& x, const torch::Tensor& weight);

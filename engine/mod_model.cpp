@@ -53,18 +53,26 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
 
 namespace {
 
-// x / rms(x) (· weight, if defined) in one pass: f32 CPU inference only.
+// x / rms(x) (· weight, if defined) in one pass: f32 or bf16 CPU inference only.
 torch::Tensor FusedRmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
   const int64_t dim = x.size(-1);
   auto xc = x.contiguous();
   auto out = torch::empty_like(xc);  // [..., dim]
-  RmsNormRows(xc.data_ptr<float>(), dim == 0 ? 0 : xc.numel() / dim, dim, weight.defined() ? weight.data_ptr<float>() : nullptr,
-              static_cast<float>(eps), out.data_ptr<float>());
+  const int64_t rows = dim == 0 ? 0 : xc.numel() / dim;
+  if (xc.scalar_type() == torch::kBFloat16) {
+    RmsNormRowsBf16(static_cast<const uint16_t*>(xc.data_ptr()), rows, dim,
+                    weight.defined() ? static_cast<const uint16_t*>(weight.data_ptr()) : nullptr, static_cast<float>(eps),
+                    static_cast<uint16_t*>(out.data_ptr()));
+  } else {
+    RmsNormRows(xc.data_ptr<float>(), rows, dim, weight.defined() ? weight.data_ptr<float>() : nullptr, static_cast<float>(eps),
+                out.data_ptr<float>());
+  }
   return out;
 }
 
 bool TakesFusedNorm(const torch::Tensor& x, const torch::Tensor& weight) {
-  return InferenceF32OnCpu(x, weight.defined() ? weight : x) && x.dim() >= 1 &&
+  const torch::Tensor& w = weight.defined() ? weight : x;
+  return (InferenceF32OnCpu(x, w) || InferenceBf16OnCpu(x, w)) && x.dim() >= 1 &&
          (!weight.defined() || (weight.is_contiguous() && weight.numel() == x.size(-1)));
 }
 

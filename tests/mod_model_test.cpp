@@ -198,5 +198,21 @@ TEST(MoDModel, FusedInferenceRmsNormMatchesTheTrainingPath) {
   EXPECT_TRUE(torch::allclose(norm(xt), trained.detach().transpose(0, 1), 1e-5, 1e-6));
 }
 
+TEST(MoDModel, FusedBf16InferenceRmsNormMatchesTheTorchOpsToBf16Rounding) {
+  torch::manual_seed(10);
+  RMSNorm norm(48, 1e-5);
+  {
+    torch::NoGradGuard no_grad;
+    norm->weight.uniform_(0.5, 1.5);
+  }
+  norm->to(torch::kBFloat16);
+  auto x = (torch::randn({2, 3, 48}) * 4).to(torch::kBFloat16);
+  auto ops = norm(x);  // grad mode, weight requires grad: the torch ops, rounding to bf16 after each
+  torch::NoGradGuard no_grad;
+  auto fused = norm(x);  // no grad, bf16 on the CPU: one fused pass, rounded once
+  ASSERT_EQ(fused.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::allclose(fused.to(torch::kFloat), ops.detach().to(torch::kFloat), 1e-2, 1e-3));
+}
+
 }  // namespace
 }  // namespace modserve
