@@ -21,9 +21,11 @@ StatusOr<LoadedEngine> LoadLibTorchEngine(const ServerConfig& cfg) {
   // By default the engine's own kernels use every core (threads 0: the
   // engine's own default; they share work dynamically, so a core taken by
   // gRPC for a moment does not stall them), while LibTorch's statically split
-  // ops leave one core to gRPC: on 2 cores this served about 14% more tokens/s
-  // than 1 engine thread, and 2 torch threads served fewer (measured with
-  // mod-client bench, README "Serving benchmark").
+  // ops leave one core to gRPC: on 2 cores this served about 40% more tokens/s
+  // than 1 engine thread at a shorter p99 inter-token latency, and 2 torch
+  // threads served fewer (measured with mod-client bench, README "Serving
+  // benchmark"). With one LibTorch thread the kernels run on their own pool,
+  // whose idle workers sleep quickly (engine/parallel_chunks.h).
   const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   eo.threads = static_cast<int>(cfg.threads);
   eo.torch_threads = cfg.torch_threads > 0 ? static_cast<int>(cfg.torch_threads) : std::max(1, hw - 1);
