@@ -34,9 +34,11 @@ thread_local bool in_region = false;  // this thread runs chunks of a region: ne
 // the thread that called ParallelChunks.
 //
 // A region is a generation number, the chunk count and the function. `next_`
-// holds the generation in its high 32 bits and the chunks claimed so far in
-// the low ones, so a worker that learnt of a region late can claim nothing of
-// a newer one: it compares generations in the same atomic step as it claims.
+// holds the generation's low 32 bits in its high 32 bits and the chunks
+// claimed so far in the low ones, so a worker that learnt of a region late
+// can claim nothing of a newer one: it compares generations in the same
+// atomic step as it claims (a worker would have to sleep through 2^32
+// regions to be fooled).
 // The caller returns once every claimed chunk is done (`done_`), never waiting
 // for a worker that has not started. Idle workers poll for kSpin, then sleep
 // on the condition variable.
@@ -61,7 +63,7 @@ class Pool {
   // Runs run(c) for c in [0, chunks); false, having run nothing, when another
   // thread's region has the pool.
   bool Run(int64_t chunks, const std::function<void(int64_t)>& run) {
-    if (busy_.exchange(true, std::memory_order_acquire)) return false;
+    if (chunks >= static_cast<int64_t>(kIndexMask) || busy_.exchange(true, std::memory_order_acquire)) return false;
     uint64_t gen;
     bool wake;
     {
@@ -115,7 +117,7 @@ class Pool {
         chunks = chunks_;
       }
       int64_t mine = 0;
-      for (uint64_t v = next_.load(std::memory_order_relaxed); v >> 32 == seen && static_cast<int64_t>(v & kIndexMask) < chunks;) {
+      for (uint64_t v = next_.load(std::memory_order_relaxed); v >> 32 == (seen & kIndexMask) && static_cast<int64_t>(v & kIndexMask) < chunks;) {
         if (!next_.compare_exchange_weak(v, v + 1, std::memory_order_relaxed)) continue;  // v reloaded
         (*run)(static_cast<int64_t>(v & kIndexMask));
         ++mine;
