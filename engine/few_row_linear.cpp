@@ -5,15 +5,17 @@
 
 namespace modserve {
 
-bool InferenceF32OnCpu(const torch::Tensor& a, const torch::Tensor& b) {
+namespace {
+// Both `dtype` on the CPU, and no gradient wanted.
+bool InferenceOnCpu(const torch::Tensor& a, const torch::Tensor& b, torch::ScalarType dtype) {
   if (torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad())) return false;
-  return a.device().is_cpu() && b.device().is_cpu() && a.scalar_type() == torch::kFloat && b.scalar_type() == torch::kFloat;
+  return a.device().is_cpu() && b.device().is_cpu() && a.scalar_type() == dtype && b.scalar_type() == dtype;
 }
+}  // namespace
 
-bool InferenceBf16OnCpu(const torch::Tensor& a, const torch::Tensor& b) {
-  if (torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad())) return false;
-  return a.device().is_cpu() && b.device().is_cpu() && a.scalar_type() == torch::kBFloat16 && b.scalar_type() == torch::kBFloat16;
-}
+bool InferenceF32OnCpu(const torch::Tensor& a, const torch::Tensor& b) { return InferenceOnCpu(a, b, torch::kFloat); }
+
+bool InferenceBf16OnCpu(const torch::Tensor& a, const torch::Tensor& b) { return InferenceOnCpu(a, b, torch::kBFloat16); }
 
 bool TakesFewRowPath(const torch::Tensor& x, const torch::Tensor& weight) {
   if (x.dim() < 1 || weight.dim() != 2 || x.size(-1) != weight.size(1) || !weight.is_contiguous()) return false;

@@ -7,12 +7,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <cstdio>
 #include <random>
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "engine/bf16_bits.h"
 
 namespace modserve {
 namespace {
@@ -22,21 +23,6 @@ struct Problem {
   std::vector<int64_t> lengths;  // cached tokens per sequence
   int64_t chunk = 0;             // the last sequence's last `chunk` keys (at most its length) are also a prefill chunk's rows
 };
-
-// The bfloat16 nearest to x (round to nearest even), as stored bits.
-uint16_t ToBf16(float x) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  bits += 0x7fff + ((bits >> 16) & 1);
-  return static_cast<uint16_t>(bits >> 16);
-}
-
-float FromBf16(uint16_t b) {
-  const uint32_t bits = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
 
 void ExpectMatches(GemmPath path, KvElement element, const Problem& pr, std::mt19937* rng) {
   const int64_t H = pr.heads, hd = pr.head_dim, n = static_cast<int64_t>(pr.lengths.size());
@@ -53,11 +39,11 @@ void ExpectMatches(GemmPath path, KvElement element, const Problem& pr, std::mt1
   // A bf16 pool stores k and v rounded; the reference then uses the rounded values.
   std::vector<uint16_t> k16(k.size()), v16(v.size());
   for (size_t e = 0; e < k.size(); ++e) {
-    k16[e] = ToBf16(k[e]);
-    v16[e] = ToBf16(v[e]);
+    k16[e] = FloatToBf16(k[e]);
+    v16[e] = FloatToBf16(v[e]);
     if (element == KvElement::kBf16) {
-      k[e] = FromBf16(k16[e]);
-      v[e] = FromBf16(v16[e]);
+      k[e] = Bf16ToFloat(k16[e]);
+      v[e] = Bf16ToFloat(v16[e]);
     }
   }
   std::vector<int64_t> perm(static_cast<size_t>(pool));

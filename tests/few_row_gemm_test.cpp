@@ -6,11 +6,12 @@
 
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <random>
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "engine/bf16_bits.h"
 
 namespace modserve {
 namespace {
@@ -70,20 +71,6 @@ TEST(FewRowGemm, EveryPathThisCpuRunsMatchesTheReference) {
   EXPECT_TRUE(CpuSupports(BestGemmPath()));
 }
 
-uint16_t ToBf16(float x) {  // round to nearest even
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  bits += 0x7fff + ((bits >> 16) & 1);
-  return static_cast<uint16_t>(bits >> 16);
-}
-
-float FromBf16(uint16_t b) {
-  const uint32_t bits = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
 TEST(FewRowGemm, Bf16MatchesTheReferenceWhereTheCpuHasIt) {
   if (!CpuHasBf16Dot()) {
     GTEST_SKIP() << "this CPU has no AVX512-BF16: the engine keeps torch's bf16 matmul";
@@ -95,8 +82,8 @@ TEST(FewRowGemm, Bf16MatchesTheReferenceWhereTheCpuHasIt) {
     auto xf = Random(static_cast<size_t>(c.M * c.K), &rng);
     auto wf = Random(static_cast<size_t>(c.N * c.K), &rng);
     std::vector<uint16_t> x(xf.size()), w(wf.size());
-    for (size_t i = 0; i < xf.size(); ++i) xf[i] = FromBf16(x[i] = ToBf16(xf[i]));
-    for (size_t i = 0; i < wf.size(); ++i) wf[i] = FromBf16(w[i] = ToBf16(wf[i]));
+    for (size_t i = 0; i < xf.size(); ++i) xf[i] = Bf16ToFloat(x[i] = FloatToBf16(xf[i]));
+    for (size_t i = 0; i < wf.size(); ++i) wf[i] = Bf16ToFloat(w[i] = FloatToBf16(wf[i]));
     const auto want = Reference(xf, wf, c);
     std::vector<uint16_t> y(static_cast<size_t>(c.M * c.N), 0xffff);
     for (int64_t begin = 0; begin < c.N;) {
@@ -106,7 +93,7 @@ TEST(FewRowGemm, Bf16MatchesTheReferenceWhereTheCpuHasIt) {
     }
     for (size_t i = 0; i < y.size(); ++i) {
       // bf16 keeps 8 bits of mantissa: the result's own rounding, plus f32 sums.
-      ASSERT_NEAR(FromBf16(y[i]), want[i], std::abs(want[i]) / 128 + 1e-5 * c.K)
+      ASSERT_NEAR(Bf16ToFloat(y[i]), want[i], std::abs(want[i]) / 128 + 1e-5 * c.K)
           << "M=" << c.M << " N=" << c.N << " K=" << c.K << " at " << i;
     }
   }
