@@ -27,7 +27,7 @@ server=""
 trap 'if [[ -n "$server" ]]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 
 engine() {
-  build/bin/mod-bench --batches "$CONCURRENCY" --synthetic false --prompt $((PROMPT + 1)) --steps "$OUTPUT" \
+  build/bin/mod-bench --batches "$CONCURRENCY" --synthetic false --dense false --prompt $((PROMPT + 1)) --steps "$OUTPUT" \
     --block-size "$block_size" --json "$@" 2>/dev/null |
     tr -d ' \n' | grep -o '"mod_tokens_per_s":[0-9.e+-]*' | cut -d: -f2
 }

@@ -8,6 +8,7 @@
 // it prints figures.
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -79,64 +80,96 @@ double LayerMatmulFlops(const ModelConfig& c) {
   return 2.0 * (4.0 * d * d + 2.0 * d * ff);
 }
 
-// Prefills `batch` sequences with `prompt` bytes (random printable ones, or
-// slices of `text` at different offsets when it is not empty), then times
-// `steps` decode steps of all of them together. Each step feeds the greedy
-// token (a trained model) or another random printable byte (a random model,
-// whose predictors were calibrated on such bytes).
-// `o` gives the dtypes and block size; the pool is sized here.
-DecodeRun Decode(MoDTransformer model, int64_t batch, int64_t prompt, int64_t steps, EngineOptions o, bool greedy, uint64_t seed,
-                 const std::string& text = "") {
-  o.kv_blocks = batch * model->config().n_layers * ((prompt + steps) / o.block_size + 2);
-  auto engine = std::move(CreateEngine(model, o)).value();
-  const ModelConfig& cfg = model->config();
-  std::mt19937_64 rng(seed);
-  std::vector<int64_t> next(static_cast<size_t>(batch));
-  for (int64_t b = 0; b < batch; ++b) {
-    engine->AddSequence(b);
-    std::vector<int64_t> toks{cfg.bos_id};
-    const size_t start = text.size() > static_cast<size_t>(prompt) ? static_cast<size_t>(b * 7919) % (text.size() - prompt) : 0;
-    for (int64_t i = 1; i < prompt; ++i) {
-      toks.push_back(text.size() > static_cast<size_t>(prompt) ? static_cast<unsigned char>(text[start + i])
-                                                               : static_cast<int64_t>(32 + rng() % 95));
-    }
-    auto r = engine->Step({{b, toks}});
-    if (!r.ok()) throw std::runtime_error(r.status().ToString());
-    next[static_cast<size_t>(b)] = std::max_element(r->logits[0].begin(), r->logits[0].end()) - r->logits[0].begin();
-  }
-  DecodeRun run;
-  run.rows_per_layer.assign(static_cast<size_t>(cfg.n_layers), 0);
-  double computed = 0, seen = 0;
-  auto t0 = Clock::now();
-  for (int64_t s = 0; s < steps; ++s) {
-    std::vector<SequenceChunk> chunks;
-    for (int64_t b = 0; b < batch; ++b) chunks.push_back({b, {next[static_cast<size_t>(b)]}});
-    auto r = engine->Step(chunks);
-    if (!r.ok()) throw std::runtime_error(r.status().ToString());
+// One engine decoding `batch` sequences: prefilled with `prompt` bytes
+// (random printable ones, or slices of `text` at different offsets when it is
+// not empty) at construction, then timed one decode step of the whole batch
+// at a time. Each step feeds the greedy token (a trained model) or another
+// random printable byte (a random model, whose predictors were calibrated on
+// such bytes). `o` gives the dtypes and block size; the pool is sized here.
+class DecodeSession {
+ public:
+  DecodeSession(MoDTransformer model, int64_t batch, int64_t prompt, int64_t steps, EngineOptions o, bool greedy, uint64_t seed,
+                const std::string& text = "")
+      : cfg_(model->config()), batch_(batch), prompt_(prompt), greedy_(greedy), rng_(seed), next_(static_cast<size_t>(batch)) {
+    o.kv_blocks = batch * cfg_.n_layers * ((prompt + steps) / o.block_size + 2);
+    engine_ = std::move(CreateEngine(model, o)).value();
     for (int64_t b = 0; b < batch; ++b) {
+      engine_->AddSequence(b);
+      std::vector<int64_t> toks{cfg_.bos_id};
+      const size_t start = text.size() > static_cast<size_t>(prompt) ? static_cast<size_t>(b * 7919) % (text.size() - prompt) : 0;
+      for (int64_t i = 1; i < prompt; ++i) {
+        toks.push_back(text.size() > static_cast<size_t>(prompt) ? static_cast<unsigned char>(text[start + i])
+                                                                 : static_cast<int64_t>(32 + rng_() % 95));
+      }
+      auto r = engine_->Step({{b, toks}});
+      if (!r.ok()) throw std::runtime_error(r.status().ToString());
+      next_[static_cast<size_t>(b)] = std::max_element(r->logits[0].begin(), r->logits[0].end()) - r->logits[0].begin();
+    }
+    run_.rows_per_layer.assign(static_cast<size_t>(cfg_.n_layers), 0);
+  }
+
+  // Decode step `s` (0-based) of every sequence, timed.
+  void Step(int64_t s) {
+    std::vector<SequenceChunk> chunks;
+    for (int64_t b = 0; b < batch_; ++b) chunks.push_back({b, {next_[static_cast<size_t>(b)]}});
+    const auto t0 = Clock::now();
+    auto r = engine_->Step(chunks);
+    run_.seconds += Seconds(t0, Clock::now());
+    if (!r.ok()) throw std::runtime_error(r.status().ToString());
+    for (int64_t b = 0; b < batch_; ++b) {
       const auto& row = r->logits[static_cast<size_t>(b)];
-      next[static_cast<size_t>(b)] = greedy ? std::max_element(row.begin(), row.end()) - row.begin() : static_cast<int64_t>(32 + rng() % 95);
+      next_[static_cast<size_t>(b)] = greedy_ ? std::max_element(row.begin(), row.end()) - row.begin() : static_cast<int64_t>(32 + rng_() % 95);
     }
     for (const auto& l : r->stats.layers) {
-      run.rows_per_layer[static_cast<size_t>(l.layer)] += l.computed;
-      const double ctx = static_cast<double>(prompt + s);  // upper bound on keys per computing token
-      const double keys = l.routed ? ctx * cfg.capacity : ctx;
-      run.flops += static_cast<double>(l.computed) * (LayerMatmulFlops(cfg) + 4.0 * keys * static_cast<double>(cfg.d_model));
+      run_.rows_per_layer[static_cast<size_t>(l.layer)] += l.computed;
+      const double ctx = static_cast<double>(prompt_ + s);  // upper bound on keys per computing token
+      const double keys = l.routed ? ctx * cfg_.capacity : ctx;
+      run_.flops += static_cast<double>(l.computed) * (LayerMatmulFlops(cfg_) + 4.0 * keys * static_cast<double>(cfg_.d_model));
       if (l.routed) {
-        computed += static_cast<double>(l.computed);
-        seen += static_cast<double>(l.computed + l.skipped);
-        run.flops += static_cast<double>(l.computed + l.skipped) * 2.0 * static_cast<double>(cfg.d_model) * (1.0 + static_cast<double>(cfg.predictor_hidden));
+        computed_ += static_cast<double>(l.computed);
+        seen_ += static_cast<double>(l.computed + l.skipped);
+        run_.flops += static_cast<double>(l.computed + l.skipped) * 2.0 * static_cast<double>(cfg_.d_model) * (1.0 + static_cast<double>(cfg_.predictor_hidden));
       }
     }
-    run.flops += static_cast<double>(batch) * 2.0 * static_cast<double>(cfg.d_model * cfg.vocab_size);
+    run_.flops += static_cast<double>(batch_) * 2.0 * static_cast<double>(cfg_.d_model * cfg_.vocab_size);
+    ++steps_;
   }
-  run.seconds = Seconds(t0, Clock::now());
-  run.tokens_per_s = static_cast<double>(batch * steps) / run.seconds;
-  run.compute_fraction = seen > 0 ? computed / seen : 1.0;
-  for (auto& r : run.rows_per_layer) r = (r + steps / 2) / std::max<int64_t>(steps, 1);
-  const KvOccupancy occ = engine->Occupancy();
-  run.kv_bytes_per_token = static_cast<double>(occ.used_blocks * occ.bytes_per_block) / static_cast<double>(batch * (prompt + steps));
-  return run;
+
+  // The figures of the steps run so far.
+  DecodeRun Result() const {
+    DecodeRun run = run_;
+    run.tokens_per_s = static_cast<double>(batch_ * steps_) / run.seconds;
+    run.compute_fraction = seen_ > 0 ? computed_ / seen_ : 1.0;
+    for (auto& r : run.rows_per_layer) r = (r + steps_ / 2) / std::max<int64_t>(steps_, 1);
+    const KvOccupancy occ = engine_->Occupancy();
+    run.kv_bytes_per_token = static_cast<double>(occ.used_blocks * occ.bytes_per_block) / static_cast<double>(batch_ * (prompt_ + steps_));
+    return run;
+  }
+
+ private:
+  ModelConfig cfg_;
+  int64_t batch_, prompt_;
+  bool greedy_;
+  std::mt19937_64 rng_;
+  std::vector<int64_t> next_;
+  std::unique_ptr<Engine> engine_;
+  DecodeRun run_;
+  int64_t steps_ = 0;
+  double computed_ = 0, seen_ = 0;
+};
+
+// Runs `steps` decode steps of every session side by side: step s of each in
+// turn, the order rotating from step to step, so that this shared machine's
+// drift (tens of percent over seconds) hits them alike and their ratios
+// hold even when the absolute figures move.
+std::vector<DecodeRun> DecodeSideBySide(std::vector<std::unique_ptr<DecodeSession>>& sessions, int64_t steps) {
+  const size_t n = sessions.size();
+  for (int64_t s = 0; s < steps; ++s) {
+    for (size_t i = 0; i < n; ++i) sessions[(i + static_cast<size_t>(s)) % n]->Step(s);
+  }
+  std::vector<DecodeRun> runs;
+  for (const auto& session : sessions) runs.push_back(session->Result());
+  return runs;
 }
 
 // One layer's four projection matmuls (QKV, out, MLP up, MLP down) with random
@@ -199,7 +232,10 @@ double MatmulPeak(const ModelConfig& c, const std::vector<int64_t>& rows_per_lay
 
 // Milliseconds for one layer's four projection matmuls at `rows` rows: in f32
 // through the general GEMM and as the engine runs them, and in bf16: how a
-// layer's cost scales with the tokens that compute it.
+// layer's cost scales with the tokens that compute it. The matmuls cycle
+// through layers of random weights that together hold 256 MB or more, so that
+// as in a whole model's decode step each layer's weights come from DRAM, not
+// from the last-level cache.
 void PrintRowScan(int64_t d, int64_t ff) {
   torch::NoGradGuard ng;
   std::printf("layer projection matmuls (d_model %lld, d_ff %lld): ms per layer by rows\n", static_cast<long long>(d), static_cast<long long>(ff));
@@ -210,21 +246,25 @@ void PrintRowScan(int64_t d, int64_t ff) {
   };
   for (const Variant& v : {Variant{"f32 general GEMM", torch::kFloat, true}, Variant{"f32 engine", torch::kFloat, false},
                            Variant{"bf16 oneDNN", torch::kBFloat16, true}, Variant{"bf16 engine", torch::kBFloat16, false}}) {
-    LayerMatmuls mm(d, ff, v.dtype);
+    const double layer_bytes = static_cast<double>(4 * d * d + 2 * d * ff) * static_cast<double>(torch::elementSize(v.dtype));
+    const int64_t n_layers = std::max<int64_t>(2, static_cast<int64_t>(std::ceil(256e6 / layer_bytes)));
+    std::vector<std::unique_ptr<LayerMatmuls>> layers;
+    for (int64_t l = 0; l < n_layers; ++l) layers.push_back(std::make_unique<LayerMatmuls>(d, ff, v.dtype));
     std::printf("  %-17s", v.name);
     for (int64_t m : {1, 4, 8, 16, 32, 64, 128}) {
-      const auto in = mm.Inputs(m);
-      for (int i = 0; i < 3; ++i) mm.Run(in, v.general);
+      const auto in = layers[0]->Inputs(m);
+      for (const auto& l : layers) l->Run(in, v.general);
+      const int64_t calls = std::max<int64_t>(30, n_layers);
       auto t0 = Clock::now();
-      for (int i = 0; i < 30; ++i) mm.Run(in, v.general);
-      std::printf("  %lld rows %.2f", static_cast<long long>(m), Seconds(t0, Clock::now()) / 30 * 1e3);
+      for (int64_t i = 0; i < calls; ++i) layers[static_cast<size_t>(i % n_layers)]->Run(in, v.general);
+      std::printf("  %lld rows %.2f", static_cast<long long>(m), Seconds(t0, Clock::now()) / static_cast<double>(calls) * 1e3);
     }
     std::printf("\n");
   }
 }
 
-// --compare: every checkpoint as it is, at every batch size, alternating
-// models within a batch size so that machine noise hits them alike.
+// --compare: every checkpoint as it is, at every batch size, the models'
+// decode steps side by side.
 Status Compare(const std::vector<std::string>& dirs, const std::vector<int64_t>& batches, int64_t prompt, int64_t steps,
                const EngineOptions& eo, const std::string& text, bool json) {
   std::vector<MoDTransformer> models;
@@ -236,9 +276,13 @@ Status Compare(const std::vector<std::string>& dirs, const std::vector<int64_t>&
   }
   nlohmann::json results = nlohmann::json::array();
   for (int64_t b : batches) {
+    std::vector<std::unique_ptr<DecodeSession>> sessions;
+    for (const auto& m : models) sessions.push_back(std::make_unique<DecodeSession>(m, b, prompt, steps, eo, /*greedy=*/true, 1, text));
+    const std::vector<DecodeRun> runs = DecodeSideBySide(sessions, steps);
+    sessions.clear();
     for (size_t i = 0; i < models.size(); ++i) {
       const ModelConfig& c = models[i]->config();
-      DecodeRun run = Decode(models[i], b, prompt, steps, eo, /*greedy=*/true, 1, text);
+      const DecodeRun& run = runs[i];
       const std::string mode = c.routing_enabled ? c.mode : "dense";
       results.push_back({{"model", dirs[i]},
                          {"mode", mode},
@@ -267,6 +311,7 @@ Status Run(int argc, char** argv) {
   f.Define("dtype", "float32", "engine dtype: float32 or bfloat16");
   f.Define("kv-dtype", "auto", "KV cache dtype: auto (= --dtype), float32 or bfloat16");
   f.Define("synthetic", "true", "also run the synthetic model");
+  f.Define("dense", "true", "time the dense twin beside MoD, step for step (false: MoD alone, as the serving benchmark's engine figure)");
   f.Define("synthetic-d-model", "1024", "synthetic model width");
   f.Define("synthetic-layers", "12", "synthetic model layers");
   f.Define("synthetic-heads", "16", "synthetic model heads");
@@ -331,6 +376,7 @@ Status Run(int argc, char** argv) {
     return Compare(dirs, batches, prompt, steps, eo, text, f.Bool("json"));
   }
 
+  const bool with_dense = f.Bool("dense");
   std::vector<std::pair<std::string, MoDTransformer>> models;
   if (!f.Str("model").empty()) {
     auto m = LoadCheckpoint(f.Str("model"));
@@ -362,27 +408,44 @@ Status Run(int argc, char** argv) {
     if (prompt + steps > mod->config().max_context) {
       return InvalidArgument("--prompt + --steps exceeds the " + name + " model's max_context " + std::to_string(mod->config().max_context));
     }
-    MoDTransformer dense = CopyWithConfig(mod, DenseConfig(mod->config()));
+    MoDTransformer dense = with_dense ? CopyWithConfig(mod, DenseConfig(mod->config())) : MoDTransformer(nullptr);
     for (int64_t b : batches) {
       const bool greedy = name == "shipped";
-      DecodeRun m = Decode(CopyWithConfig(mod, mod->config()), b, prompt, steps, eo, greedy, 1);
-      DecodeRun d = Decode(CopyWithConfig(dense, dense->config()), b, prompt, steps, eo, greedy, 1);
+      std::vector<std::unique_ptr<DecodeSession>> sessions;
+      sessions.push_back(std::make_unique<DecodeSession>(CopyWithConfig(mod, mod->config()), b, prompt, steps, eo, greedy, 1));
+      if (with_dense) {
+        sessions.push_back(std::make_unique<DecodeSession>(CopyWithConfig(dense, dense->config()), b, prompt, steps, eo, greedy, 1));
+      }
+      const std::vector<DecodeRun> runs = DecodeSideBySide(sessions, steps);
+      sessions.clear();  // frees the KV pools before the matmul peak is timed
+      const DecodeRun& m = runs[0];
       const double achieved = m.flops / m.seconds / 1e9;
       const double peak = MatmulPeak(mod->config(), m.rows_per_layer, static_cast<int>(steps),
                                      f.Str("dtype") == "bfloat16" ? torch::kBFloat16 : torch::kFloat);
       nlohmann::json r = {{"model", name},
                           {"batch", b},
                           {"mod_tokens_per_s", m.tokens_per_s},
-                          {"dense_tokens_per_s", d.tokens_per_s},
-                          {"speedup_ratio", m.tokens_per_s / d.tokens_per_s},
                           {"compute_fraction", m.compute_fraction},
                           {"kv_bytes_per_token_mod", m.kv_bytes_per_token},
-                          {"kv_bytes_per_token_dense", d.kv_bytes_per_token},
-                          {"kv_bytes_ratio", m.kv_bytes_per_token / d.kv_bytes_per_token},
                           {"achieved_gflops", achieved},
-                          {"dense_achieved_gflops", d.flops / d.seconds / 1e9},
                           {"matmul_peak_gflops", peak},
                           {"peak_fraction", achieved / peak}};
+      if (!with_dense) {
+        results.push_back(r);
+        if (!f.Bool("json")) {
+          std::printf("%-9s batch %3lld  MoD %9.1f tok/s  compute %.3f  KV B/tok %.0f  %.1f GFLOP/s of %.1f peak (%.0f%%)\n", name.c_str(),
+                      static_cast<long long>(b), m.tokens_per_s, m.compute_fraction, m.kv_bytes_per_token, achieved, peak,
+                      100.0 * achieved / peak);
+          std::fflush(stdout);
+        }
+        continue;
+      }
+      const DecodeRun& d = runs[1];
+      r["dense_tokens_per_s"] = d.tokens_per_s;
+      r["speedup_ratio"] = m.tokens_per_s / d.tokens_per_s;
+      r["kv_bytes_per_token_dense"] = d.kv_bytes_per_token;
+      r["kv_bytes_ratio"] = m.kv_bytes_per_token / d.kv_bytes_per_token;
+      r["dense_achieved_gflops"] = d.flops / d.seconds / 1e9;
       results.push_back(r);
       if (!f.Bool("json")) {
         std::printf("%-9s batch %3lld  MoD %9.1f tok/s  dense %9.1f tok/s  ratio %.2f  compute %.3f  KV B/tok %.0f vs %.0f (%.3f)  %.1f GFLOP/s of %.1f peak (%.0f%%)\n",
