@@ -8,6 +8,7 @@
 #include "engine/checkpoint.h"
 #include "engine/engine_torch.h"
 #include "engine/few_row_linear.h"
+#include "engine/huge_page_weights.h"
 #include "engine/kv_cache.h"
 #include "engine/paged_attention.h"
 #include "engine/parallel_chunks.h"
@@ -97,6 +98,7 @@ StatusOr<std::unique_ptr<Engine>> CreateEngine(MoDTransformer model, const Engin
     torch::set_num_threads(torch_threads);
     model->eval();
     model->to(impl->device, dtype);
+    if (impl->device.is_cpu()) MoveWeightsToHugePages(*model);  // fewer TLB misses while a step streams the weights
     impl->model = model;
     const ModelConfig& cfg = model->config();
     KvBlockManagerOptions bo;

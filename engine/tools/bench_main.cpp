@@ -22,6 +22,7 @@
 #include "engine/checkpoint.h"
 #include "engine/engine_torch.h"
 #include "engine/few_row_linear.h"
+#include "engine/huge_page_weights.h"
 #include "engine/flags.h"
 #include "engine/parallel_chunks.h"
 
@@ -184,6 +185,7 @@ struct LayerMatmuls {
       return l;
     };
     wqkv = w(d, 3 * d), wo = w(d, d), w1 = w(d, ff), w2 = w(ff, d);
+    for (auto* l : {&wqkv, &wo, &w1, &w2}) MoveWeightsToHugePages(**l);  // as the engine holds them
   }
   // Inputs for `rows` rows, made before timing: x [rows, d] and h [rows, ff].
   std::pair<torch::Tensor, torch::Tensor> Inputs(int64_t rows) const {
