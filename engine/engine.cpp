@@ -12,6 +12,7 @@
 #include "engine/kv_cache.h"
 #include "engine/paged_attention.h"
 #include "engine/parallel_chunks.h"
+#include "engine/routed_rows.h"
 #include "engine/row_norm_rope.h"
 
 namespace modserve {
@@ -179,18 +180,16 @@ namespace {
 
 // Compares the predictor's decisions with top-k routing on every prefill chunk
 // long enough for top-k to mean something (see LayerStepStats).
-void CountTopKAgreement(const ModelConfig& cfg, const torch::Tensor& r, const torch::TensorAccessor<bool, 1>& sel,
-                        const std::vector<int64_t>& offset, LayerStepStats* ls) {
-  torch::Tensor r_cpu;  // [N], fetched only when a chunk qualifies
+void CountTopKAgreement(const ModelConfig& cfg, const RoutedTokens& t, const std::vector<int64_t>& offset, LayerStepStats* ls) {
   for (size_t b = 0; b + 1 < offset.size(); ++b) {
     const int64_t begin = offset[b], S = offset[b + 1] - begin;
     if (S < kAgreementMinChunk) continue;
-    if (!r_cpu.defined()) r_cpu = r.to(torch::kCPU, torch::kFloat);
-    auto top = std::get<1>(r_cpu.narrow(0, begin, S).topk(cfg.TopK(S)));  // [k] indices within the chunk
+    auto r = torch::from_blob(const_cast<float*>(t.router.data()) + begin, {S}, torch::kFloat);  // [S]
+    auto top = std::get<1>(r.topk(cfg.TopK(S)));  // [k] indices within the chunk
     std::vector<bool> in_top(static_cast<size_t>(S), false);
     auto top_a = top.accessor<int64_t, 1>();
     for (int64_t i = 0; i < top.size(0); ++i) in_top[static_cast<size_t>(top_a[i])] = true;
-    for (int64_t i = 0; i < S; ++i) ls->agreement_matches += (sel[begin + i] == in_top[static_cast<size_t>(i)]);
+    for (int64_t i = 0; i < S; ++i) ls->agreement_matches += ((t.computes[static_cast<size_t>(begin + i)] != 0) == in_top[static_cast<size_t>(i)]);
     ls->agreement_tokens += S;
   }
 }
@@ -240,20 +239,14 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
     auto all_pos = torch::tensor(pos, long_opts).to(device);    // [N]
     auto x = model->tok_emb(tok);                               // [N, d]
 
-    // Records that the rows where `computes` ([N] bool, on the CPU) is set
-    // computed the routed layer with route bit `bit`; returns those rows and
-    // counts them per chunk into `per_chunk` (if not null).
-    auto mark_computed = [&](const torch::Tensor& computes, uint64_t bit, std::vector<int64_t>* per_chunk) {
-      auto c = computes.accessor<bool, 1>();
-      std::vector<int64_t> rows;
-      for (int64_t i = 0; i < N; ++i) {
-        if (!c[i]) continue;
-        rows.push_back(i);
+    // Records that `rows` (ascending) computed the routed layer with route bit
+    // `bit`, and counts them per chunk into `per_chunk` (if not null).
+    auto mark_computed = [&](const std::vector<int64_t>& rows, uint64_t bit, std::vector<int64_t>* per_chunk) {
+      for (int64_t i : rows) {
         const int64_t b = chunk_of[static_cast<size_t>(i)];
         if (per_chunk != nullptr) ++(*per_chunk)[static_cast<size_t>(b)];
         result.routes[static_cast<size_t>(b)][static_cast<size_t>(i - offset[b])] |= bit;
       }
-      return rows;
     };
 
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
@@ -265,15 +258,16 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
       ls.layer = l;
       ls.routed = routed;
       ls.computed = N;
-      torch::Tensor idx, r;  // idx: [M] rows that compute; r: [N] router weights
+      torch::Tensor idx;  // [M] rows that compute
+      RoutedTokens routed_tokens;  // router weights and decisions of every row
       std::vector<int64_t> per_chunk(static_cast<size_t>(B), 0);
       if (skips) {
-        r = Linear(block->router, x).squeeze(-1);                                   // [N]
-        auto sel = (block->predictor(x) > 0).to(torch::kCPU);                 // [N] bool
-        const std::vector<int64_t> rows = mark_computed(sel, bit, &per_chunk);
+        routed_tokens = ScoreRoutedTokens(*block, x);
+        const std::vector<int64_t>& rows = routed_tokens.rows;
+        mark_computed(rows, bit, &per_chunk);
         ls.computed = static_cast<int64_t>(rows.size());
         ls.skipped = N - ls.computed;
-        CountTopKAgreement(cfg, r, sel.accessor<bool, 1>(), offset, &ls);
+        CountTopKAgreement(cfg, routed_tokens, offset, &ls);
         if (rows.empty()) {  // no token computes this layer: skip it whole
           result.stats.layers.push_back(ls);
           continue;
@@ -313,7 +307,13 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
         torch::Tensor ran;  // [M] bool: rows that ran an expert
         delta = a + block->moe->Route(block->mlp_norm(xs + a), &ls.expert_tokens, &ran);
         if (!skips) {  // integrated: the expert routing is the layer's decision
-          ls.computed = static_cast<int64_t>(mark_computed(ran.to(torch::kCPU), bit, nullptr).size());
+          auto ran_cpu = ran.to(torch::kCPU).contiguous();
+          std::vector<int64_t> ran_rows;
+          for (int64_t i = 0; i < N; ++i) {
+            if (ran_cpu.data_ptr<bool>()[i]) ran_rows.push_back(i);
+          }
+          mark_computed(ran_rows, bit, nullptr);
+          ls.computed = static_cast<int64_t>(ran_rows.size());
           ls.skipped = N - ls.computed;
         }
       } else {
@@ -321,7 +321,7 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
       }
       result.stats.layers.push_back(ls);
       if (skips) {
-        x = x.index_add(0, idx, delta * r.index_select(0, idx).unsqueeze(-1));
+        x = AddRoutedDelta(x.contiguous(), routed_tokens, delta);
       } else {
         x = x + delta;
       }
