@@ -2,8 +2,8 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -38,10 +38,96 @@ std::string MakePrompt(int64_t i, int64_t bytes) {
   return out;
 }
 
-struct ThreadResult {
+// What one call or the whole run measured.
+struct Results {
   int64_t succeeded = 0, output_tokens = 0;
   std::map<std::string, int64_t> errors;
   LatencyStats ttft, tpot, itl, e2e;
+
+  void Merge(const Results& r) {
+    succeeded += r.succeeded;
+    output_tokens += r.output_tokens;
+    for (const auto& [code, n] : r.errors) errors[code] += n;
+    ttft.Merge(r.ttft);
+    tpot.Merge(r.tpot);
+    itl.Merge(r.itl);
+    e2e.Merge(r.e2e);
+  }
+};
+
+// The calls in flight, and the run's results so far.
+struct Tracker {
+  std::mutex mu;
+  std::condition_variable cv;
+  int64_t in_flight = 0;
+  Results results;
+
+  void Done(const Results& r) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      results.Merge(r);
+      --in_flight;
+    }
+    cv.notify_one();
+  }
+};
+
+// One streaming Generate call on the callback API: each message is timed on
+// the gRPC thread that receives it, with no client thread to wake per
+// message, so the load generator takes as little CPU as it can from a server
+// on the same machine. Deletes itself when the call is done.
+class StreamCall final : public grpc::ClientReadReactor<v1::GenerateResponse> {
+ public:
+  StreamCall(v1::Generator::Stub* stub, const ClientConnection& connection, const v1::GenerateRequest& req, double timeout,
+             Tracker* tracker)
+      : req_(req), tracker_(tracker) {
+    connection.Prepare(&ctx_, timeout);
+    t0_ = SteadyClock::now();
+    stub->async()->GenerateStream(&ctx_, &req_, this);
+    StartRead(&msg_);
+    StartCall();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // the stream ended: OnDone follows
+    if (msg_.token_ids_size() > 0) {
+      const auto now = SteadyClock::now();
+      if (tokens_ == 0) {
+        first_ = now;
+      } else {
+        r_.itl.Add(Since(last_, now) / msg_.token_ids_size());
+      }
+      last_ = now;
+      tokens_ += msg_.token_ids_size();
+    }
+    StartRead(&msg_);
+  }
+
+  void OnDone(const grpc::Status& s) override {
+    const auto t1 = SteadyClock::now();
+    if (!s.ok()) {
+      ++r_.errors[GrpcCodeName(s.error_code())];
+    } else {
+      ++r_.succeeded;
+      r_.output_tokens += tokens_;
+      r_.e2e.Add(Since(t0_, t1));
+      if (tokens_ > 0) r_.ttft.Add(Since(t0_, first_));
+      if (tokens_ > 1) r_.tpot.Add(Since(first_, last_) / static_cast<double>(tokens_ - 1));
+    }
+    Tracker* tracker = tracker_;
+    Results r = std::move(r_);
+    delete this;
+    tracker->Done(r);
+  }
+
+ private:
+  grpc::ClientContext ctx_;
+  v1::GenerateRequest req_;
+  v1::GenerateResponse msg_;
+  Tracker* tracker_;
+  Results r_;
+  int64_t tokens_ = 0;
+  SteadyClock::time_point t0_, first_, last_;
 };
 
 }  // namespace
@@ -58,67 +144,41 @@ LoadReport RunLoad(const ClientConnection& connection, const LoadOptions& o) {
     for (auto& a : arrival) a = (t += gap(rng));
   }
 
-  std::atomic<int64_t> next{0};
-  std::vector<ThreadResult> results(static_cast<size_t>(o.concurrency));
+  // Starts request i once it has arrived and fewer than `concurrency` calls
+  // are in flight; then waits for the last ones.
+  Tracker tracker;
   const auto start = SteadyClock::now();
-  std::vector<std::thread> workers;
-  for (int64_t w = 0; w < o.concurrency; ++w) {
-    workers.emplace_back([&, w] {
-      ThreadResult& r = results[static_cast<size_t>(w)];
-      for (int64_t i = next++; i < o.requests; i = next++) {
-        std::this_thread::sleep_until(start + std::chrono::duration_cast<SteadyClock::duration>(
-                                                  std::chrono::duration<double>(arrival[static_cast<size_t>(i)])));
-        v1::GenerateRequest req;
-        req.set_prompt(MakePrompt(i, o.prompt_bytes));
-        req.set_max_tokens(static_cast<int32_t>(o.max_tokens));
-        req.set_temperature(static_cast<float>(o.temperature));
-        req.set_seed(o.seed + static_cast<uint64_t>(i));
-        grpc::ClientContext ctx;
-        connection.Prepare(&ctx, o.timeout_seconds);
-        const auto t0 = SteadyClock::now();
-        auto reader = stub->GenerateStream(&ctx, req);
-        v1::GenerateResponse msg;
-        int64_t tokens = 0;
-        SteadyClock::time_point first, last;
-        while (reader->Read(&msg)) {
-          if (msg.token_ids_size() == 0) continue;
-          const auto now = SteadyClock::now();
-          if (tokens == 0) {
-            first = now;
-          } else {
-            r.itl.Add(Since(last, now) / msg.token_ids_size());
-          }
-          last = now;
-          tokens += msg.token_ids_size();
-        }
-        grpc::Status s = reader->Finish();
-        const auto t1 = SteadyClock::now();
-        if (!s.ok()) {
-          ++r.errors[GrpcCodeName(s.error_code())];
-          continue;
-        }
-        ++r.succeeded;
-        r.output_tokens += tokens;
-        r.e2e.Add(Since(t0, t1));
-        if (tokens > 0) r.ttft.Add(Since(t0, first));
-        if (tokens > 1) r.tpot.Add(Since(first, last) / static_cast<double>(tokens - 1));
-      }
-    });
+  for (int64_t i = 0; i < o.requests; ++i) {
+    std::this_thread::sleep_until(start + std::chrono::duration_cast<SteadyClock::duration>(
+                                              std::chrono::duration<double>(arrival[static_cast<size_t>(i)])));
+    {
+      std::unique_lock<std::mutex> lock(tracker.mu);
+      tracker.cv.wait(lock, [&] { return tracker.in_flight < o.concurrency; });
+      ++tracker.in_flight;
+    }
+    v1::GenerateRequest req;
+    req.set_prompt(MakePrompt(i, o.prompt_bytes));
+    req.set_max_tokens(static_cast<int32_t>(o.max_tokens));
+    req.set_temperature(static_cast<float>(o.temperature));
+    req.set_seed(o.seed + static_cast<uint64_t>(i));
+    new StreamCall(stub.get(), connection, req, o.timeout_seconds, &tracker);
   }
-  for (auto& t : workers) t.join();
+  {
+    std::unique_lock<std::mutex> lock(tracker.mu);
+    tracker.cv.wait(lock, [&] { return tracker.in_flight == 0; });
+  }
 
   LoadReport rep;
   rep.requests = o.requests;
   rep.seconds = Since(start, SteadyClock::now());
-  for (auto& r : results) {
-    rep.succeeded += r.succeeded;
-    rep.output_tokens += r.output_tokens;
-    for (const auto& [code, n] : r.errors) rep.errors[code] += n;
-    rep.ttft.Merge(r.ttft);
-    rep.tpot.Merge(r.tpot);
-    rep.itl.Merge(r.itl);
-    rep.e2e.Merge(r.e2e);
-  }
+  Results& r = tracker.results;
+  rep.succeeded = r.succeeded;
+  rep.output_tokens = r.output_tokens;
+  rep.errors = r.errors;
+  rep.ttft = r.ttft;
+  rep.tpot = r.tpot;
+  rep.itl = r.itl;
+  rep.e2e = r.e2e;
   return rep;
 }
 

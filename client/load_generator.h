@@ -1,10 +1,13 @@
-// LoadGenerator: mod-client's `bench`: drives a server with streaming
-// Generate calls from `concurrency` client threads, closed-loop or with
+// LoadGenerator: mod-client's `bench`: drives a server with up to
+// `concurrency` streaming Generate calls in flight, closed-loop or with
 // Poisson arrivals at `rate` requests/s, and reports throughput, time to
-// first token, time per output token and inter-token latency.
+// first token, time per output token and inter-token latency. Calls run on
+// gRPC's callback API, so messages are timed on the gRPC threads that
+// receive them and no thread of ours wakes per message: on a machine the
+// server shares, the load generator takes as little CPU from it as it can.
 //
-// Thread-safety: Run() is called once, from one thread; it starts and joins
-// its own worker threads.
+// Thread-safety: RunLoad is called from one thread at a time; it returns once
+// every call it started is done.
 #pragma once
 
 #include <cstdint>
