@@ -307,11 +307,7 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
         torch::Tensor ran;  // [M] bool: rows that ran an expert
         delta = a + block->moe->Route(block->mlp_norm(xs + a), &ls.expert_tokens, &ran);
         if (!skips) {  // integrated: the expert routing is the layer's decision
-          auto ran_cpu = ran.to(torch::kCPU).contiguous();
-          std::vector<int64_t> ran_rows;
-          for (int64_t i = 0; i < N; ++i) {
-            if (ran_cpu.data_ptr<bool>()[i]) ran_rows.push_back(i);
-          }
+          const std::vector<int64_t> ran_rows = RowsWhere(ran);
           mark_computed(ran_rows, bit, nullptr);
           ls.computed = static_cast<int64_t>(ran_rows.size());
           ls.skipped = N - ls.computed;

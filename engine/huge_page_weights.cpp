@@ -13,7 +13,7 @@ namespace modserve {
 namespace {
 
 constexpr int64_t kHugePage = int64_t{2} << 20;
-constexpr int64_t kTensorAlign = 64;  // each tensor starts on a cache line
+constexpr int64_t kStorageAlign = 64;  // each storage starts on a cache line
 
 int64_t RoundUp(int64_t n, int64_t to) { return (n + to - 1) / to * to; }
 
@@ -57,7 +57,7 @@ HugePageWeights MoveWeightsToHugePages(torch::nn::Module& module) {
     s.nbytes = static_cast<int64_t>(storage.nbytes());
     s.offset = total;
     s.source = torch::empty({0}, torch::TensorOptions().dtype(torch::kUInt8)).set_(storage, 0, {s.nbytes}, {1});
-    total = RoundUp(total + s.nbytes, kTensorAlign);
+    total = RoundUp(total + s.nbytes, kStorageAlign);
     slots.emplace(key, std::move(s));
   }
   HugePageWeights report;
@@ -87,7 +87,7 @@ HugePageWeights MoveWeightsToHugePages(torch::nn::Module& module) {
   for (auto& t : tensors) {
     if (!t.defined() || !t.device().is_cpu() || t.numel() == 0) continue;
     auto it = moved.find(t.storage().unsafeGetStorageImpl());
-    if (it == moved.end()) continue;  // already moved through a tensor sharing its storage
+    if (it == moved.end()) continue;  // the same tensor listed twice: re-pointed already
     auto now = torch::empty({0}, t.options().requires_grad(false)).set_(it->second, t.storage_offset(), t.sizes(), t.strides());
     t.set_data(now);
     ++report.tensors;

@@ -18,13 +18,17 @@ bool TakesLoops(const BlockImpl& block, const torch::Tensor& x) {
          p->fc2->bias.defined() && !block.router->bias.defined();
 }
 
-void FillRows(RoutedTokens* t) {
-  for (size_t i = 0; i < t->computes.size(); ++i) {
-    if (t->computes[i] != 0) t->rows.push_back(static_cast<int64_t>(i));
-  }
-}
-
 }  // namespace
+
+std::vector<int64_t> RowsWhere(const torch::Tensor& mask) {
+  auto m = mask.to(torch::kCPU).contiguous();
+  const bool* p = m.data_ptr<bool>();
+  std::vector<int64_t> rows;
+  for (int64_t i = 0; i < m.numel(); ++i) {
+    if (p[i]) rows.push_back(i);
+  }
+  return rows;
+}
 
 RoutedTokens ScoreRoutedTokens(BlockImpl& block, const torch::Tensor& x) {
   const int64_t N = x.size(0);
@@ -35,7 +39,7 @@ RoutedTokens ScoreRoutedTokens(BlockImpl& block, const torch::Tensor& x) {
     t.router.assign(r.data_ptr<float>(), r.data_ptr<float>() + N);
     const bool* s = sel.data_ptr<bool>();
     t.computes.assign(s, s + N);
-    FillRows(&t);
+    t.rows = RowsWhere(sel);
     return t;
   }
   const int64_t d = x.size(1);
@@ -50,20 +54,23 @@ RoutedTokens ScoreRoutedTokens(BlockImpl& block, const torch::Tensor& x) {
   auto g = torch::gelu(Linear(p.fc1, xn)).contiguous();  // [N, hidden]
   std::vector<float> logits(static_cast<size_t>(N));
   FewRowGemm(g.data_ptr<float>(), N, p.fc2->weight.data_ptr<float>(), 1, g.size(1), logits.data(), 0, 1);
-  const float b2 = p.fc2->bias.item<float>();
+  const float b2 = p.fc2->bias.data_ptr<float>()[0];
   t.computes.resize(static_cast<size_t>(N));
-  for (int64_t i = 0; i < N; ++i) t.computes[static_cast<size_t>(i)] = logits[static_cast<size_t>(i)] + b2 > 0.f ? 1 : 0;
-  FillRows(&t);
+  for (int64_t i = 0; i < N; ++i) {
+    const bool computes = logits[static_cast<size_t>(i)] + b2 > 0.f;
+    t.computes[static_cast<size_t>(i)] = computes ? 1 : 0;
+    if (computes) t.rows.push_back(i);
+  }
   return t;
 }
 
 torch::Tensor AddRoutedDelta(torch::Tensor x, const RoutedTokens& t, const torch::Tensor& delta) {
   const auto M = static_cast<int64_t>(t.rows.size());
   if (!(x.is_contiguous() && delta.is_contiguous() && InferenceF32OnCpu(x, delta))) {
-    auto idx = torch::tensor(t.rows, torch::TensorOptions().dtype(torch::kLong)).to(x.device());                            // [M]
+    auto idx = torch::tensor(t.rows, torch::TensorOptions().dtype(torch::kLong));                                         // [M] on the CPU
     auto r = torch::from_blob(const_cast<float*>(t.router.data()), {static_cast<int64_t>(t.router.size())}, torch::kFloat);  // [N]
-    auto scale = r.index_select(0, idx.cpu()).to(delta.device(), delta.scalar_type()).unsqueeze(-1);                     // [M, 1]
-    return x.index_add(0, idx, delta * scale);
+    auto scale = r.index_select(0, idx).to(delta.device(), delta.scalar_type()).unsqueeze(-1);                            // [M, 1]
+    return x.index_add(0, idx.to(x.device()), delta * scale);
   }
   const int64_t d = x.size(1);
   float* xp = x.data_ptr<float>();

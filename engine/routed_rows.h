@@ -30,6 +30,9 @@ struct RoutedTokens {
   std::vector<int64_t> rows;       // the computing rows, ascending
 };
 
+// The rows where mask [N] (bool, on any device) is set, ascending.
+std::vector<int64_t> RowsWhere(const torch::Tensor& mask);
+
 // Scores the N rows of x [N, d] at `block`, which must have a router and a predictor.
 RoutedTokens ScoreRoutedTokens(BlockImpl& block, const torch::Tensor& x);
 
