@@ -5,7 +5,10 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include <atomic>
+#include <future>
 #include <thread>
+
+#include "engine/thread_priority.h"
 
 #include "server/generator_service.h"
 #include "server/transport_security.h"
@@ -132,11 +135,15 @@ StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg, c
   so.max_prefill_tokens = cfg.max_prefill_tokens;
   impl->scheduler = std::make_unique<Scheduler>(impl->engine.get(), so, impl->metrics.get());
   Impl* raw = impl.get();
-  impl->loop = std::thread([raw] {
+  std::promise<void> marked;
+  impl->loop = std::thread([raw, &marked] {
+    MarkComputeThread();  // the engine's steps run here: spared by LowerOtherThreadsToIdle
+    marked.set_value();
     while (!raw->stop.load()) {
       if (!raw->scheduler->Step()) raw->scheduler->WaitForWork(std::chrono::milliseconds(50));
     }
   });
+  marked.get_future().wait();
   impl->service.Attach(impl->scheduler.get(), DescribeModel(cfg, model_config, info), impl->metrics.get());
   impl->SetServing(true);
   return std::make_unique<ServerApp>(std::move(impl));

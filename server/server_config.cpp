@@ -77,6 +77,9 @@ const std::vector<Key>& Keys() {
       IntKey("max_batch_tokens", "tokens per engine step (decode + prefill chunks)", [](ServerConfig* c) { return &c->max_batch_tokens; }),
       IntKey("max_prefill_tokens", "prompt tokens per engine step while any request decodes (0: no cap)",
              [](ServerConfig* c) { return &c->max_prefill_tokens; }),
+      StringKey("io_priority",
+                "gRPC and metrics threads: idle (SCHED_IDLE, off the engine's cores), normal, or auto (idle for a CPU engine on 2+ CPUs)",
+                &ServerConfig::io_priority),
       {"drain_grace_seconds", "seconds in-flight requests get to finish after SIGTERM",
        [](const ServerConfig& c) {
          std::ostringstream o;
@@ -138,6 +141,9 @@ Status ServerConfig::Validate() const {
   if (dtype != "float32" && dtype != "bfloat16") return InvalidArgument("dtype must be float32 or bfloat16, got \"" + dtype + "\"");
   if (kv_dtype != "auto" && kv_dtype != "float32" && kv_dtype != "bfloat16") {
     return InvalidArgument("kv_dtype must be auto, float32 or bfloat16, got \"" + kv_dtype + "\"");
+  }
+  if (io_priority != "auto" && io_priority != "idle" && io_priority != "normal") {
+    return InvalidArgument("io_priority must be auto, idle or normal, got \"" + io_priority + "\"");
   }
   MODSERVE_RETURN_IF_ERROR(Range("threads", threads, 0, 1024));
   MODSERVE_RETURN_IF_ERROR(Range("torch_threads", torch_threads, 0, 1024));

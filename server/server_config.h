@@ -38,6 +38,7 @@ struct ServerConfig {
   int64_t max_batch_tokens = 256;               // tokens per engine step
   int64_t max_prefill_tokens = 32;              // prompt tokens per step while any request decodes (0: no cap)
   double drain_grace_seconds = 30;              // SIGTERM: time in-flight requests get to finish
+  std::string io_priority = "auto";             // idle: all threads but the engine's under SCHED_IDLE | normal | auto (idle for cpu on 2+ CPUs)
   RequestLimits limits;
 
   // Transport limits (gRPC): a request message larger than this is refused

@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "engine/allocator_tuning.h"
+#include "engine/thread_priority.h"
 #include "server/engine_loader.h"
 #include "server/server_app.h"
 #include "server/server_config.h"
@@ -59,6 +60,17 @@ int main(int argc, char** argv) {
   if (!app.ok()) {
     std::fprintf(stderr, "mod-server: %s\n", app.status().ToString().c_str());
     return 1;
+  }
+  // The engine's threads have marked themselves; the rest (gRPC's, the write
+  // dispatcher, the metrics endpoint, this one) yield the cores to them.
+  const int cpus = modserve::UsableCpus();
+  if (cfg->io_priority == "idle" || (cfg->io_priority == "auto" && cfg->device == "cpu" && cpus >= 2)) {
+    auto moved = modserve::LowerOtherThreadsToIdle();
+    if (moved.ok()) {
+      std::fprintf(stderr, "mod-server: io_priority idle: %d threads besides the engine's under SCHED_IDLE (%d CPUs)\n", *moved, cpus);
+    } else {
+      std::fprintf(stderr, "mod-server: io_priority: threads kept at normal priority: %s\n", moved.status().message().c_str());
+    }
   }
   std::fprintf(stderr, "mod-server: serving modserve.v1.Generator on %s (port %d), metrics on http://%s/metrics (port %d)\n",
                cfg->listen.c_str(), (*app)->grpc_port(), cfg->metrics_listen.c_str(), (*app)->metrics_port());

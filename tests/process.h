@@ -1,7 +1,8 @@
 // Test helpers for tests that run mod-server as a child process: Spawn
 // starts it with stderr on a pipe, ReadUntil reads that stderr until a
 // pattern matches, WaitExit waits for the exit code (killing it after a
-// timeout), ResidentBytes reads a process's resident set size.
+// timeout), ResidentBytes reads a process's resident set size, ThreadPolicies
+// its threads' scheduling policies.
 //
 // Thread-safety: one thread per Process.
 #pragma once
@@ -12,8 +13,11 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -76,6 +80,25 @@ inline int WaitExit(pid_t pid, double seconds) {
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
   return -1;
+}
+
+// The scheduling policy (SCHED_OTHER 0, SCHED_IDLE 5, ...) of each thread
+// of process `pid`, by thread id: field 41 of /proc/PID/task/TID/stat.
+inline std::map<int, int> ThreadPolicies(pid_t pid) {
+  std::map<int, int> out;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    std::ifstream in(entry.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), {});
+    const auto close = stat.rfind(')');  // the name may hold spaces and parentheses
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));  // from field 3 (state) on
+    std::string field;
+    for (int f = 3; f <= 41 && rest >> field; ++f) {
+      if (f == 41) out[std::stoi(entry.path().filename().string())] = std::stoi(field);
+    }
+  }
+  return out;
 }
 
 // Resident set size of process `pid` in bytes (VmRSS), or -1.

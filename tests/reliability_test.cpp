@@ -14,6 +14,9 @@
 //   dtype, lying offsets, NaN weights, bad config.json) end the process with
 //   a non-zero exit code and a message naming the problem, never a crash.
 // - Secrets: the bearer token and the TLS key never appear in the log.
+// - I/O priority: with io_priority idle only the step thread keeps its
+//   priority, threads gRPC starts under load included, and serving works;
+//   with normal, no thread is lowered.
 // (Memory pressure with preemption is in server_e2e_tests.)
 //
 // MODSERVE_SOAK_REQUESTS overrides the soak's request count (for quick local runs).
@@ -390,6 +393,53 @@ TEST(Drain, SigtermUnderLoadFinishesInFlightRequestsAndExitsZero) {
   EXPECT_EQ(completed, kStreams);
   EXPECT_EQ(code, 0) << s.proc.err;
   ::close(s.proc.err_fd);
+}
+
+// --- I/O priority -------------------------------------------------------------
+
+// Streams `n` requests of `tokens` tokens at once; returns how many completed.
+int StreamAtOnce(Server& s, int n, int tokens) {
+  auto stub = v1::Generator::NewStub(s.channel);
+  std::atomic<int> completed{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < n; ++i) {
+    clients.emplace_back([&, i] {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(In(60));
+      auto reader = stub->GenerateStream(&ctx, Request("Priority " + std::to_string(i) + ":", tokens));
+      v1::GenerateResponse m;
+      int got = 0;
+      while (reader->Read(&m)) got += m.token_ids_size();
+      if (reader->Finish().ok() && got == tokens) ++completed;
+    });
+  }
+  for (auto& c : clients) c.join();
+  return completed.load();
+}
+
+TEST(IoPriority, IdleLeavesOnlyTheStepThreadAtNormalPriority) {
+  constexpr int kSchedOther = 0, kSchedIdle = 5;
+  Server s = StartServer({"--io-priority", "idle"});
+  ASSERT_GT(s.grpc_port, 0);
+  EXPECT_NE(s.proc.err.find("under SCHED_IDLE"), std::string::npos) << s.proc.err;
+  EXPECT_EQ(StreamAtOnce(s, 16, 32), 16);
+  const auto policies = testing::ThreadPolicies(s.proc.pid);  // after load: gRPC's later threads too
+  int normal = 0, idle = 0;
+  for (const auto& [tid, policy] : policies) {
+    normal += policy == kSchedOther;
+    idle += policy == kSchedIdle;
+  }
+  std::printf("io_priority idle: %d threads, %d normal, %d SCHED_IDLE\n", static_cast<int>(policies.size()), normal, idle);
+  EXPECT_EQ(normal, 1);  // the step thread
+  EXPECT_EQ(idle, static_cast<int>(policies.size()) - 1);
+  EXPECT_EQ(Stop(s), 0);
+
+  Server n = StartServer({"--io-priority", "normal"});
+  ASSERT_GT(n.grpc_port, 0);
+  EXPECT_EQ(StreamAtOnce(n, 4, 8), 4);
+  for (const auto& [tid, policy] : testing::ThreadPolicies(n.proc.pid)) EXPECT_EQ(policy, kSchedOther) << "thread " << tid;
+  EXPECT_EQ(n.proc.err.find("SCHED_IDLE"), std::string::npos) << n.proc.err;
+  EXPECT_EQ(Stop(n), 0);
 }
 
 // --- start-up with broken configs and checkpoints ---------------------------

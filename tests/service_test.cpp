@@ -66,6 +66,7 @@ TEST(ServerConfig, ErrorsNameTheKeyFlagOrFile) {
       {"listen: nowhere\n", {}, "listen must be host:port"},
       {"dtype: float8\n", {}, "dtype must be float32 or bfloat16"},
       {"kv_dtype: int8\n", {}, "kv_dtype must be auto, float32 or bfloat16, got \"int8\""},
+      {"io_priority: low\n", {}, "io_priority must be auto, idle or normal, got \"low\""},
       {"default_max_tokens: 5000\n", {}, "default_max_tokens must be in [1, 1024]"},
       {"{{{\n", {}, "not valid YAML"},
       {"- a\n- b\n", {}, "expected a mapping"},
