@@ -66,11 +66,16 @@ class RequestReactor : public Base, public UpdateTarget {
       std::lock_guard<std::mutex> lock(link_->mu);
       link_->target = nullptr;
     }
+    GeneratorService* svc = svc_;
     delete this;
+    svc->ReactorDone();
   }
 
  protected:
-  explicit RequestReactor(GeneratorService* svc) : svc_(svc), link_(std::make_shared<Link>()) { link_->target = this; }
+  explicit RequestReactor(GeneratorService* svc) : svc_(svc), link_(std::make_shared<Link>()) {
+    svc_->ReactorStarted();
+    link_->target = this;
+  }
 
   // Asks the write dispatcher to call FlushLocked (once per batch of updates).
   void ScheduleFlushLocked() {
@@ -304,6 +309,26 @@ void GeneratorService::AppendUpdate(const RequestUpdate& u, const std::string& r
     lu->set_computed(l.computed);
     lu->set_skipped(l.skipped);
   }
+}
+
+void GeneratorService::ReactorStarted() {
+  std::lock_guard<std::mutex> lock(reactors_mu_);
+  ++active_reactors_;
+}
+
+void GeneratorService::ReactorDone() {
+  std::lock_guard<std::mutex> lock(reactors_mu_);
+  if (--active_reactors_ == 0) reactors_cv_.notify_all();
+}
+
+int64_t GeneratorService::active_reactors() const {
+  std::lock_guard<std::mutex> lock(reactors_mu_);
+  return active_reactors_;
+}
+
+bool GeneratorService::WaitForReactors(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(reactors_mu_);
+  return reactors_cv_.wait_until(lock, deadline, [&] { return active_reactors_ == 0; });
 }
 
 grpc::ServerUnaryReactor* GeneratorService::Generate(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request,

@@ -18,7 +18,10 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -70,6 +73,15 @@ class GeneratorService final : public GeneratorServiceBase {
   // Appends an update to `out` (text, ids, routes; on the last one finish reason and usage).
   void AppendUpdate(const RequestUpdate& u, const std::string& request_id, v1::GenerateResponse* out) const;
 
+  // Generate and GenerateStream calls whose reactor has not reached OnDone
+  // (their status not yet sent). The drain waits for none to be left before
+  // it closes the server's connections.
+  void ReactorStarted();
+  void ReactorDone();
+  int64_t active_reactors() const;
+  // Waits until no reactor is active or `deadline` passes; true if none is.
+  bool WaitForReactors(std::chrono::steady_clock::time_point deadline);
+
  private:
   ServerMetrics* metrics_ = nullptr;  // set by Attach, before scheduler_
   std::atomic<Scheduler*> scheduler_{nullptr};
@@ -77,6 +89,9 @@ class GeneratorService final : public GeneratorServiceBase {
   std::atomic<uint64_t> next_id_{1};
   uint64_t seed_base_ = 0;
   BearerAuth auth_;
+  mutable std::mutex reactors_mu_;
+  std::condition_variable reactors_cv_;
+  int64_t active_reactors_ = 0;  // under reactors_mu_
   WriteDispatcher writes_;
 };
 

@@ -173,8 +173,14 @@ void ServerApp::FinishDrain(std::chrono::duration<double> grace) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
-  // Every request has had its last update; let the final writes go out.
-  m.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // Every request has had its last update; let the final writes go out:
+  // each reactor reaches OnDone once its status is sent. Then close the
+  // connections at once. gRPC's own graceful close waits for every client to
+  // hang up, and a client that sent a call during the drain (refused) kept
+  // it waiting for the whole deadline; health watches and reflection streams
+  // would too.
+  m.service.WaitForReactors(std::chrono::steady_clock::now() + std::chrono::seconds(2));
+  m.server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
   m.stop.store(true);
   m.scheduler->Wake();
   m.loop.join();
