@@ -10,15 +10,19 @@
 // once. A step leaves such time: LibTorch's ops run on the step thread alone
 // while the kernel pool's workers sleep (parallel_chunks.h), and the loop
 // plans and samples between steps. mod-server on the shipped model, 2 cores,
-// concurrency 32 (README "Serving benchmark"): about +15% output tokens/s and
-// a p99 inter-token latency about a quarter lower.
+// concurrency 32 (README "Serving benchmark"): 7-34% more output tokens/s
+// and a p99 inter-token latency 15-35% lower.
 //
-// Use: every compute thread calls MarkComputeThread() (the kernel pool's
-// workers do it themselves, see parallel_chunks.h); once they all have, the
-// process calls LowerOtherThreadsToIdle(). Threads created later inherit the
-// policy of the thread that creates them, so gRPC's later threads are idle
-// too and the compute threads' own children are not. An unprivileged thread
-// cannot leave SCHED_IDLE: this is for a process's start-up, once.
+// Use: the thread on the critical path (mod-server's step thread) calls
+// MarkComputeThread(); once it has, the process calls
+// LowerOtherThreadsToIdle(). mod-server leaves the kernel pool's workers
+// unmarked on purpose: the step thread takes the chunks a delayed worker has
+// not claimed (parallel_chunks.h), while a normal-priority worker that has
+// work shuts the idle I/O threads out of its core. Threads created later
+// inherit the policy of the thread that creates them, so gRPC's later threads
+// are idle too and the compute thread's own children are not. An
+// unprivileged thread cannot leave SCHED_IDLE: this is for a process's
+// start-up, once.
 //
 // Idle threads starve when compute threads keep every core busy: do not lower
 // them on one CPU (see UsableCpus), or with more busy compute threads than
