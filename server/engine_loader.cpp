@@ -1,8 +1,6 @@
 #include "server/engine_loader.h"
 
-#include <algorithm>
 #include <filesystem>
-#include <thread>
 
 #include "server/engine_adapter.h"
 
@@ -26,9 +24,8 @@ StatusOr<LoadedEngine> LoadLibTorchEngine(const ServerConfig& cfg) {
   // threads served fewer (measured with mod-client bench, README "Serving
   // benchmark"). With one LibTorch thread the kernels run on their own pool,
   // whose idle workers sleep quickly (engine/parallel_chunks.h).
-  const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   eo.threads = static_cast<int>(cfg.threads);
-  eo.torch_threads = cfg.torch_threads > 0 ? static_cast<int>(cfg.torch_threads) : std::max(1, hw - 1);
+  eo.torch_threads = cfg.EngineTorchThreads();
   auto engine = Engine::Load(cfg.model, eo);
   if (!engine.ok()) return engine.status();
   LoadedEngine loaded;

@@ -321,11 +321,6 @@ void GeneratorService::ReactorDone() {
   if (--active_reactors_ == 0) reactors_cv_.notify_all();
 }
 
-int64_t GeneratorService::active_reactors() const {
-  std::lock_guard<std::mutex> lock(reactors_mu_);
-  return active_reactors_;
-}
-
 bool GeneratorService::WaitForReactors(std::chrono::steady_clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(reactors_mu_);
   return reactors_cv_.wait_until(lock, deadline, [&] { return active_reactors_ == 0; });

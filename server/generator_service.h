@@ -78,7 +78,6 @@ class GeneratorService final : public GeneratorServiceBase {
   // it closes the server's connections.
   void ReactorStarted();
   void ReactorDone();
-  int64_t active_reactors() const;
   // Waits until no reactor is active or `deadline` passes; true if none is.
   bool WaitForReactors(std::chrono::steady_clock::time_point deadline);
 
@@ -89,7 +88,7 @@ class GeneratorService final : public GeneratorServiceBase {
   std::atomic<uint64_t> next_id_{1};
   uint64_t seed_base_ = 0;
   BearerAuth auth_;
-  mutable std::mutex reactors_mu_;
+  std::mutex reactors_mu_;
   std::condition_variable reactors_cv_;
   int64_t active_reactors_ = 0;  // under reactors_mu_
   WriteDispatcher writes_;

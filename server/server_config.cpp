@@ -4,7 +4,9 @@
 
 #include <fstream>
 #include <functional>
+#include <algorithm>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "engine/flags.h"
@@ -78,7 +80,7 @@ const std::vector<Key>& Keys() {
       IntKey("max_prefill_tokens", "prompt tokens per engine step while any request decodes (0: no cap)",
              [](ServerConfig* c) { return &c->max_prefill_tokens; }),
       StringKey("io_priority",
-                "gRPC and metrics threads: idle (SCHED_IDLE, off the engine's cores), normal, or auto (idle for a CPU engine on 2+ CPUs)",
+                "gRPC and metrics threads: idle (SCHED_IDLE, off the engine's cores), normal, or auto (idle for a CPU engine with one LibTorch thread on 2+ CPUs)",
                 &ServerConfig::io_priority),
       {"drain_grace_seconds", "seconds in-flight requests get to finish after SIGTERM",
        [](const ServerConfig& c) {
@@ -132,6 +134,16 @@ Status Address(const std::string& key, const std::string& v) {
 }
 
 }  // namespace
+
+int ServerConfig::EngineTorchThreads() const {
+  if (torch_threads > 0) return static_cast<int>(torch_threads);
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()) - 1);
+}
+
+bool ServerConfig::IdleIoPriority(int cpus) const {
+  if (io_priority != "auto") return io_priority == "idle";
+  return device == "cpu" && cpus >= 2 && EngineTorchThreads() == 1;
+}
 
 Status ServerConfig::Validate() const {
   if (model.empty()) return InvalidArgument("model must name a checkpoint directory");

@@ -38,7 +38,7 @@ struct ServerConfig {
   int64_t max_batch_tokens = 256;               // tokens per engine step
   int64_t max_prefill_tokens = 32;              // prompt tokens per step while any request decodes (0: no cap)
   double drain_grace_seconds = 30;              // SIGTERM: time in-flight requests get to finish
-  std::string io_priority = "auto";             // idle: all threads but the engine's under SCHED_IDLE | normal | auto (idle for cpu on 2+ CPUs)
+  std::string io_priority = "auto";             // idle: all threads but the step thread under SCHED_IDLE | normal | auto (IdleIoPriority)
   RequestLimits limits;
 
   // Transport limits (gRPC): a request message larger than this is refused
@@ -55,6 +55,17 @@ struct ServerConfig {
   std::string auth_token_file;     // bearer token: Generate and GetModelInfo need "authorization: Bearer <token>"
 
   bool tls() const { return !tls_cert_file.empty(); }
+
+  // LibTorch intra-op threads the engine gets: torch_threads, or for 0 the
+  // hardware threads - 1 (at least 1).
+  int EngineTorchThreads() const;
+  // Whether io_priority resolves to idle on a machine where the process may
+  // run on `cpus` CPUs: idle, or auto for a CPU engine whose LibTorch ops run
+  // on one thread (its kernels then run on the pool, whose workers are
+  // lowered too) on 2+ CPUs. With more LibTorch threads the engine runs on
+  // OpenMP, whose workers the step thread starts later at normal priority and
+  // whose spinning would shut idle threads out.
+  bool IdleIoPriority(int cpus) const;
 
   Status Validate() const;
 };

@@ -61,13 +61,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mod-server: %s\n", app.status().ToString().c_str());
     return 1;
   }
-  // The engine's threads have marked themselves; the rest (gRPC's, the write
-  // dispatcher, the metrics endpoint, this one) yield the cores to them.
+  // The step thread has marked itself; every other thread (gRPC's, the write
+  // dispatcher, the metrics endpoint, the kernel pool's workers, this one)
+  // yields the cores to it.
   const int cpus = modserve::UsableCpus();
-  if (cfg->io_priority == "idle" || (cfg->io_priority == "auto" && cfg->device == "cpu" && cpus >= 2)) {
+  if (cfg->IdleIoPriority(cpus)) {
     auto moved = modserve::LowerOtherThreadsToIdle();
     if (moved.ok()) {
-      std::fprintf(stderr, "mod-server: io_priority idle: %d threads besides the engine's under SCHED_IDLE (%d CPUs)\n", *moved, cpus);
+      std::fprintf(stderr, "mod-server: io_priority idle: %d threads besides the step thread under SCHED_IDLE (%d CPUs)\n", *moved, cpus);
     } else {
       std::fprintf(stderr, "mod-server: io_priority: threads kept at normal priority: %s\n", moved.status().message().c_str());
     }

@@ -3,10 +3,12 @@
 // HTTP endpoint.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <thread>
 
 #include "metrics_scrape.h"
 #include "server/metrics.h"
@@ -51,6 +53,26 @@ TEST(ServerConfig, YamlThenFlagsOverride) {
   EXPECT_EQ(c->listen, "127.0.0.1:6000");
   EXPECT_EQ(c->limits.max_tokens, 99);
   EXPECT_DOUBLE_EQ(c->drain_grace_seconds, 2.5);
+}
+
+TEST(ServerConfig, IoPriorityAutoIsIdleOnlyForACpuEngineOnOneTorchThreadAndTwoCpus) {
+  ServerConfig c;
+  c.torch_threads = 1;
+  EXPECT_TRUE(c.IdleIoPriority(2));
+  EXPECT_TRUE(c.IdleIoPriority(16));
+  EXPECT_FALSE(c.IdleIoPriority(1));  // the step thread would starve the rest
+  c.torch_threads = 2;                // OpenMP's workers, started at normal priority, would spin them out
+  EXPECT_FALSE(c.IdleIoPriority(2));
+  c.torch_threads = 1;
+  c.device = "cuda";
+  EXPECT_FALSE(c.IdleIoPriority(2));
+  c.io_priority = "idle";
+  EXPECT_TRUE(c.IdleIoPriority(1));
+  c.io_priority = "normal";
+  c.device = "cpu";
+  EXPECT_FALSE(c.IdleIoPriority(2));
+  ServerConfig d;  // torch_threads 0: hardware threads - 1
+  EXPECT_EQ(d.EngineTorchThreads(), std::max(1, static_cast<int>(std::thread::hardware_concurrency()) - 1));
 }
 
 TEST(ServerConfig, ErrorsNameTheKeyFlagOrFile) {
