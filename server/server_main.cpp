@@ -72,6 +72,9 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr, "mod-server: io_priority: threads kept at normal priority: %s\n", moved.status().message().c_str());
     }
+  } else {
+    std::fprintf(stderr, "mod-server: io_priority %s: every thread at normal priority (device %s, %d CPUs, %d LibTorch threads)\n",
+                 cfg->io_priority.c_str(), cfg->device.c_str(), cpus, cfg->EngineTorchThreads());
   }
   std::fprintf(stderr, "mod-server: serving modserve.v1.Generator on %s (port %d), metrics on http://%s/metrics (port %d)\n",
                cfg->listen.c_str(), (*app)->grpc_port(), cfg->metrics_listen.c_str(), (*app)->metrics_port());
