@@ -2,9 +2,9 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
-#include <algorithm>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -80,7 +80,7 @@ const std::vector<Key>& Keys() {
       IntKey("max_prefill_tokens", "prompt tokens per engine step while any request decodes (0: no cap)",
              [](ServerConfig* c) { return &c->max_prefill_tokens; }),
       StringKey("io_priority",
-                "gRPC and metrics threads: idle (SCHED_IDLE, off the engine's cores), normal, or auto (idle for a CPU engine with one LibTorch thread on 2+ CPUs)",
+                "threads but the step thread (gRPC, metrics, kernel workers): idle (SCHED_IDLE, on the cores the step thread leaves), normal, or auto (idle for a CPU engine with one LibTorch thread on 2+ CPUs)",
                 &ServerConfig::io_priority),
       {"drain_grace_seconds", "seconds in-flight requests get to finish after SIGTERM",
        [](const ServerConfig& c) {

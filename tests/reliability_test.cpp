@@ -346,6 +346,46 @@ TEST(Overload, BurstOfTenTimesTheQueueIsRefusedAtOnceAndTheRestComplete) {
   EXPECT_EQ(Stop(s), 0);
 }
 
+// --- streams in flight --------------------------------------------------------
+
+// `n` GenerateStream calls of `tokens` tokens each, one client thread per
+// call, started at once: `streaming` counts the calls that have their first
+// token, `completed` those that ended OK with all their tokens and finish
+// reason LENGTH.
+class Streams {
+ public:
+  Streams(const Server& s, const std::string& prefix, int n, int tokens) : stub_(v1::Generator::NewStub(s.channel)) {
+    for (int i = 0; i < n; ++i) {
+      clients_.emplace_back([this, prefix, i, tokens] {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(In(60));
+        auto reader = stub_->GenerateStream(&ctx, Request(prefix + " " + std::to_string(i) + ":", tokens));
+        v1::GenerateResponse m;
+        int got = 0;
+        while (reader->Read(&m)) {
+          if (got == 0 && m.token_ids_size() > 0) ++streaming;
+          got += m.token_ids_size();
+        }
+        if (reader->Finish().ok() && got == tokens && m.finish_reason() == v1::FINISH_REASON_LENGTH) ++completed;
+      });
+    }
+  }
+  ~Streams() { Join(); }
+  // Waits for every call to end; returns how many completed.
+  int Join() {
+    for (auto& c : clients_) {
+      if (c.joinable()) c.join();
+    }
+    return completed.load();
+  }
+
+  std::atomic<int> streaming{0}, completed{0};
+
+ private:
+  std::unique_ptr<v1::Generator::Stub> stub_;
+  std::vector<std::thread> clients_;  // last: they use the members above
+};
+
 // --- drain ------------------------------------------------------------------
 
 TEST(Drain, SigtermUnderLoadFinishesInFlightRequestsAndExitsZero) {
@@ -353,23 +393,8 @@ TEST(Drain, SigtermUnderLoadFinishesInFlightRequestsAndExitsZero) {
   Server s = StartServer({"--drain-grace-seconds", "30"});
   ASSERT_GT(s.grpc_port, 0);
   auto stub = v1::Generator::NewStub(s.channel);
-  std::atomic<int> streaming{0}, completed{0};
-  std::vector<std::thread> clients;
-  for (int i = 0; i < kStreams; ++i) {
-    clients.emplace_back([&, i] {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(In(60));
-      auto reader = stub->GenerateStream(&ctx, Request("In flight " + std::to_string(i) + ":", kTokens));
-      v1::GenerateResponse m;
-      int tokens = 0;
-      while (reader->Read(&m)) {
-        if (tokens == 0 && m.token_ids_size() > 0) ++streaming;
-        tokens += m.token_ids_size();
-      }
-      if (reader->Finish().ok() && tokens == kTokens && m.finish_reason() == v1::FINISH_REASON_LENGTH) ++completed;
-    });
-  }
-  while (streaming < kStreams) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  Streams streams(s, "In flight", kStreams, kTokens);
+  while (streams.streaming < kStreams) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   const auto t0 = std::chrono::steady_clock::now();
   ::kill(s.proc.pid, SIGTERM);
   ASSERT_FALSE(ReadUntil(s.proc, std::regex("draining"), 10).empty()) << s.proc.err;
@@ -386,11 +411,11 @@ TEST(Drain, SigtermUnderLoadFinishesInFlightRequestsAndExitsZero) {
     v1::GenerateResponse u;
     refused += stub->Generate(&ctx, Request("too late", 4), &u).error_code() == grpc::StatusCode::UNAVAILABLE;
   }
-  for (auto& c : clients) c.join();
+  const int completed = streams.Join();
   const int code = WaitExit(s.proc.pid, 40);
   const double exit_seconds = Seconds(t0);
-  std::printf("drain: %d streams in flight at SIGTERM, %d completed; exit %d after %.2f s\n", kStreams, completed.load(),
-              code, exit_seconds);
+  std::printf("drain: %d streams in flight at SIGTERM, %d completed; exit %d after %.2f s\n", kStreams, completed, code,
+              exit_seconds);
   // Once the last call is answered the server closes its connections: it
   // used to wait out gRPC's 2 s shutdown deadline whenever a client had sent
   // a call during the drain.
@@ -403,32 +428,12 @@ TEST(Drain, SigtermUnderLoadFinishesInFlightRequestsAndExitsZero) {
 
 // --- I/O priority -------------------------------------------------------------
 
-// Streams `n` requests of `tokens` tokens at once; returns how many completed.
-int StreamAtOnce(Server& s, int n, int tokens) {
-  auto stub = v1::Generator::NewStub(s.channel);
-  std::atomic<int> completed{0};
-  std::vector<std::thread> clients;
-  for (int i = 0; i < n; ++i) {
-    clients.emplace_back([&, i] {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(In(60));
-      auto reader = stub->GenerateStream(&ctx, Request("Priority " + std::to_string(i) + ":", tokens));
-      v1::GenerateResponse m;
-      int got = 0;
-      while (reader->Read(&m)) got += m.token_ids_size();
-      if (reader->Finish().ok() && got == tokens) ++completed;
-    });
-  }
-  for (auto& c : clients) c.join();
-  return completed.load();
-}
-
 TEST(IoPriority, IdleLeavesOnlyTheStepThreadAtNormalPriority) {
   constexpr int kSchedOther = 0, kSchedIdle = 5;
   Server s = StartServer({"--io-priority", "idle"});
   ASSERT_GT(s.grpc_port, 0);
   EXPECT_NE(s.proc.err.find("under SCHED_IDLE"), std::string::npos) << s.proc.err;
-  EXPECT_EQ(StreamAtOnce(s, 16, 32), 16);
+  EXPECT_EQ(Streams(s, "Priority", 16, 32).Join(), 16);
   const auto policies = testing::ThreadPolicies(s.proc.pid);  // after load: gRPC's later threads too
   int normal = 0, idle = 0;
   for (const auto& [tid, policy] : policies) {
@@ -442,7 +447,7 @@ TEST(IoPriority, IdleLeavesOnlyTheStepThreadAtNormalPriority) {
 
   Server n = StartServer({"--io-priority", "normal"});
   ASSERT_GT(n.grpc_port, 0);
-  EXPECT_EQ(StreamAtOnce(n, 4, 8), 4);
+  EXPECT_EQ(Streams(n, "Priority", 4, 8).Join(), 4);
   for (const auto& [tid, policy] : testing::ThreadPolicies(n.proc.pid)) EXPECT_EQ(policy, kSchedOther) << "thread " << tid;
   EXPECT_EQ(n.proc.err.find("SCHED_IDLE"), std::string::npos) << n.proc.err;
   EXPECT_EQ(Stop(n), 0);
