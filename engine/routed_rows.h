@@ -6,11 +6,14 @@
 // At decode a step holds a few dozen tokens, so these were a dozen small
 // torch ops (router, norm, fc1, bias, GELU, fc2, bias, compare; gather,
 // scale, index_add, each with its temporaries), which cost more in dispatch
-// than in arithmetic. On f32 CPU tensors at inference the router and fc2
-// (one output column each) run on the few-row GEMM on the calling thread, the
-// norm on the fused kernel, and the scatter-add as one loop over the
-// computing rows in place; elsewhere (bf16, CUDA, training) they run the
-// model's torch code. The arithmetic is the model's own forward's.
+// than in arithmetic. On f32 and bf16 CPU tensors at inference the router
+// and fc2 (one output column each) run on the few-row GEMM on the calling
+// thread, the norm on the fused kernel, fc1 with its bias and GELU applied to
+// each chunk of columns as it is computed, and the scatter-add as one loop
+// over the computing rows in place; elsewhere (CUDA, training, bf16 without
+// the CPU's bf16 dot product) they run the model's torch code. The arithmetic
+// is the model's own forward's; in bf16 the loops round wherever a torch op
+// of that forward would.
 //
 // Thread-safety: as the engine step that calls them: x is updated in place.
 #pragma once

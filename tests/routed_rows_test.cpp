@@ -1,6 +1,6 @@
 // ScoreRoutedTokens and AddRoutedDelta against the model's own torch code:
-// the plain-loop path for f32 CPU inference, and the torch path it falls
-// back to elsewhere.
+// the plain-loop paths for f32 and bf16 CPU inference, and the torch path
+// they fall back to elsewhere.
 
 #include "engine/routed_rows.h"
 
@@ -53,16 +53,23 @@ TEST(RoutedRows, LoopsMatchTheModelsTorchCodeOnF32) {
   ExpectMatches(ScoreRoutedTokens(block, x), TorchScores(block, x), 1e-5);
 }
 
-TEST(RoutedRows, FallsBackToTorchOnBf16AndGradients) {
+TEST(RoutedRows, LoopsMatchTheModelsTorchCodeOnBf16) {
+  torch::manual_seed(6);
+  MoDTransformer m(TinyConfig());
+  m->eval();
+  m->to(torch::kBFloat16);
+  auto& block = *m->layers[1]->as<BlockImpl>();
+  torch::NoGradGuard ng;
+  auto x = (torch::randn({37, m->config().d_model}) * 3).to(torch::kBFloat16);  // [N, d]
+  ExpectMatches(ScoreRoutedTokens(block, x), TorchScores(block, x), 1e-2);
+}
+
+TEST(RoutedRows, FallsBackToTorchForGradients) {
   torch::manual_seed(4);
   MoDTransformer m(TinyConfig());
   auto& block = *m->layers[3]->as<BlockImpl>();
   auto x = torch::randn({29, m->config().d_model}) * 3;
   ExpectMatches(ScoreRoutedTokens(block, x.requires_grad_()), TorchScores(block, x.detach()), 1e-5);
-  m->to(torch::kBFloat16);
-  torch::NoGradGuard ng;
-  auto xb = x.detach().to(torch::kBFloat16);
-  ExpectMatches(ScoreRoutedTokens(block, xb), TorchScores(block, xb), 1e-2);
 }
 
 TEST(RoutedRows, AddsTheScaledDeltaAtTheComputingRowsOnly) {
@@ -84,6 +91,10 @@ TEST(RoutedRows, AddsTheScaledDeltaAtTheComputingRowsOnly) {
     auto got = AddRoutedDelta(x.clone().to(dtype), t, delta.to(dtype));
     EXPECT_TRUE(torch::allclose(got.to(torch::kFloat), want, dtype == torch::kFloat ? 1e-6 : 2e-2, dtype == torch::kFloat ? 1e-6 : 2e-2));
   }
+  // bf16 rounds where torch's bf16 ops do: the scale, the product, the sum.
+  auto xb = x.to(torch::kBFloat16), db = delta.to(torch::kBFloat16);
+  auto want_bf16 = xb.index_add(0, idx, db * r.index_select(0, idx).to(torch::kBFloat16).unsqueeze(-1));
+  EXPECT_TRUE(torch::equal(AddRoutedDelta(xb.clone(), t, db), want_bf16));
   auto in_place = x.clone();
   EXPECT_EQ(AddRoutedDelta(in_place, t, delta).data_ptr(), in_place.data_ptr()) << "f32: updated in place";
   EXPECT_TRUE(torch::equal(in_place.index_select(0, torch::tensor({0, 2, 3, 5, 6, 8})), x.index_select(0, torch::tensor({0, 2, 3, 5, 6, 8}))));
