@@ -47,5 +47,31 @@ void ExpectPathsAgree(torch::ScalarType dtype) {
 TEST(PagedAttention, InPlaceMatchesTheTorchOpsOnAnF32Cache) { ExpectPathsAgree(torch::kFloat); }
 TEST(PagedAttention, InPlaceMatchesTheTorchOpsOnABf16Cache) { ExpectPathsAgree(torch::kBFloat16); }
 
+// KvCache::Write copies rows itself where it can (k and v as views into one
+// QKV tensor, f32 into an f32 or bf16 pool, bf16 into bf16): the pools must
+// end up exactly as index_copy_ with torch's conversion leaves them, and
+// inputs it cannot copy row by row (a transposed k) take index_copy_.
+TEST(KvCacheWrite, RowCopiesLeaveThePoolsAsIndexCopyDoes) {
+  const int64_t H = 3, hd = 8, bs = 4, n = 5;
+  const std::vector<int64_t> slots = {9, 2, 14, 3, 0};
+  for (auto [from, to] : {std::pair{torch::kFloat, torch::kFloat}, std::pair{torch::kFloat, torch::kBFloat16},
+                          std::pair{torch::kBFloat16, torch::kBFloat16}}) {
+    KvCache cache({4, bs, 1}, H, hd, torch::TensorOptions().dtype(to));
+    torch::manual_seed(11);
+    auto qkv = torch::randn({n, 3, H, hd}).to(from);  // [n, 3, H, hd]
+    auto k = qkv.select(1, 1), v = qkv.select(1, 2);   // [n, H, hd], rows 3 * H * hd apart
+    cache.Write(slots, k, v);
+    auto idx = torch::tensor(slots, torch::kLong);
+    auto want_k = torch::zeros_like(cache.k_pool()).index_copy_(0, idx, k.to(to));
+    auto want_v = torch::zeros_like(cache.v_pool()).index_copy_(0, idx, v.to(to));
+    EXPECT_TRUE(torch::equal(cache.k_pool(), want_k)) << from << " into " << to;
+    EXPECT_TRUE(torch::equal(cache.v_pool(), want_v)) << from << " into " << to;
+
+    auto kt = torch::randn({n, hd, H}).to(from).transpose(1, 2);  // [n, H, hd], not row-contiguous
+    cache.Write(slots, kt, v);
+    EXPECT_TRUE(torch::equal(cache.k_pool(), torch::zeros_like(want_k).index_copy_(0, idx, kt.to(to))));
+  }
+}
+
 }  // namespace
 }  // namespace modserve
