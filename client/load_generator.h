@@ -15,7 +15,7 @@
 #include <string>
 
 #include "client/connection.h"
-#include "client/latency_stats.h"
+#include "engine/latency_stats.h"
 
 namespace modserve {
 

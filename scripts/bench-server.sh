@@ -26,10 +26,12 @@ work=$(mktemp -d)
 server=""
 trap 'if [[ -n "$server" ]]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 
+# Prints the engine's decode tokens/s and its p99 step time in ms.
 engine() {
-  build/bin/mod-bench --batches "$CONCURRENCY" --synthetic false --dense false --prompt $((PROMPT + 1)) --steps "$OUTPUT" \
-    --block-size "$block_size" --json "$@" 2>/dev/null |
-    tr -d ' \n' | grep -o '"mod_tokens_per_s":[0-9.e+-]*' | cut -d: -f2
+  local flat
+  flat=$(build/bin/mod-bench --batches "$CONCURRENCY" --synthetic false --dense false --prompt $((PROMPT + 1)) --steps "$OUTPUT" \
+    --block-size "$block_size" --json "$@" 2>/dev/null | tr -d ' \n')
+  echo "$(grep -o '"mod_tokens_per_s":[0-9.e+-]*' <<<"$flat" | cut -d: -f2) $(grep -o '"mod_step_p99_ms":[0-9.e+-]*' <<<"$flat" | cut -d: -f2)"
 }
 dtype=float32  # the engine runs with the server's --dtype and --kv-dtype, if given
 kv_dtype=auto
@@ -58,17 +60,21 @@ serve() {
 }
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
-engines=() same=() outs=() itls=() ttfts=() errors=""
-engines+=("$(engine --dtype "$dtype" --kv-dtype "$kv_dtype")")
-same+=("$(engine --dtype "$dtype" --kv-dtype "$kv_dtype" --threads "$threads" --torch-threads "$torch_threads")")
+engines=() same=() outs=() itls=() ttfts=() errors="" step_p99s=()
+run_engines() {
+  local e s
+  e=$(engine --dtype "$dtype" --kv-dtype "$kv_dtype")
+  s=$(engine --dtype "$dtype" --kv-dtype "$kv_dtype" --threads "$threads" --torch-threads "$torch_threads")
+  engines+=("${e% *}") step_p99s+=("${e#* }") same+=("${s% *}")
+}
+run_engines
 for ((r = 0; r < ROUNDS; r++)); do
   flat=$(serve "$@")
   outs+=("$(grep -o '"output_tokens_per_second":[0-9.e+-]*' <<<"$flat" | cut -d: -f2)")
   itls+=("$(grep -o '"itl_seconds":{[^}]*}' <<<"$flat" | grep -o '"p99":[0-9.e+-]*' | cut -d: -f2)")
   ttfts+=("$(grep -o '"ttft_seconds":{[^}]*}' <<<"$flat" | grep -o '"p50":[0-9.e+-]*' | cut -d: -f2)")
   errors+=" $(grep -o '"errors":{[^}]*}' <<<"$flat" | cut -d: -f2-)"
-  engines+=("$(engine --dtype "$dtype" --kv-dtype "$kv_dtype")")
-  same+=("$(engine --dtype "$dtype" --kv-dtype "$kv_dtype" --threads "$threads" --torch-threads "$torch_threads")")
+  run_engines
 done
 e_all=$(printf '%.0f ' "${engines[@]}")
 o_all=$(printf '%.0f ' "${outs[@]}")
@@ -77,15 +83,17 @@ s_med=$(printf '%s\n' "${same[@]}" | median)
 out_tps=$(printf '%s\n' "${outs[@]}" | median)
 itl_p99=$(printf '%s\n' "${itls[@]}" | median)
 ttft_p50=$(printf '%s\n' "${ttfts[@]}" | median)
+step_p99=$(printf '%s\n' "${step_p99s[@]}" | median)
 awk -v e="$e_med" -v se="$s_med" -v th="$threads" -v tt="$torch_threads" -v kv="$kv_dtype" -v eall="$e_all" -v oall="$o_all" -v out="$out_tps" -v itl="$itl_p99" -v ttft="$ttft_p50" -v c="$CONCURRENCY" \
-    -v p="$PROMPT" -v o="$OUTPUT" -v n="$REQUESTS" -v dt="$dtype" -v err="$errors" 'BEGIN {
+    -v p="$PROMPT" -v o="$OUTPUT" -v n="$REQUESTS" -v dt="$dtype" -v err="$errors" -v sp99="$step_p99" 'BEGIN {
   step = c / e;
   printf "shipped model, %s (KV cache %s), concurrency %d, %d requests, prompt %d bytes, %d output tokens\n", dt, kv, c, n, p, o;
-  printf "engine (mod-bench) batch-%d decode: median %.1f tok/s (runs: %s), step %.2f ms\n", c, e, eall, step * 1e3;
+  printf "engine (mod-bench) batch-%d decode: median %.1f tok/s (runs: %s), step %.2f ms (p99 of its steps %.2f ms)\n", c, e, eall, step * 1e3, sp99;
   printf "server (mod-client bench): median %.1f output tok/s (runs: %s), p99 inter-token latency %.2f ms, p50 TTFT %.1f ms, errors:%s\n", out, oall, itl * 1e3, ttft * 1e3, err;
   printf "engine at the server thread counts (%d kernel, %d torch): median %.1f tok/s, step %.2f ms\n", th, tt, se, c / se * 1e3;
   printf "ratio output tok/s / engine decode tok/s: %.2f (target >= 0.9)\n", out / e;
   printf "ratio output tok/s / engine decode tok/s at the same engine threads: %.2f\n", out / se;
   printf "ratio p99 inter-token latency / engine step: %.2f (target <= 2)\n", itl / step;
   printf "ratio p99 inter-token latency / engine step at the same engine threads: %.2f\n", itl / (c / se);
+  printf "ratio p99 inter-token latency / the engine'"'"'s own p99 step: %.2f\n", itl * 1e3 / sp99;
 }'

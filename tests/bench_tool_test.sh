@@ -30,6 +30,10 @@ for r in both:
 assert [(r["model"], r["batch"]) for r in mod] == [(r["model"], r["batch"]) for r in both], mod
 for r in mod:
     assert r["mod_tokens_per_s"] > 0 and "dense_tokens_per_s" not in r and "speedup_ratio" not in r, r
+    # Step times: the p99 of 3 steps is the longest, so at least the mean step (batch / tok/s).
+    mean_ms = 1e3 * r["batch"] / r["mod_tokens_per_s"]
+    assert 0 < r["mod_step_p50_ms"] <= r["mod_step_p99_ms"], r
+    assert r["mod_step_p99_ms"] >= mean_ms * (1 - 1e-9), r
 print(f"mod-bench: {len(both)} side-by-side results and {len(mod)} MoD-only results check out")
 PY
 "$bin/mod-bench" --row-scan --synthetic-d-model 256 | grep -q 'f32 engine .*128 rows [0-9.]*'

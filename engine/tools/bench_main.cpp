@@ -23,6 +23,7 @@
 #include "engine/engine_torch.h"
 #include "engine/few_row_linear.h"
 #include "engine/huge_page_weights.h"
+#include "engine/latency_stats.h"
 #include "engine/flags.h"
 #include "engine/parallel_chunks.h"
 
@@ -40,6 +41,7 @@ struct DecodeRun {
   double compute_fraction = 1;  // over routed layers, decode steps only
   double kv_bytes_per_token = 0;
   double flops = 0;             // matmul FLOPs of the timed decode steps
+  LatencyStats steps;           // each timed step's duration
   std::vector<int64_t> rows_per_layer;  // mean computing rows per decode step, per layer
 };
 
@@ -115,7 +117,9 @@ class DecodeSession {
     for (int64_t b = 0; b < batch_; ++b) chunks.push_back({b, {next_[static_cast<size_t>(b)]}});
     const auto t0 = Clock::now();
     auto r = engine_->Step(chunks);
-    run_.seconds += Seconds(t0, Clock::now());
+    const double took = Seconds(t0, Clock::now());
+    run_.seconds += took;
+    run_.steps.Add(took);
     if (!r.ok()) throw std::runtime_error(r.status().ToString());
     for (int64_t b = 0; b < batch_; ++b) {
       const auto& row = r->logits[static_cast<size_t>(b)];
@@ -420,13 +424,16 @@ Status Run(int argc, char** argv) {
       }
       const std::vector<DecodeRun> runs = DecodeSideBySide(sessions, steps);
       sessions.clear();  // frees the KV pools before the matmul peak is timed
-      const DecodeRun& m = runs[0];
+      DecodeRun m = runs[0];
+      const double step_p50_ms = m.steps.Percentile(50) * 1e3, step_p99_ms = m.steps.Percentile(99) * 1e3;
       const double achieved = m.flops / m.seconds / 1e9;
       const double peak = MatmulPeak(mod->config(), m.rows_per_layer, static_cast<int>(steps),
                                      f.Str("dtype") == "bfloat16" ? torch::kBFloat16 : torch::kFloat);
       nlohmann::json r = {{"model", name},
                           {"batch", b},
                           {"mod_tokens_per_s", m.tokens_per_s},
+                          {"mod_step_p50_ms", step_p50_ms},
+                          {"mod_step_p99_ms", step_p99_ms},
                           {"compute_fraction", m.compute_fraction},
                           {"kv_bytes_per_token_mod", m.kv_bytes_per_token},
                           {"achieved_gflops", achieved},
@@ -435,9 +442,9 @@ Status Run(int argc, char** argv) {
       if (!with_dense) {
         results.push_back(r);
         if (!f.Bool("json")) {
-          std::printf("%-9s batch %3lld  MoD %9.1f tok/s  compute %.3f  KV B/tok %.0f  %.1f GFLOP/s of %.1f peak (%.0f%%)\n", name.c_str(),
-                      static_cast<long long>(b), m.tokens_per_s, m.compute_fraction, m.kv_bytes_per_token, achieved, peak,
-                      100.0 * achieved / peak);
+          std::printf("%-9s batch %3lld  MoD %9.1f tok/s  step p50 %.2f p99 %.2f ms  compute %.3f  KV B/tok %.0f  %.1f GFLOP/s of %.1f peak (%.0f%%)\n",
+                      name.c_str(), static_cast<long long>(b), m.tokens_per_s, step_p50_ms, step_p99_ms, m.compute_fraction,
+                      m.kv_bytes_per_token, achieved, peak, 100.0 * achieved / peak);
           std::fflush(stdout);
         }
         continue;

@@ -1,5 +1,5 @@
 // LatencyStats: a sample of durations with mean and percentiles, for the
-// load generator's report.
+// load generator's report and mod-bench's step times.
 //
 // Thread-safety: a plain value; merge per-thread samples before reading.
 #pragma once
