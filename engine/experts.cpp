@@ -13,7 +13,7 @@ ExpertImpl::ExpertImpl(int64_t d_model, int64_t d_ff) {
   fc2 = register_module("fc2", torch::nn::Linear(torch::nn::LinearOptions(d_ff, d_model).bias(false)));
 }
 
-torch::Tensor ExpertImpl::forward(const torch::Tensor& h) { return Linear(fc2, F::gelu(Linear(fc1, h))); }
+torch::Tensor ExpertImpl::forward(const torch::Tensor& h) { return Linear(fc2, LinearGelu(fc1, h)); }
 
 MixtureOfExpertsImpl::MixtureOfExpertsImpl(const ModelConfig& cfg)
     : n_experts_(cfg.moe_experts),

@@ -1,6 +1,7 @@
 #include "engine/few_row_linear.h"
 
 #include "engine/few_row_gemm.h"
+#include "engine/gelu_columns.h"
 #include "engine/parallel_chunks.h"
 
 namespace modserve {
@@ -25,9 +26,18 @@ bool TakesFewRowPath(const torch::Tensor& x, const torch::Tensor& weight) {
   return InferenceBf16OnCpu(x, weight) && CpuHasBf16Dot() && x.numel() / K <= kFewRowsMaxBf16;
 }
 
-torch::Tensor Linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
+namespace {
+
+// x · weightᵀ (+ bias), then GELU if `gelu`: on the few-row path each chunk of
+// output columns gets its bias and GELU as soon as it is computed.
+torch::Tensor Project(const torch::nn::Linear& layer, const torch::Tensor& x, bool gelu) {
   const torch::Tensor& w = layer->weight;  // [out, in]
-  if (!TakesFewRowPath(x, w)) return torch::nn::functional::linear(x, w, layer->bias);
+  const torch::Tensor& bias = layer->bias;
+  const bool fused = gelu && (!bias.defined() || (bias.is_contiguous() && bias.scalar_type() == w.scalar_type()));
+  if (!TakesFewRowPath(x, w) || (gelu && !fused)) {
+    auto y = torch::nn::functional::linear(x, w, bias);
+    return gelu ? torch::nn::functional::gelu(y) : y;
+  }
   const int64_t N = w.size(0), K = w.size(1);
   auto x2 = x.reshape({-1, K}).contiguous();  // [M, in]
   const int64_t M = x2.size(0);
@@ -42,15 +52,29 @@ torch::Tensor Linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
     const auto* xp = static_cast<const uint16_t*>(x2.data_ptr());
     const auto* wp = static_cast<const uint16_t*>(w.data_ptr());
     auto* yp = static_cast<uint16_t*>(y.data_ptr());
-    ParallelChunks(N, chunk, [&](int64_t begin, int64_t end) { FewRowGemmBf16(xp, M, wp, N, K, yp, begin, end); });
+    const auto* bp = bias.defined() ? static_cast<const uint16_t*>(bias.data_ptr()) : nullptr;
+    ParallelChunks(N, chunk, [&](int64_t begin, int64_t end) {
+      FewRowGemmBf16(xp, M, wp, N, K, yp, begin, end);
+      if (gelu) GeluColumnsBf16(yp, M, N, begin, end, bp);
+    });
   } else {
     const float* xp = x2.data_ptr<float>();
     const float* wp = w.data_ptr<float>();
     float* yp = y.data_ptr<float>();
-    ParallelChunks(N, chunk, [&](int64_t begin, int64_t end) { FewRowGemm(xp, M, wp, N, K, yp, begin, end); });
+    const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
+    ParallelChunks(N, chunk, [&](int64_t begin, int64_t end) {
+      FewRowGemm(xp, M, wp, N, K, yp, begin, end);
+      if (gelu) GeluColumns(yp, M, N, begin, end, bp);
+    });
   }
-  if (layer->bias.defined()) y.add_(layer->bias);
+  if (bias.defined() && !gelu) y.add_(bias);
   return y.view(shape);
 }
+
+}  // namespace
+
+torch::Tensor Linear(const torch::nn::Linear& layer, const torch::Tensor& x) { return Project(layer, x, false); }
+
+torch::Tensor LinearGelu(const torch::nn::Linear& layer, const torch::Tensor& x) { return Project(layer, x, true); }
 
 }  // namespace modserve

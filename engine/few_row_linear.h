@@ -24,6 +24,9 @@ constexpr int64_t kFewRowsMaxBf16 = 32;  // bf16: oneDNN, from about here (see m
 
 // y = x · weightᵀ (+ bias): x [..., in] -> [..., out].
 torch::Tensor Linear(const torch::nn::Linear& layer, const torch::Tensor& x);
+// gelu(x · weightᵀ (+ bias)), the exact GELU: on the few-row path the bias and
+// GELU run on each chunk of columns as it is computed (engine/gelu_columns.h).
+torch::Tensor LinearGelu(const torch::nn::Linear& layer, const torch::Tensor& x);
 
 // Whether our f32 CPU kernels may stand in for torch ops on these tensors:
 // both f32 on the CPU, and no gradient wanted (inference, or no-grad mode).

@@ -98,7 +98,7 @@ PredictorImpl::PredictorImpl(int64_t d_model, int64_t hidden) {
 torch::Tensor PredictorImpl::forward(const torch::Tensor& x) {
   // Parameter-free RMS normalization keeps the predictor's input scale fixed as
   // the residual stream grows during training.
-  return Linear(fc2, F::gelu(Linear(fc1, RmsNormalize(x, 1e-5)))).squeeze(-1);
+  return Linear(fc2, LinearGelu(fc1, RmsNormalize(x, 1e-5))).squeeze(-1);
 }
 
 BlockImpl::BlockImpl(const ModelConfig& cfg, int64_t layer)
@@ -134,7 +134,7 @@ torch::Tensor BlockImpl::Attend(const torch::Tensor& heads, c10::IntArrayRef x_s
 }
 
 torch::Tensor BlockImpl::DenseMlp(const torch::Tensor& x_plus_attn) {
-  return Linear(fc2, F::gelu(Linear(fc1, mlp_norm(x_plus_attn))));  // [..., d]
+  return Linear(fc2, LinearGelu(fc1, mlp_norm(x_plus_attn)));  // [..., d]
 }
 
 torch::Tensor BlockImpl::Delta(const torch::Tensor& x, const torch::Tensor& positions, const torch::Tensor& key_valid,

@@ -5,6 +5,7 @@
 #include "engine/bf16_bits.h"
 #include "engine/few_row_gemm.h"
 #include "engine/few_row_linear.h"
+#include "engine/gelu_columns.h"
 #include "engine/parallel_chunks.h"
 #include "engine/row_norm_rope.h"
 
@@ -27,6 +28,7 @@ struct F32 {
   static float Round(float v) { return v; }
   static void Gemm(const T* x, int64_t M, const T* w, int64_t N, int64_t K, T* y, int64_t b, int64_t e) { FewRowGemm(x, M, w, N, K, y, b, e); }
   static void Norm(const T* x, int64_t rows, int64_t dim, T* out) { RmsNormRows(x, rows, dim, nullptr, kPredictorNormEps, out); }
+  static void Gelu(T* y, int64_t M, int64_t N, int64_t b, int64_t e, const T* bias) { GeluColumns(y, M, N, b, e, bias); }
 };
 
 struct Bf16 {
@@ -39,6 +41,7 @@ struct Bf16 {
     FewRowGemmBf16(x, M, w, N, K, y, b, e);
   }
   static void Norm(const T* x, int64_t rows, int64_t dim, T* out) { RmsNormRowsBf16(x, rows, dim, nullptr, kPredictorNormEps, out); }
+  static void Gelu(T* y, int64_t M, int64_t N, int64_t b, int64_t e, const T* bias) { GeluColumnsBf16(y, M, N, b, e, bias); }
 };
 
 template <typename E>
@@ -47,21 +50,22 @@ const typename E::T* Data(const torch::Tensor& t) {
 }
 
 // Whether the loops may stand in for the torch code: every tensor of `dtype`
-// on the CPU, no gradient wanted, and the predictor's biases where the loops
-// expect them. bf16 needs the CPU's bf16 dot product (FewRowGemmBf16).
+// on the CPU, no gradient wanted, the predictor's biases where the loops
+// expect them, and no more rows than the model's own Linear sends to the
+// few-row GEMM (beyond that its general GEMM adds the bias before rounding
+// once, and is the faster). bf16 needs the CPU's bf16 dot product.
 bool TakesLoops(const BlockImpl& block, const torch::Tensor& x, torch::ScalarType dtype) {
   const auto& p = block.predictor;
   auto same = [&](const torch::Tensor& w) {
     return dtype == torch::kFloat ? InferenceF32OnCpu(x, w) : InferenceBf16OnCpu(x, w);
   };
   if (dtype == torch::kBFloat16 && !CpuHasBf16Dot()) return false;
-  return x.dim() == 2 && x.is_contiguous() && same(block.router->weight) && same(p->fc1->weight) && same(p->fc2->weight) &&
+  if (x.dim() != 2 || x.size(0) > (dtype == torch::kFloat ? kFewRowsMax : kFewRowsMaxBf16)) return false;
+  return x.is_contiguous() && same(block.router->weight) && same(p->fc1->weight) && same(p->fc2->weight) &&
          p->fc1->bias.defined() && p->fc2->bias.defined() && same(p->fc1->bias) && same(p->fc2->bias) &&
-         !block.router->bias.defined() && p->fc1->weight.is_contiguous() && p->fc2->weight.is_contiguous();
+         !block.router->bias.defined() && block.router->weight.is_contiguous() && p->fc1->weight.is_contiguous() &&
+         p->fc2->weight.is_contiguous() && p->fc1->bias.is_contiguous();
 }
-
-// GELU as torch computes it (approximate = "none"), in f32.
-float Gelu(float v) { return 0.5f * v * (1.f + std::erf(v * static_cast<float>(M_SQRT1_2))); }
 
 template <typename E>
 RoutedTokens ScoreWithLoops(BlockImpl& block, const torch::Tensor& x) {
@@ -84,10 +88,7 @@ RoutedTokens ScoreWithLoops(BlockImpl& block, const torch::Tensor& x) {
   const T* b1 = Data<E>(p.fc1->bias);
   ParallelChunks(H, ChunkFor(H, 2, 16), [&](int64_t begin, int64_t end) {
     E::Gemm(xn.data(), N, w1, H, d, g.data(), begin, end);
-    for (int64_t i = 0; i < N; ++i) {
-      T* gi = g.data() + i * H;
-      for (int64_t j = begin; j < end; ++j) gi[j] = E::Store(Gelu(E::Round(E::Load(gi[j]) + E::Load(b1[j]))));
-    }
+    E::Gelu(g.data(), N, H, begin, end, b1);
   });
   std::vector<T> logits(static_cast<size_t>(N));
   E::Gemm(g.data(), N, Data<E>(p.fc2->weight), 1, H, logits.data(), 0, 1);
@@ -146,7 +147,10 @@ RoutedTokens ScoreRoutedTokens(BlockImpl& block, const torch::Tensor& x) {
 }
 
 torch::Tensor AddRoutedDelta(torch::Tensor x, const RoutedTokens& t, const torch::Tensor& delta) {
-  if (x.dim() == 2 && x.is_contiguous() && delta.is_contiguous()) {
+  TORCH_CHECK(x.dim() == 2 && static_cast<int64_t>(t.router.size()) == x.size(0), "AddRoutedDelta: x [N, d] with N = ", t.router.size());
+  TORCH_CHECK(delta.dim() == 2 && delta.size(0) == static_cast<int64_t>(t.rows.size()) && delta.size(1) == x.size(1),
+              "AddRoutedDelta: delta [M, d] with M = ", t.rows.size(), " and d = ", x.size(1));
+  if (x.is_contiguous() && delta.is_contiguous()) {
     if (InferenceF32OnCpu(x, delta)) {
       AddWithLoops<F32>(t, delta, x);
       return x;

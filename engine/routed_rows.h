@@ -10,10 +10,10 @@
 // and fc2 (one output column each) run on the few-row GEMM on the calling
 // thread, the norm on the fused kernel, fc1 with its bias and GELU applied to
 // each chunk of columns as it is computed, and the scatter-add as one loop
-// over the computing rows in place; elsewhere (CUDA, training, bf16 without
-// the CPU's bf16 dot product) they run the model's torch code. The arithmetic
-// is the model's own forward's; in bf16 the loops round wherever a torch op
-// of that forward would.
+// over the computing rows in place; elsewhere (CUDA, training, more rows
+// than the few-row GEMM takes, and scoring in bf16 without the CPU's bf16 dot
+// product) they run the model's torch code. The arithmetic is the model's own
+// forward's; in bf16 the loops round wherever a torch op of that forward would.
 //
 // Thread-safety: as the engine step that calls them: x is updated in place.
 #pragma once

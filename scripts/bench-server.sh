@@ -10,7 +10,8 @@
 # are medians, since this shared machine drifts by tens of percent.
 # Prints both, and the ratios the server issue sets targets for:
 #   output tokens/s / engine decode tokens/s (target >= 0.9) and
-#   p99 inter-token latency / engine step time (target <= 2).
+#   p99 inter-token latency / engine step time (target <= 2),
+# and, for context, the p99 inter-token latency / the engine's own p99 step.
 # Usage: scripts/bench-server.sh [extra mod-server flags, e.g. --kv-dtype bfloat16]
 # (--dtype, --kv-dtype, --threads, --torch-threads and --block-size reach the
 # engine runs too)
@@ -31,7 +32,14 @@ engine() {
   local flat
   flat=$(build/bin/mod-bench --batches "$CONCURRENCY" --synthetic false --dense false --prompt $((PROMPT + 1)) --steps "$OUTPUT" \
     --block-size "$block_size" --json "$@" 2>/dev/null | tr -d ' \n')
-  echo "$(grep -o '"mod_tokens_per_s":[0-9.e+-]*' <<<"$flat" | cut -d: -f2) $(grep -o '"mod_step_p99_ms":[0-9.e+-]*' <<<"$flat" | cut -d: -f2)"
+  local tps p99
+  tps=$(grep -o '"mod_tokens_per_s":[0-9.e+-]*' <<<"$flat" | cut -d: -f2 || true)
+  p99=$(grep -o '"mod_step_p99_ms":[0-9.e+-]*' <<<"$flat" | cut -d: -f2 || true)
+  if [[ -z "$tps" || -z "$p99" ]]; then
+    echo "bench-server.sh: mod-bench $* gave no decode figures" >&2
+    return 1
+  fi
+  echo "$tps $p99"
 }
 dtype=float32  # the engine runs with the server's --dtype and --kv-dtype, if given
 kv_dtype=auto

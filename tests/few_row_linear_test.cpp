@@ -45,6 +45,34 @@ TEST(FewRowLinear, Bf16MatchesTorchLinearWhereTheCpuHasBf16Dot) {
   }
 }
 
+// LinearGelu: the bias and GELU applied to each chunk of columns equal
+// torch's gelu(linear(x)), in f32 to float rounding and in bf16 to one bf16
+// step (torch's own erf differs from ours in the last float bits, which can
+// move a bf16 rounding); long inputs and gradients take torch's ops.
+TEST(FewRowLinear, LinearGeluMatchesTorchsGeluOfLinear) {
+  for (bool bias : {false, true}) {
+    auto layer = MakeLinear(96, 72, bias);
+    torch::NoGradGuard no_grad;
+    for (int64_t rows : {int64_t{1}, int64_t{5}, int64_t{32}, kFewRowsMax + 3}) {
+      auto x = torch::randn({rows, 96}) * 2;
+      auto want = torch::nn::functional::gelu(torch::nn::functional::linear(x, layer->weight, layer->bias));
+      EXPECT_TRUE(torch::allclose(LinearGelu(layer, x), want, 1e-5, 1e-5)) << "rows " << rows << " bias " << bias;
+    }
+    if (!CpuHasBf16Dot()) continue;
+    layer->to(torch::kBFloat16);
+    auto xb = (torch::randn({7, 96}) * 2).to(torch::kBFloat16);
+    auto want = torch::nn::functional::gelu(Linear(layer, xb)).to(torch::kFloat);
+    auto got = LinearGelu(layer, xb).to(torch::kFloat);
+    EXPECT_TRUE(torch::allclose(got, want, 8e-3, 1e-5)) << "bf16, bias " << bias;
+    EXPECT_GT(torch::eq(got, want).to(torch::kFloat).mean().item<float>(), 0.95f) << "bf16 rounds where torch's ops do";
+  }
+  auto layer = MakeLinear(96, 72, true);
+  auto x = torch::randn({3, 96});
+  auto y = LinearGelu(layer, x);  // gradients wanted: torch's ops
+  EXPECT_TRUE(y.requires_grad());
+  EXPECT_TRUE(torch::allclose(y, torch::nn::functional::gelu(torch::nn::functional::linear(x, layer->weight, layer->bias)), 1e-6, 1e-6));
+}
+
 TEST(FewRowLinear, KeepsLeadingDimensions) {
   torch::NoGradGuard no_grad;
   auto layer = MakeLinear(32, 24, true);

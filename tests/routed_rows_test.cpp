@@ -6,6 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include "engine/few_row_gemm.h"
+#include "engine/few_row_linear.h"
+
 #include "tests/test_models.h"
 
 namespace modserve {
@@ -53,15 +56,26 @@ TEST(RoutedRows, LoopsMatchTheModelsTorchCodeOnF32) {
   ExpectMatches(ScoreRoutedTokens(block, x), TorchScores(block, x), 1e-5);
 }
 
-TEST(RoutedRows, LoopsMatchTheModelsTorchCodeOnBf16) {
+// In bf16 the loops take the model's own kernels and round where its torch
+// ops do, so they agree with the model's forward exactly: the same router
+// weights and the same decisions as block.predictor(x) > 0.
+TEST(RoutedRows, LoopsMatchTheModelsForwardExactlyOnBf16) {
+  if (!CpuHasBf16Dot()) GTEST_SKIP() << "this CPU has no AVX512-BF16: bf16 scoring stays on the torch code";
   torch::manual_seed(6);
   MoDTransformer m(TinyConfig());
   m->eval();
   m->to(torch::kBFloat16);
   auto& block = *m->layers[1]->as<BlockImpl>();
   torch::NoGradGuard ng;
-  auto x = (torch::randn({37, m->config().d_model}) * 3).to(torch::kBFloat16);  // [N, d]
-  ExpectMatches(ScoreRoutedTokens(block, x), TorchScores(block, x), 1e-2);
+  auto x = (torch::randn({kFewRowsMaxBf16, m->config().d_model}) * 3).to(torch::kBFloat16);  // [N, d]
+  const RoutedTokens t = ScoreRoutedTokens(block, x);
+  ExpectMatches(t, TorchScores(block, x), 1e-2);
+  auto r = Linear(block.router, x).squeeze(-1).to(torch::kFloat);
+  auto sel = (block.predictor(x) > 0).contiguous();
+  for (int64_t i = 0; i < x.size(0); ++i) {
+    EXPECT_EQ(t.router[static_cast<size_t>(i)], r[i].item<float>()) << i;
+    EXPECT_EQ(t.computes[static_cast<size_t>(i)] != 0, sel[i].item<bool>()) << i;
+  }
 }
 
 TEST(RoutedRows, FallsBackToTorchForGradients) {
