@@ -11,7 +11,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-#include "engine/avx512_exp.h"
+#include "engine/avx512_math.h"
 #define MODSERVE_X86 1
 #endif
 
@@ -89,10 +89,6 @@ MODSERVE_AVX512_INLINE __m512 HorizontalSums16(const __m512* acc) {
   const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
   const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
   return _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xDD));
-}
-
-MODSERVE_AVX512_INLINE __mmask16 FirstLanes(int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
 }
 
 // w[h * L16 + t] = scale * q_h · k_t,h for t < L, -inf up to L16. Keys go 16

@@ -33,8 +33,8 @@ namespace {
 torch::Tensor Project(const torch::nn::Linear& layer, const torch::Tensor& x, bool gelu) {
   const torch::Tensor& w = layer->weight;  // [out, in]
   const torch::Tensor& bias = layer->bias;
-  const bool fused = gelu && (!bias.defined() || (bias.is_contiguous() && bias.scalar_type() == w.scalar_type()));
-  if (!TakesFewRowPath(x, w) || (gelu && !fused)) {
+  const bool bias_in_chunks = !bias.defined() || (bias.is_contiguous() && bias.scalar_type() == w.scalar_type());
+  if (!TakesFewRowPath(x, w) || (gelu && !bias_in_chunks)) {
     auto y = torch::nn::functional::linear(x, w, bias);
     return gelu ? torch::nn::functional::gelu(y) : y;
   }

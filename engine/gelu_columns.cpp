@@ -7,7 +7,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-#include "engine/avx512_exp.h"
+#include "engine/avx512_math.h"
 #define MODSERVE_X86 1
 #endif
 
@@ -61,8 +61,6 @@ MODSERVE_AVX512_INLINE __m512 Gelu16(__m512 v) {
   return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(_mm512_set1_ps(1.f), erf));
 }
 
-MODSERVE_AVX512_INLINE __mmask16 Lanes(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1); }
-
 // bf16 bits <-> f32 for 16 numbers; the rounding is FloatToBf16's (to
 // nearest even, NaN kept a NaN).
 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) inline __m512 Widen(__m256i b) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16)); }
@@ -79,7 +77,7 @@ __attribute__((target("avx512f"))) void Avx512(float* y, int64_t M, int64_t N, i
   for (int64_t i = 0; i < M; ++i) {
     float* row = y + i * N;
     for (int64_t j = begin; j < end; j += 16) {
-      const __mmask16 m = Lanes(end - j);
+      const __mmask16 m = FirstLanes(end - j);
       __m512 v = _mm512_maskz_loadu_ps(m, row + j);
       if (bias != nullptr) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + j));
       _mm512_mask_storeu_ps(row + j, m, Gelu16(v));
@@ -92,13 +90,14 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void Avx512Bf16(uint16_t* y
   for (int64_t i = 0; i < M; ++i) {
     uint16_t* row = y + i * N;
     for (int64_t j = begin; j < end; j += 16) {
-      const __mmask16 m = Lanes(end - j);
+      const __mmask16 m = FirstLanes(end - j);
       __m512 v = Widen(_mm256_maskz_loadu_epi16(m, row + j));
       if (bias != nullptr) v = Widen(Narrow(_mm512_add_ps(v, Widen(_mm256_maskz_loadu_epi16(m, bias + j)))));
       _mm256_mask_storeu_epi16(row + j, m, Narrow(Gelu16(v)));
     }
   }
 }
+#undef MODSERVE_AVX512_INLINE
 #pragma GCC diagnostic pop
 
 bool HasAvx512() {

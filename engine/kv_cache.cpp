@@ -21,9 +21,9 @@ bool CopiesRows(const torch::Tensor& t, const torch::Tensor& pool, size_t n) {
 
 // pool[slots[i]] = t[i], converting f32 to bf16 (to nearest even, as torch's
 // conversion rounds) where the pool is bf16.
+// The slots must lie in the pool (Write checks them once for K and V).
 void CopyRows(const std::vector<int64_t>& slots, const torch::Tensor& t, torch::Tensor& pool) {
-  const int64_t row = pool.size(1) * pool.size(2), capacity = pool.size(0);
-  for (int64_t s : slots) TORCH_CHECK(s >= 0 && s < capacity, "KV slot ", s, " outside the pool's ", capacity);
+  const int64_t row = pool.size(1) * pool.size(2);
   const auto esize = static_cast<int64_t>(t.element_size());
   const auto* src = static_cast<const char*>(t.data_ptr());
   auto* dst = static_cast<char*>(pool.data_ptr());
@@ -52,6 +52,8 @@ void KvCache::Write(const std::vector<int64_t>& slots, const torch::Tensor& k, c
   // At decode a layer writes a few dozen rows: a copy per row, where
   // index_copy_ (with the slot tensor and a conversion) cost 25-90 us a layer.
   if (CopiesRows(k, k_pool_, slots.size()) && CopiesRows(v, v_pool_, slots.size())) {
+    const int64_t capacity = k_pool_.size(0);
+    for (int64_t s : slots) TORCH_CHECK(s >= 0 && s < capacity, "KV slot ", s, " outside the pool's ", capacity);
     CopyRows(slots, k, k_pool_);
     CopyRows(slots, v, v_pool_);
     return;

@@ -1,7 +1,5 @@
 #include "engine/routed_rows.h"
 
-#include <cmath>
-
 #include "engine/bf16_bits.h"
 #include "engine/few_row_gemm.h"
 #include "engine/few_row_linear.h"
@@ -22,7 +20,6 @@ constexpr float kPredictorNormEps = 1e-5f;
 // bf16 forward rounds.
 struct F32 {
   using T = float;
-  static constexpr torch::ScalarType kType = torch::kFloat;
   static float Load(float v) { return v; }
   static float Store(float v) { return v; }
   static float Round(float v) { return v; }
@@ -33,7 +30,6 @@ struct F32 {
 
 struct Bf16 {
   using T = uint16_t;
-  static constexpr torch::ScalarType kType = torch::kBFloat16;
   static float Load(uint16_t v) { return Bf16ToFloat(v); }
   static uint16_t Store(float v) { return FloatToBf16(v); }
   static float Round(float v) { return Bf16ToFloat(FloatToBf16(v)); }
@@ -50,7 +46,7 @@ const typename E::T* Data(const torch::Tensor& t) {
 }
 
 // Whether the loops may stand in for the torch code: every tensor of `dtype`
-// on the CPU, no gradient wanted, the predictor's biases where the loops
+// (f32 or bf16) on the CPU, no gradient wanted, the predictor's biases where the loops
 // expect them, and no more rows than the model's own Linear sends to the
 // few-row GEMM (beyond that its general GEMM adds the bias before rounding
 // once, and is the faster). bf16 needs the CPU's bf16 dot product.
@@ -59,7 +55,7 @@ bool TakesLoops(const BlockImpl& block, const torch::Tensor& x, torch::ScalarTyp
   auto same = [&](const torch::Tensor& w) {
     return dtype == torch::kFloat ? InferenceF32OnCpu(x, w) : InferenceBf16OnCpu(x, w);
   };
-  if (dtype == torch::kBFloat16 && !CpuHasBf16Dot()) return false;
+  if (dtype != torch::kFloat && (dtype != torch::kBFloat16 || !CpuHasBf16Dot())) return false;
   if (x.dim() != 2 || x.size(0) > (dtype == torch::kFloat ? kFewRowsMax : kFewRowsMaxBf16)) return false;
   return x.is_contiguous() && same(block.router->weight) && same(p->fc1->weight) && same(p->fc2->weight) &&
          p->fc1->bias.defined() && p->fc2->bias.defined() && same(p->fc1->bias) && same(p->fc2->bias) &&
@@ -133,8 +129,9 @@ std::vector<int64_t> RowsWhere(const torch::Tensor& mask) {
 }
 
 RoutedTokens ScoreRoutedTokens(BlockImpl& block, const torch::Tensor& x) {
-  if (TakesLoops(block, x, torch::kFloat)) return ScoreWithLoops<F32>(block, x);
-  if (TakesLoops(block, x, torch::kBFloat16)) return ScoreWithLoops<Bf16>(block, x);
+  if (TakesLoops(block, x, x.scalar_type())) {
+    return x.scalar_type() == torch::kFloat ? ScoreWithLoops<F32>(block, x) : ScoreWithLoops<Bf16>(block, x);
+  }
   const int64_t N = x.size(0);
   RoutedTokens t;
   auto r = Linear(block.router, x).squeeze(-1).to(torch::kCPU, torch::kFloat).contiguous();  // [N]

@@ -1,11 +1,14 @@
-// ExpNonPositive: e^x for 16 floats x <= 0 with AVX-512, shared by the
-// torch-free kernels that need an exponential (decode attention's softmax,
-// GELU's erf). Include only from x86-64 GCC/Clang translation units; the
-// function carries its own target attribute, so callers need not be built
-// with -mavx512f, but must only call it where the CPU has AVX-512F.
+// AVX-512 helpers shared by the torch-free kernels (decode attention, GELU):
+// ExpNonPositive, e^x for 16 floats x <= 0 (the softmax, erf), and
+// FirstLanes, the mask of a 16-lane tail. Include only from x86-64 GCC/Clang
+// translation units; the functions carry their own target attribute, so
+// callers need not be built with -mavx512f, but must only call them where the
+// CPU has AVX-512F.
 //
 // Thread-safety: a pure function.
 #pragma once
+
+#include <cstdint>
 
 #include <immintrin.h>
 
@@ -27,6 +30,11 @@ __attribute__((target("avx512f"), always_inline)) inline __m512 ExpNonPositive(_
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
   return _mm512_scalef_ps(p, n);
+}
+
+// The first min(n, 16) lanes.
+__attribute__((target("avx512f"), always_inline)) inline __mmask16 FirstLanes(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
 }
 
 }  // namespace modserve
