@@ -1,11 +1,14 @@
-// Tests for the small torch-free pieces: tokenizer, sampler, flags, LR schedule.
+// Tests for the small torch-free pieces: tokenizer, sampler, token logprobs, flags, LR schedule.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
 #include <set>
 
 #include "engine/flags.h"
 #include "engine/lr_schedule.h"
 #include "engine/sampler.h"
+#include "engine/token_logprobs.h"
 #include "engine/tokenizer.h"
 
 namespace modserve {
@@ -53,6 +56,32 @@ TEST(Sampler, TopPKeepsOnlyTheNucleus) {
   Sampler s(p);
   // Token 2 holds ~88% of the mass: the 0.5 nucleus is token 2 alone.
   for (int i = 0; i < 50; ++i) EXPECT_EQ(s.Sample({0.0f, 0.0f, 3.0f, 0.0f}), 2);
+}
+
+TEST(TokenLogprobs, LogSoftmaxOfTheRawLogitsWithTheTopInOrder) {
+  // Large logits: a naive exp would overflow float.
+  const std::vector<float> logits = {1000.f, 1002.f, 999.f, 1002.f, -std::numeric_limits<float>::infinity()};
+  const TokenLogprobs r = ComputeTokenLogprobs(logits, /*token=*/2, /*top_n=*/3);
+  double z = 0;
+  for (float l : logits) z += std::exp(static_cast<double>(l) - 1002.0);
+  auto expect = [&](int64_t id) { return static_cast<double>(logits[static_cast<size_t>(id)]) - 1002.0 - std::log(z); };
+  EXPECT_EQ(r.chosen.token, 2);
+  EXPECT_NEAR(r.chosen.logprob, expect(2), 1e-6);
+  ASSERT_EQ(r.top.size(), 3u);
+  EXPECT_EQ(r.top[0].token, 1) << "ties go to the lower id";
+  EXPECT_EQ(r.top[1].token, 3);
+  EXPECT_EQ(r.top[2].token, 0);
+  for (const auto& t : r.top) EXPECT_NEAR(t.logprob, expect(t.token), 1e-6);
+  EXPECT_EQ(r.top[0].logprob, r.top[1].logprob);
+
+  const TokenLogprobs all = ComputeTokenLogprobs(logits, 4, 99);  // capped at the vocabulary
+  ASSERT_EQ(all.top.size(), logits.size());
+  double mass = 0;
+  for (const auto& t : all.top) mass += std::exp(static_cast<double>(t.logprob));
+  EXPECT_NEAR(mass, 1.0, 1e-6);
+  EXPECT_EQ(all.chosen.logprob, -std::numeric_limits<float>::infinity());
+  EXPECT_EQ(all.top.back().token, 4);
+  EXPECT_TRUE(ComputeTokenLogprobs(logits, 0, 0).top.empty());
 }
 
 TEST(Flags, ParsesAndRejectsUnknownFlags) {

@@ -1,0 +1,31 @@
+// TokenLogprobs: how likely the model found a generated token, and the most
+// likely alternatives, from the row of logits the token was sampled from.
+//
+// Log-probabilities are under the model's own distribution: the log-softmax
+// of the raw logits, before temperature, top-k and top-p (so greedy and
+// sampled requests report the same numbers for the same context, as vLLM's
+// and OpenAI's logprobs do). Computed in double, reported as float.
+//
+// Thread-safety: pure functions of their arguments.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace modserve {
+
+struct TokenLogprob {
+  int64_t token = 0;
+  float logprob = 0.f;  // <= 0; -inf where the logit is -inf
+};
+
+struct TokenLogprobs {
+  TokenLogprob chosen;            // the generated token
+  std::vector<TokenLogprob> top;  // the `top_n` most likely ids, most likely first (ties: lower id first)
+};
+
+// `logits` has one entry per vocabulary id (finite or -inf, not all -inf);
+// 0 <= token < logits.size(); top_n is capped at the vocabulary size.
+TokenLogprobs ComputeTokenLogprobs(const std::vector<float>& logits, int64_t token, int64_t top_n);
+
+}  // namespace modserve
