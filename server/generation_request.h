@@ -15,6 +15,7 @@
 #include "engine/generation_state.h"
 #include "engine/sampler.h"
 #include "engine/status.h"
+#include "engine/token_logprobs.h"
 
 namespace modserve {
 
@@ -26,6 +27,8 @@ struct GenerationRequest {
   SamplingParams sampling;
   StopCriteria stop;
   bool return_routes = false;
+  bool return_logprobs = false;
+  int64_t top_logprobs = 0;  // alternatives per token, with return_logprobs
   Clock::time_point deadline = Clock::time_point::max();
 };
 
@@ -53,6 +56,8 @@ struct RequestUpdate {
   // Per new token, when asked: bit i set iff the forward pass that produced
   // the token (over the previous token) computed the i-th routed layer.
   std::vector<uint64_t> routes;
+  // Per new token, when asked: its log-probability and the top alternatives.
+  std::vector<TokenLogprobs> logprobs;
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;  // when finished with an OK status
   Status status;                   // when finished: OK, or why the request failed

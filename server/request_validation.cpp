@@ -1,5 +1,6 @@
 #include "server/request_validation.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -72,6 +73,13 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
     }
     if (!IsValidUtf8(s)) return InvalidArgument(name + " is not valid UTF-8");
   }
+  const int64_t max_top = std::min(kMaxTopLogprobs, ctx.vocab_size);
+  if (r.top_logprobs() < 0 || r.top_logprobs() > max_top) {
+    return InvalidArgument("top_logprobs must be in [0, " + std::to_string(max_top) + "], got " + std::to_string(r.top_logprobs()));
+  }
+  if (r.top_logprobs() > 0 && !r.return_logprobs()) {
+    return InvalidArgument("top_logprobs is " + std::to_string(r.top_logprobs()) + " but return_logprobs is false; set it to get logprobs");
+  }
   if (r.has_request_id()) {
     const std::string& id = r.request_id();
     if (id.empty() || id.size() > 128) {
@@ -93,6 +101,8 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
   g.stop.eos_id = ctx.eos_id;
   g.stop.stop.assign(r.stop().begin(), r.stop().end());
   g.return_routes = r.return_routes();
+  g.return_logprobs = r.return_logprobs();
+  g.top_logprobs = r.top_logprobs();
   return g;
 }
 

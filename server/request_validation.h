@@ -14,6 +14,10 @@
 
 namespace modserve {
 
+// Most alternatives a request may ask for per generated token (top_logprobs),
+// as OpenAI's API allows; fewer where the vocabulary is smaller.
+constexpr int64_t kMaxTopLogprobs = 20;
+
 // What validation needs to know about the served model.
 struct ValidationContext {
   RequestLimits limits;

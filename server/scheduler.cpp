@@ -42,6 +42,7 @@ struct Scheduler::Active {
   RequestUsage usage;
   std::vector<int64_t> new_ids;      // generated since the last update
   std::vector<uint64_t> new_routes;  // routes of new_ids, when asked
+  std::vector<TokenLogprobs> new_logprobs;  // logprobs of new_ids, when asked
 };
 
 Scheduler::Scheduler(StepEngine* engine, SchedulerOptions opts, SchedulerObserver* observer)
@@ -218,6 +219,7 @@ void Scheduler::Emit(Active& a, bool finished, Status status) {
   if (!finished && u.text.empty() && a.new_ids.empty()) return;
   u.token_ids.swap(a.new_ids);
   u.routes.swap(a.new_routes);
+  u.logprobs.swap(a.new_logprobs);
   u.finished = finished;
   if (finished) {
     u.status = std::move(status);
@@ -398,6 +400,7 @@ void Scheduler::ApplyResult(const std::vector<Active*>& planned, const std::vect
     FinishReason reason = a.gen.Add(token);
     a.new_ids.push_back(token);
     if (a.req.return_routes) a.new_routes.push_back(routes.empty() ? 0 : routes.back());
+    if (a.req.return_logprobs) a.new_logprobs.push_back(ComputeTokenLogprobs(result.logits[i], token, a.req.top_logprobs));
     if (observer_ != nullptr) {
       if (a.gen.tokens().size() == 1) {
         observer_->OnFirstToken(std::chrono::duration<double>(now - a.arrival).count());

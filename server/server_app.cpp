@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <thread>
@@ -71,6 +72,7 @@ ServedModel DescribeModel(const ServerConfig& cfg, const ModelConfig& mc, const 
   lim->set_default_max_tokens(static_cast<int32_t>(cfg.limits.default_max_tokens));
   lim->set_max_stop(static_cast<int32_t>(cfg.limits.max_stop));
   lim->set_max_stop_bytes(static_cast<int32_t>(cfg.limits.max_stop_bytes));
+  lim->set_max_top_logprobs(static_cast<int32_t>(std::min<int64_t>(kMaxTopLogprobs, mc.vocab_size)));
   return m;
 }
 

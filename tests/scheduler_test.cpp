@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -78,6 +79,35 @@ TEST(Scheduler, GeneratesMaxTokensAndReportsUsage) {
   EXPECT_EQ(c.last().usage.routed_computed() + c.last().usage.routed_skipped(), 6 + 6);
   EXPECT_EQ(e.sequences(), 0);
   EXPECT_EQ(e.FreeBlocks(), 1000);
+}
+
+TEST(Scheduler, LogprobsComeWithEachTokenOnlyWhenAsked) {
+  FakeEngine e(1000, 4);  // logits: 10 for the script's next byte, 0 for the other 257 ids
+  Scheduler s(&e, {});
+  Collected asked, plain;
+  GenerationRequest r = Req("hello", 5);
+  r.return_logprobs = true;
+  r.top_logprobs = 2;
+  ASSERT_TRUE(s.Submit(r, Into(&asked)).ok());
+  ASSERT_TRUE(s.Submit(Req("hello", 5), Into(&plain)).ok());
+  RunUntilIdle(s);
+  const double log_z = std::log(std::exp(10.0) + 257.0);
+  size_t n = 0;
+  for (const auto& u : asked.updates) {
+    ASSERT_EQ(u.logprobs.size(), u.token_ids.size());
+    for (size_t i = 0; i < u.logprobs.size(); ++i, ++n) {
+      const TokenLogprobs& lp = u.logprobs[i];
+      EXPECT_EQ(lp.chosen.token, u.token_ids[i]);
+      EXPECT_NEAR(lp.chosen.logprob, 10.0 - log_z, 1e-6);
+      ASSERT_EQ(lp.top.size(), 2u);
+      EXPECT_EQ(lp.top[0].token, lp.chosen.token);
+      EXPECT_EQ(lp.top[1].token, 0) << "of the tied ids, the lowest";
+      EXPECT_NEAR(lp.top[1].logprob, -log_z, 1e-6);
+    }
+  }
+  EXPECT_EQ(n, 5u);
+  for (const auto& u : plain.updates) EXPECT_TRUE(u.logprobs.empty());
+  EXPECT_EQ(plain.ids, asked.ids);
 }
 
 // Counts the layer decisions the observer has been told of.

@@ -29,6 +29,7 @@
 #include "modserve/v1/request_wire.pb.h"
 #include "reflection_wire.pb.h"
 #include "engine/checkpoint.h"
+#include "engine/tokenizer.h"
 #include "server/engine_loader.h"
 #include "test_models.h"
 #include "server/server_app.h"
@@ -151,6 +152,68 @@ TEST_F(ServerE2E, UnaryAndStreamGiveTheSameTokens) {
   }
 }
 
+// Logprobs are the model's own: the log-softmax of a full forward over the
+// prompt and the tokens before, whatever the sampling; unary and stream agree.
+TEST_F(ServerE2E, LogprobsAreTheModelsOwnAndTheSameUnaryAndStreamed) {
+  constexpr int kTokens = 24, kTop = 5;
+  auto model = LoadCheckpoint(kModel);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  for (bool sampled : {false, true}) {
+    SCOPED_TRACE(sampled ? "sampled" : "greedy");
+    v1::GenerateRequest r = Request("The jury said ", kTokens);
+    r.set_return_logprobs(true);
+    r.set_top_logprobs(kTop);
+    if (sampled) {
+      r.set_temperature(1.5f);
+      r.set_seed(99);
+    }
+    v1::GenerateResponse u;
+    ASSERT_TRUE(Unary(r, &u).ok());
+    StreamResult s = Stream(r);
+    ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+    ASSERT_EQ(u.token_ids_size(), kTokens);
+    ASSERT_EQ(u.logprobs_size(), kTokens);
+    std::vector<v1::TokenLogprobs> streamed;
+    for (const auto& m : s.messages) {
+      EXPECT_EQ(m.logprobs_size(), m.token_ids_size());
+      streamed.insert(streamed.end(), m.logprobs().begin(), m.logprobs().end());
+    }
+    ASSERT_EQ(streamed.size(), static_cast<size_t>(kTokens));
+
+    // The reference: one forward over BOS + prompt + the generated tokens.
+    std::vector<int64_t> ids = ByteTokenizer(256, 257).Encode("The jury said ", /*add_bos=*/true);
+    const auto prompt_len = static_cast<int64_t>(ids.size());
+    ids.insert(ids.end(), u.token_ids().begin(), u.token_ids().end());
+    torch::NoGradGuard ng;
+    auto logp = torch::log_softmax((*model)->Forward(torch::tensor(ids).unsqueeze(0), RouteMode::kPredictor).logits[0], -1);  // [S, V]
+    for (int i = 0; i < kTokens; ++i) {
+      SCOPED_TRACE(i);
+      const v1::TokenLogprobs& lp = u.logprobs(i);
+      EXPECT_EQ(lp.SerializeAsString(), streamed[static_cast<size_t>(i)].SerializeAsString());
+      EXPECT_EQ(lp.token().token_id(), u.token_ids(i));
+      auto row = logp[prompt_len - 1 + i];  // [V]: the distribution token i was drawn from
+      EXPECT_NEAR(lp.token().logprob(), row[u.token_ids(i)].item<float>(), 1e-3);
+      ASSERT_EQ(lp.top_size(), kTop);
+      auto [best, best_ids] = row.topk(kTop);
+      for (int k = 0; k < kTop; ++k) {
+        EXPECT_EQ(lp.top(k).token_id(), best_ids[k].item<int64_t>());
+        EXPECT_NEAR(lp.top(k).logprob(), best[k].item<float>(), 1e-3);
+        EXPECT_LE(lp.top(k).logprob(), 0.f);
+        if (k > 0) {
+          EXPECT_GE(lp.top(k - 1).logprob(), lp.top(k).logprob());
+        }
+      }
+      if (!sampled) {
+        EXPECT_EQ(lp.top(0).token_id(), lp.token().token_id()) << "greedy takes the most likely token";
+      }
+    }
+  }
+  v1::GenerateRequest plain = Request("The jury said ", 4);
+  v1::GenerateResponse p;
+  ASSERT_TRUE(Unary(plain, &p).ok());
+  EXPECT_EQ(p.logprobs_size(), 0) << "none unless asked";
+}
+
 TEST_F(ServerE2E, StopStringEndsTheCompletion) {
   v1::GenerateResponse u;
   ASSERT_TRUE(Unary(Request("The jury said ", 64), &u).ok());
@@ -255,6 +318,8 @@ TEST_F(ServerE2E, EveryInvalidRequestGetsAClearErrorAndTheNextRequestIsServed) {
       {[](Wire* r) { r->set_request_id(std::string(129, 'r')); }, invalid, "request_id must be 1 to 128"},
       {[](Wire* r) { r->set_request_id("has space"); }, invalid, "request_id must be printable ASCII"},
       {[](Wire* r) { r->set_request_id("id\xFF"); }, invalid, "request_id is not valid UTF-8"},
+      {[](Wire* r) { r->set_return_logprobs(true); r->set_top_logprobs(21); }, invalid, "top_logprobs must be in [0, 20]"},
+      {[](Wire* r) { r->set_top_logprobs(2); }, invalid, "but return_logprobs is false"},
   };
   auto check = [&](const std::string& wire, grpc::StatusCode code, const std::string& expect) {
     SCOPED_TRACE(expect);
@@ -474,18 +539,31 @@ TEST(ServerMemoryPressure, PreemptedRequestsStillGetTheirSoloTokens) {
   auto generate = [&](int i) {
     grpc::ClientContext ctx;
     ctx.set_deadline(In(120));
+    v1::GenerateRequest r = Request("Request number " + std::to_string(i) + " says", 100);
+    r.set_return_logprobs(true);
     v1::GenerateResponse u;
-    grpc::Status st = stub->Generate(&ctx, Request("Request number " + std::to_string(i) + " says", 100), &u);
+    grpc::Status st = stub->Generate(&ctx, r, &u);
     EXPECT_TRUE(st.ok()) << st.error_message();
-    return std::vector<int>(u.token_ids().begin(), u.token_ids().end());
+    return u;
   };
   const int kRequests = 6;
-  std::vector<std::vector<int>> solo(kRequests), together(kRequests);
+  std::vector<v1::GenerateResponse> solo(kRequests), together(kRequests);
   for (int i = 0; i < kRequests; ++i) solo[i] = generate(i);
   std::vector<std::thread> threads;
   for (int i = 0; i < kRequests; ++i) threads.emplace_back([&, i] { together[i] = generate(i); });
   for (auto& t : threads) t.join();
-  for (int i = 0; i < kRequests; ++i) EXPECT_EQ(together[i], solo[i]) << "request " << i;
+  for (int i = 0; i < kRequests; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(std::vector<int>(together[i].token_ids().begin(), together[i].token_ids().end()),
+              std::vector<int>(solo[i].token_ids().begin(), solo[i].token_ids().end()));
+    // One logprob per token, none lost or repeated by a preemption's recomputation.
+    ASSERT_EQ(together[i].logprobs_size(), together[i].token_ids_size());
+    ASSERT_EQ(solo[i].logprobs_size(), solo[i].token_ids_size());
+    for (int t = 0; t < together[i].logprobs_size() && t < solo[i].logprobs_size(); ++t) {
+      EXPECT_EQ(together[i].logprobs(t).token().token_id(), together[i].token_ids(t));
+      EXPECT_NEAR(together[i].logprobs(t).token().logprob(), solo[i].logprobs(t).token().logprob(), 1e-3) << "token " << t;
+    }
+  }
   auto m = Scrape(app->metrics_port());
   EXPECT_GT(m["modserve_preemptions_total"], 0);  // the pool really was too small
   EXPECT_EQ(m["modserve_kv_cache_usage_ratio"], 0);

@@ -128,8 +128,12 @@ TEST(RequestValidation, AcceptsAGoodRequestAndFillsDefaults) {
   v1::GenerateRequest r;
   r.set_prompt("Hello, w\xC3\xB6rld");
   r.add_stop("\n");
+  r.set_return_logprobs(true);
+  r.set_top_logprobs(20);  // the largest allowed
   auto g = ValidateGenerateRequest(r, Ctx(), 42, "req-1");
   ASSERT_TRUE(g.ok()) << g.status().ToString();
+  EXPECT_TRUE(g->return_logprobs);
+  EXPECT_EQ(g->top_logprobs, 20);
   EXPECT_EQ(g->prompt.size(), 1u + r.prompt().size());
   EXPECT_EQ(g->prompt[0], 256);
   EXPECT_EQ(g->stop.max_tokens, 64);
@@ -173,6 +177,9 @@ TEST(RequestValidation, EveryBadFieldIsNamed) {
       {[](auto* r) { r->add_stop("\xC3"); }, "stop[0] is not valid UTF-8"},
       {[](auto* r) { r->set_request_id(std::string(129, 'r')); }, "request_id must be 1 to 128"},
       {[](auto* r) { r->set_request_id("has space"); }, "request_id must be printable ASCII"},
+      {[](auto* r) { r->set_return_logprobs(true); r->set_top_logprobs(21); }, "top_logprobs must be in [0, 20], got 21"},
+      {[](auto* r) { r->set_return_logprobs(true); r->set_top_logprobs(-1); }, "top_logprobs must be in [0, 20], got -1"},
+      {[](auto* r) { r->set_top_logprobs(3); }, "top_logprobs is 3 but return_logprobs is false"},
   };
   for (const auto& c : cases) {
     v1::GenerateRequest r;
