@@ -1,6 +1,7 @@
 // mod-client: command-line client for mod-server.
 //   mod-client generate --prompt TEXT      prints the completion
 //   mod-client stream --prompt TEXT        prints tokens as they arrive (--routes: per token routed layers)
+//   (generate and stream --logprobs N: then each token's log-probability and N alternatives)
 //   mod-client info                        prints the model description (GetModelInfo)
 //   mod-client health                      prints the grpc.health.v1 status; exit 0 iff SERVING
 //   mod-client bench --concurrency N ...   load generator (see load_generator.h)
@@ -9,6 +10,8 @@
 
 #include <cstdio>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "client/grpc_code_name.h"
 #include "client/load_generator.h"
@@ -46,7 +49,40 @@ Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
   }
   if (!f.Str("stop").empty()) req->add_stop(f.Str("stop"));
   req->set_return_routes(f.Bool("routes"));
+  int64_t logprobs = -1;
+  MODSERVE_RETURN_IF_ERROR(f.Get("logprobs", &logprobs));
+  if (logprobs < -1) return InvalidArgument("--logprobs must be >= 0 (alternatives per token), or -1 for none");
+  if (logprobs >= 0) {
+    req->set_return_logprobs(true);
+    req->set_top_logprobs(static_cast<int32_t>(logprobs));
+  }
   return Status::Ok();
+}
+
+// A byte-level token as text: 'c' for printable ASCII, \xNN for other bytes,
+// <id> for the special tokens.
+std::string TokenText(int id) {
+  char buf[16];
+  if (id >= 0x20 && id < 0x7f) {
+    std::snprintf(buf, sizeof buf, "'%c'", static_cast<char>(id));
+  } else if (id >= 0 && id < 256) {
+    std::snprintf(buf, sizeof buf, "\\x%02x", id);
+  } else {
+    std::snprintf(buf, sizeof buf, "<%d>", id);
+  }
+  return buf;
+}
+
+// One line per token: its id, text and log-probability, then the alternatives.
+void PrintLogprobs(const std::vector<v1::TokenLogprobs>& lps) {
+  for (const auto& lp : lps) {
+    std::printf("token %d %s logprob %.4f", lp.token().token_id(), TokenText(lp.token().token_id()).c_str(), lp.token().logprob());
+    for (int k = 0; k < lp.top_size(); ++k) {
+      std::printf("%s %s %.4f", k == 0 ? "  top:" : ",", TokenText(lp.top(k).token_id()).c_str(), lp.top(k).logprob());
+    }
+    std::printf("\n");
+  }
+  std::fflush(stdout);
 }
 
 const char* FinishName(v1::FinishReason r) {
@@ -82,6 +118,7 @@ Status Run(int argc, char** argv) {
   f.Define("seed", "0", "sampling seed (unset: the server picks)");
   f.Define("stop", "", "a stop string");
   f.Define("routes", "false", "stream: show which routed layers each token computed", true);
+  f.Define("logprobs", "-1", "generate, stream: also print each token's log-probability and this many alternatives (-1: none)");
   f.Define("concurrency", "8", "bench: client threads (requests in flight)");
   f.Define("requests", "64", "bench: requests to send");
   f.Define("rate", "0", "bench: Poisson arrival rate, requests/s (0: closed loop)");
@@ -116,12 +153,18 @@ Status Run(int argc, char** argv) {
       grpc::Status s = stub->Generate(&ctx, req, &resp);
       if (!s.ok()) return RpcError("Generate", s);
       std::cout << resp.text() << std::flush;
+      if (req.return_logprobs()) {
+        std::cout << "\n";
+        PrintLogprobs({resp.logprobs().begin(), resp.logprobs().end()});
+      }
       PrintUsage(resp);
       return Status::Ok();
     }
     auto reader = stub->GenerateStream(&ctx, req);
     v1::GenerateResponse msg, last;
+    std::vector<v1::TokenLogprobs> logprobs;
     while (reader->Read(&msg)) {
+      logprobs.insert(logprobs.end(), msg.logprobs().begin(), msg.logprobs().end());
       if (f.Bool("routes")) {
         for (int i = 0; i < msg.token_ids_size(); ++i) {
           std::string layers;
@@ -136,6 +179,10 @@ Status Run(int argc, char** argv) {
     }
     grpc::Status s = reader->Finish();
     if (!s.ok()) return RpcError("GenerateStream", s);
+    if (req.return_logprobs()) {
+      std::cout << "\n";
+      PrintLogprobs(logprobs);
+    }
     PrintUsage(last);
     return Status::Ok();
   }

@@ -3,6 +3,7 @@
 # model, loopback, a free port): each makes one unary and one streaming call
 # and must get the same tokens both ways. Python stubs are generated from
 # proto/ here; the Node packages are installed from npm into a scratch folder.
+# Then mod-client's --logprobs prints a line per generated token.
 # Usage: tests/clients_test.sh BIN_DIR SOURCE_DIR
 set -euo pipefail
 bin=$1
@@ -43,6 +44,13 @@ cp "$src/client/node/package.json" "$src/client/node/example.js" "$work/node/"
 (cd "$work/node" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
 node "$work/node/example.js" --server "$address" --proto-dir "$src/proto" --max-tokens 24 >"$work/node.out"
 check node "$work/node.out"
+
+echo "== mod-client --logprobs"
+"$bin/mod-client" --server "$address" generate --max-tokens 8 --logprobs 2 >"$work/lp.out"
+cat "$work/lp.out"
+lines=$(grep -cE "^token [0-9]+ .* logprob -?[0-9.]+  top: .* -?[0-9.]+, .* -?[0-9.]+$" "$work/lp.out" || true)
+[[ "$lines" == 8 ]] || { echo "FAIL: mod-client --logprobs printed $lines token lines, not 8"; exit 1; }
+echo "PASS: mod-client --logprobs"
 
 kill -TERM "$server"
 wait "$server"
