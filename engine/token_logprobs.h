@@ -2,11 +2,11 @@
 // likely alternatives, from the row of logits the token was sampled from.
 //
 // Log-probabilities are under the model's own distribution: the log-softmax
-// of the raw logits, before temperature, top-k and top-p (so greedy and
-// sampled requests report the same numbers for the same context, as vLLM's
-// and OpenAI's logprobs do). Computed in double, reported as float.
+// of the raw logits, before penalties, temperature, top-k and top-p (so
+// greedy and sampled requests report the same numbers for the same context,
+// as vLLM V1 does by default). Computed in double, reported as float.
 //
-// Thread-safety: pure functions of their arguments.
+// Thread-safety: a pure function of its arguments.
 #pragma once
 
 #include <cstdint>
@@ -24,8 +24,9 @@ struct TokenLogprobs {
   std::vector<TokenLogprob> top;  // the `top_n` most likely ids, most likely first (ties: lower id first)
 };
 
-// `logits` has one entry per vocabulary id (finite or -inf, not all -inf);
-// 0 <= token < logits.size(); top_n is capped at the vocabulary size.
+// `logits` has one entry per vocabulary id, not all -inf (a NaN counts as
+// -inf); 0 <= token < logits.size(); top_n below 0 means 0, above the
+// vocabulary size means all of it.
 TokenLogprobs ComputeTokenLogprobs(const std::vector<float>& logits, int64_t token, int64_t top_n);
 
 }  // namespace modserve

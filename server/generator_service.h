@@ -70,7 +70,7 @@ class GeneratorService final : public GeneratorServiceBase {
   void Cancel(Scheduler::Handle h);
   // Runs `task` on the write dispatcher's thread (gRPC writes leave the step thread).
   void PostWrite(std::function<void()> task) { writes_.Post(std::move(task)); }
-  // Appends an update to `out` (text, ids, routes; on the last one finish reason and usage).
+  // Appends an update to `out` (text, ids, routes, logprobs; on the last one finish reason and usage).
   void AppendUpdate(const RequestUpdate& u, const std::string& request_id, v1::GenerateResponse* out) const;
 
   // Generate and GenerateStream calls whose reactor has not reached OnDone

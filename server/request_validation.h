@@ -14,9 +14,10 @@
 
 namespace modserve {
 
-// Most alternatives a request may ask for per generated token (top_logprobs),
-// as OpenAI's API allows; fewer where the vocabulary is smaller.
+// Most alternatives a request may ask for per generated token (top_logprobs):
+// 20, as OpenAI's API allows, or the vocabulary size if that is smaller.
 constexpr int64_t kMaxTopLogprobs = 20;
+inline int64_t MaxTopLogprobs(int64_t vocab_size) { return vocab_size < kMaxTopLogprobs ? vocab_size : kMaxTopLogprobs; }
 
 // What validation needs to know about the served model.
 struct ValidationContext {

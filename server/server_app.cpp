@@ -4,7 +4,6 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
-#include <algorithm>
 #include <atomic>
 #include <future>
 #include <thread>
@@ -12,6 +11,7 @@
 #include "engine/thread_priority.h"
 
 #include "server/generator_service.h"
+#include "server/request_validation.h"
 #include "server/transport_security.h"
 
 #ifndef MODSERVE_VERSION
@@ -72,7 +72,7 @@ ServedModel DescribeModel(const ServerConfig& cfg, const ModelConfig& mc, const 
   lim->set_default_max_tokens(static_cast<int32_t>(cfg.limits.default_max_tokens));
   lim->set_max_stop(static_cast<int32_t>(cfg.limits.max_stop));
   lim->set_max_stop_bytes(static_cast<int32_t>(cfg.limits.max_stop_bytes));
-  lim->set_max_top_logprobs(static_cast<int32_t>(std::min<int64_t>(kMaxTopLogprobs, mc.vocab_size)));
+  lim->set_max_top_logprobs(static_cast<int32_t>(MaxTopLogprobs(mc.vocab_size)));
   return m;
 }
 

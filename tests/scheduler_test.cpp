@@ -1,9 +1,10 @@
 // Scheduler tests against a fake engine (no model): continuous batching under
 // the token budget, chunked prefill sharing it with decode, route-aware
 // admission, preemption and recomputation, queue limits, cancellation and
-// deadlines freeing KV blocks within one step, and streaming text that is
-// valid UTF-8 and never leaks a stop string; and the scheduler driven from
-// many threads at once, as the server drives it (run under ThreadSanitizer).
+// deadlines freeing KV blocks within one step, streaming text that is valid
+// UTF-8 and never leaks a stop string, logprobs only when asked; and the
+// scheduler driven from many threads at once, as the server drives it (run
+// under ThreadSanitizer).
 #include "server/scheduler.h"
 
 #include <gtest/gtest.h>

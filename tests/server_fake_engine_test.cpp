@@ -4,6 +4,7 @@
 // lifetimes and threads meet: many concurrent streams, cancellations at
 // random moments, expiring deadlines, unary calls, and a drain with requests
 // in flight; at the end nothing is left running and no KV block is in use.
+// And stream messages merged while a write is in flight keep their logprobs.
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <future>
 #include <random>
 #include <thread>
@@ -204,6 +206,39 @@ TEST(ServerWithFakeEngine, AcceptedStreamsGetTheirRequestIdBeforeTheFirstToken) 
     }
     EXPECT_TRUE(reader->Finish().ok());
   }
+}
+
+// Steps far faster than a write: tokens that arrive while a write is in
+// flight are merged into the next message, and each merged message still
+// carries one logprob per token id, in order.
+TEST(ServerWithFakeEngine, MergedStreamMessagesKeepOneLogprobPerToken) {
+  FakeServer s = StartFake(1000, std::chrono::microseconds(0));
+  ASSERT_NE(s.app, nullptr);
+  auto stub = v1::Generator::NewStub(grpc::CreateChannel(s.address(), grpc::InsecureChannelCredentials()));
+  constexpr int kTokens = 200;
+  v1::GenerateRequest r;
+  r.set_prompt("merge");
+  r.set_max_tokens(kTokens);
+  r.set_return_logprobs(true);
+  r.set_top_logprobs(1);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(30));
+  auto reader = stub->GenerateStream(&ctx, r);
+  v1::GenerateResponse m;
+  int messages = 0, tokens = 0;
+  while (reader->Read(&m)) {
+    ++messages;
+    ASSERT_EQ(m.logprobs_size(), m.token_ids_size()) << "message " << messages;
+    for (int i = 0; i < m.token_ids_size(); ++i, ++tokens) {
+      EXPECT_EQ(m.logprobs(i).token().token_id(), m.token_ids(i));
+      ASSERT_EQ(m.logprobs(i).top_size(), 1);
+      EXPECT_EQ(m.logprobs(i).top(0).token_id(), m.token_ids(i));  // the fake engine's one likely token
+    }
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  std::printf("%d tokens in %d stream messages\n", tokens, messages);
+  EXPECT_EQ(tokens, kTokens);
+  EXPECT_LT(messages, kTokens) << "no update was merged: the test did not reach the merging path";
 }
 
 // A port that was free a moment ago (for a server that must be reached before Start returns).

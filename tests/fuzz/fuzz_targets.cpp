@@ -40,6 +40,8 @@ void RequestValidation(const uint8_t* data, size_t size) {
   FUZZ_CHECK(g->sampling.top_p > 0 && g->sampling.top_p <= 1);
   FUZZ_CHECK(static_cast<int64_t>(g->stop.stop.size()) <= ctx.limits.max_stop);
   for (const auto& s : g->stop.stop) FUZZ_CHECK(!s.empty() && IsValidUtf8(s));
+  FUZZ_CHECK(g->top_logprobs >= 0 && g->top_logprobs <= MaxTopLogprobs(ctx.vocab_size));
+  FUZZ_CHECK(g->top_logprobs == 0 || g->return_logprobs);
   FUZZ_CHECK(IsValidUtf8(req->prompt()));
 }
 
