@@ -33,15 +33,21 @@ Status RpcError(const char* what, const grpc::Status& s) {
 Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
   req->set_prompt(f.Str("prompt"));
   int64_t max_tokens = 0, top_k = 0;
-  double temperature = 0, top_p = 0;
+  double temperature = 0, top_p = 0, repetition = 0, presence = 0, frequency = 0;
   MODSERVE_RETURN_IF_ERROR(f.Get("max-tokens", &max_tokens));
   MODSERVE_RETURN_IF_ERROR(f.Get("top-k", &top_k));
   MODSERVE_RETURN_IF_ERROR(f.Get("temperature", &temperature));
   MODSERVE_RETURN_IF_ERROR(f.Get("top-p", &top_p));
+  MODSERVE_RETURN_IF_ERROR(f.Get("repetition-penalty", &repetition));
+  MODSERVE_RETURN_IF_ERROR(f.Get("presence-penalty", &presence));
+  MODSERVE_RETURN_IF_ERROR(f.Get("frequency-penalty", &frequency));
   req->set_max_tokens(static_cast<int32_t>(max_tokens));
   req->set_top_k(static_cast<int32_t>(top_k));
   req->set_temperature(static_cast<float>(temperature));
   req->set_top_p(static_cast<float>(top_p));
+  req->set_repetition_penalty(static_cast<float>(repetition));
+  req->set_presence_penalty(static_cast<float>(presence));
+  req->set_frequency_penalty(static_cast<float>(frequency));
   if (f.Has("seed")) {
     int64_t seed = 0;
     MODSERVE_RETURN_IF_ERROR(f.Get("seed", &seed));
@@ -76,7 +82,8 @@ std::string TokenText(int id) {
 // One line per token: its id, text and log-probability, then the alternatives.
 void PrintLogprobs(const std::vector<v1::TokenLogprobs>& lps) {
   for (const auto& lp : lps) {
-    std::printf("token %d %s logprob %.4f", lp.token().token_id(), TokenText(lp.token().token_id()).c_str(), lp.token().logprob());
+    const int id = lp.token().token_id();
+    std::printf("token %d %s logprob %.4f", id, TokenText(id).c_str(), lp.token().logprob());
     for (int k = 0; k < lp.top_size(); ++k) {
       std::printf("%s %s %.4f", k == 0 ? "  top:" : ",", TokenText(lp.top(k).token_id()).c_str(), lp.top(k).logprob());
     }
@@ -116,9 +123,13 @@ Status Run(int argc, char** argv) {
   f.Define("top-p", "0", "nucleus mass (0: none)");
   f.Define("top-k", "0", "top-k cut (0: none)");
   f.Define("seed", "0", "sampling seed (unset: the server picks)");
+  f.Define("repetition-penalty", "0", "divides (or multiplies) the logits of tokens seen so far (0: none)");
+  f.Define("presence-penalty", "0", "subtracted from the logits of tokens generated so far");
+  f.Define("frequency-penalty", "0", "subtracted per time a token was generated so far");
   f.Define("stop", "", "a stop string");
   f.Define("routes", "false", "stream: show which routed layers each token computed", true);
-  f.Define("logprobs", "-1", "generate, stream: also print each token's log-probability and this many alternatives (-1: none)");
+  f.Define("logprobs", "-1",
+           "generate, stream: also print each token's log-probability and this many alternatives (-1: none)");
   f.Define("concurrency", "8", "bench: client threads (requests in flight)");
   f.Define("requests", "64", "bench: requests to send");
   f.Define("rate", "0", "bench: Poisson arrival rate, requests/s (0: closed loop)");

@@ -6,7 +6,7 @@ ReferenceGeneration ReferenceGenerate(MoDTransformer& model, const std::vector<i
                                       const SamplingParams& sampling) {
   torch::NoGradGuard no_grad;
   const ModelConfig& cfg = model->config();
-  Sampler sampler(sampling);
+  Sampler sampler(sampling, prompt);
   std::vector<int64_t> context = prompt;
   ReferenceGeneration out;
   for (int64_t i = 0; i < max_new_tokens; ++i) {

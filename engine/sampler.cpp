@@ -6,7 +6,39 @@
 
 namespace modserve {
 
+Sampler::Sampler(const SamplingParams& p, const std::vector<int64_t>& prompt) : params_(p), rng_(p.seed) {
+  if (params_.repetition_penalty != 1.0) prompt_ = prompt;
+}
+
+bool Sampler::penalized() const {
+  return params_.repetition_penalty != 1.0 || params_.presence_penalty != 0.0 || params_.frequency_penalty != 0.0;
+}
+
 int64_t Sampler::Sample(const std::vector<float>& logits) {
+  if (!penalized()) return Pick(logits);
+  const size_t n = logits.size();
+  if (counts_.size() < n) counts_.resize(n, 0);
+  std::vector<float> l = logits;
+  if (params_.repetition_penalty != 1.0) {
+    std::vector<bool> seen(n, false);
+    for (int64_t t : prompt_) {
+      if (t >= 0 && static_cast<size_t>(t) < n) seen[static_cast<size_t>(t)] = true;
+    }
+    const auto r = static_cast<float>(params_.repetition_penalty);
+    for (size_t i = 0; i < n; ++i) {
+      if (seen[i] || counts_[i] > 0) l[i] = l[i] > 0 ? l[i] / r : l[i] * r;
+    }
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (counts_[i] == 0) continue;
+    l[i] -= static_cast<float>(params_.frequency_penalty * counts_[i] + params_.presence_penalty);
+  }
+  const int64_t token = Pick(l);
+  if (token >= 0 && static_cast<size_t>(token) < n) ++counts_[static_cast<size_t>(token)];
+  return token;
+}
+
+int64_t Sampler::Pick(const std::vector<float>& logits) {
   const auto n = static_cast<int64_t>(logits.size());
   if (n == 0) return -1;
   if (params_.temperature <= 0.0) {

@@ -1,6 +1,5 @@
 #include "server/request_validation.h"
 
-#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -59,6 +58,16 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
     return InvalidArgument("top_k must be in [0, " + std::to_string(ctx.vocab_size) + "] (0: no cut), got " +
                            std::to_string(r.top_k()));
   }
+  if (!std::isfinite(r.repetition_penalty()) || r.repetition_penalty() < 0 || r.repetition_penalty() > 10) {
+    return InvalidArgument("repetition_penalty must be in [0, 10] (0: unset, meaning 1, no penalty), got " +
+                           Num(r.repetition_penalty()));
+  }
+  if (!std::isfinite(r.presence_penalty()) || std::fabs(r.presence_penalty()) > 2) {
+    return InvalidArgument("presence_penalty must be in [-2, 2], got " + Num(r.presence_penalty()));
+  }
+  if (!std::isfinite(r.frequency_penalty()) || std::fabs(r.frequency_penalty()) > 2) {
+    return InvalidArgument("frequency_penalty must be in [-2, 2], got " + Num(r.frequency_penalty()));
+  }
   if (r.stop_size() > lim.max_stop) {
     return InvalidArgument("stop has " + std::to_string(r.stop_size()) + " strings; at most max_stop = " +
                            std::to_string(lim.max_stop) + " are allowed");
@@ -73,12 +82,14 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
     }
     if (!IsValidUtf8(s)) return InvalidArgument(name + " is not valid UTF-8");
   }
-  const int64_t max_top = std::min(kMaxTopLogprobs, ctx.vocab_size);
+  const int64_t max_top = MaxTopLogprobs(ctx.vocab_size);
   if (r.top_logprobs() < 0 || r.top_logprobs() > max_top) {
-    return InvalidArgument("top_logprobs must be in [0, " + std::to_string(max_top) + "], got " + std::to_string(r.top_logprobs()));
+    return InvalidArgument("top_logprobs must be in [0, " + std::to_string(max_top) + "], got " +
+                           std::to_string(r.top_logprobs()));
   }
   if (r.top_logprobs() > 0 && !r.return_logprobs()) {
-    return InvalidArgument("top_logprobs is " + std::to_string(r.top_logprobs()) + " but return_logprobs is false; set it to get logprobs");
+    return InvalidArgument("top_logprobs is " + std::to_string(r.top_logprobs()) +
+                           " but return_logprobs is false; set it to get logprobs");
   }
   if (r.has_request_id()) {
     const std::string& id = r.request_id();
@@ -97,6 +108,9 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
   g.sampling.top_k = r.top_k();
   g.sampling.top_p = r.top_p() == 0 ? 1.0 : r.top_p();
   g.sampling.seed = r.has_seed() ? r.seed() : fallback_seed;
+  g.sampling.repetition_penalty = r.repetition_penalty() == 0 ? 1.0 : r.repetition_penalty();
+  g.sampling.presence_penalty = r.presence_penalty();
+  g.sampling.frequency_penalty = r.frequency_penalty();
   g.stop.max_tokens = max_tokens;
   g.stop.eos_id = ctx.eos_id;
   g.stop.stop.assign(r.stop().begin(), r.stop().end());

@@ -24,7 +24,12 @@ int64_t RequestUsage::routed_skipped() const {
 // One accepted request, from Submit until its last update.
 struct Scheduler::Active {
   Active(Handle h, GenerationRequest r, UpdateSink s)
-      : handle(h), req(std::move(r)), sink(std::move(s)), sampler(req.sampling), gen(req.stop), tokens(req.prompt) {}
+      : handle(h),
+        req(std::move(r)),
+        sink(std::move(s)),
+        sampler(req.sampling, req.prompt),
+        gen(req.stop),
+        tokens(req.prompt) {}
 
   Handle handle;
   GenerationRequest req;
@@ -40,8 +45,8 @@ struct Scheduler::Active {
   Clock::time_point arrival = Clock::now();
   Clock::time_point last_token;
   RequestUsage usage;
-  std::vector<int64_t> new_ids;      // generated since the last update
-  std::vector<uint64_t> new_routes;  // routes of new_ids, when asked
+  std::vector<int64_t> new_ids;             // generated since the last update
+  std::vector<uint64_t> new_routes;         // routes of new_ids, when asked
   std::vector<TokenLogprobs> new_logprobs;  // logprobs of new_ids, when asked
 };
 
@@ -400,7 +405,9 @@ void Scheduler::ApplyResult(const std::vector<Active*>& planned, const std::vect
     FinishReason reason = a.gen.Add(token);
     a.new_ids.push_back(token);
     if (a.req.return_routes) a.new_routes.push_back(routes.empty() ? 0 : routes.back());
-    if (a.req.return_logprobs) a.new_logprobs.push_back(ComputeTokenLogprobs(result.logits[i], token, a.req.top_logprobs));
+    if (a.req.return_logprobs) {
+      a.new_logprobs.push_back(ComputeTokenLogprobs(result.logits[i], token, a.req.top_logprobs));
+    }
     if (observer_ != nullptr) {
       if (a.gen.tokens().size() == 1) {
         observer_->OnFirstToken(std::chrono::duration<double>(now - a.arrival).count());

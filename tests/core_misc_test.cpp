@@ -58,6 +58,50 @@ TEST(Sampler, TopPKeepsOnlyTheNucleus) {
   for (int i = 0; i < 50; ++i) EXPECT_EQ(s.Sample({0.0f, 0.0f, 3.0f, 0.0f}), 2);
 }
 
+TEST(Sampler, RepetitionPenaltyCoversThePromptAndTheOutput) {
+  SamplingParams p;
+  p.repetition_penalty = 2.0;
+  Sampler s(p, /*prompt=*/{0, 3});
+  // Token 0 (in the prompt): 2 / 2 = 1 < 1.5; token 3: -1 * 2 = -2.
+  EXPECT_EQ(s.Sample({2.0f, 1.5f, 0.0f, -1.0f}), 1);
+  // Token 1 is output now: 1.5 / 2 = 0.75 and 1.4 / 2 = 0.7 < token 2's 0.8.
+  EXPECT_EQ(s.Sample({1.4f, 1.5f, 0.8f, -1.0f}), 2);
+  Sampler plain(SamplingParams{}, {0, 3});
+  EXPECT_EQ(plain.Sample({2.0f, 1.5f, 0.0f, -1.0f}), 0);
+  // Below 1 it favours them: -1 * 0.5 = -0.5 beats -0.6.
+  p.repetition_penalty = 0.5;
+  Sampler favour(p, {3});
+  EXPECT_EQ(favour.Sample({-0.6f, -2.0f, -2.0f, -1.0f}), 3);
+}
+
+TEST(Sampler, FrequencyAndPresencePenaltiesCountTheOutput) {
+  const std::vector<float> logits = {1.0f, 0.0f};
+  auto run = [&](double frequency, double presence) {
+    SamplingParams p;
+    p.frequency_penalty = frequency;
+    p.presence_penalty = presence;
+    Sampler s(p, /*prompt=*/{0, 0, 0});  // the prompt does not count
+    std::vector<int64_t> out;
+    for (int i = 0; i < 3; ++i) out.push_back(s.Sample(logits));
+    return out;
+  };
+  // Token 0 after n picks: 1 - 0.6 n, so 1.0, 0.4, then -0.2 < 0.
+  EXPECT_EQ(run(0.6, 0.0), (std::vector<int64_t>{0, 0, 1}));
+  // Once each: 1 - 1.5 = -0.5 < 0; then both are penalized: -0.5 > -1.5.
+  EXPECT_EQ(run(0.0, 1.5), (std::vector<int64_t>{0, 1, 0}));
+  // Negative: repeats favoured.
+  EXPECT_EQ(run(-2.0, 0.0), (std::vector<int64_t>{0, 0, 0}));
+  // Sampling with penalties keeps the same-seed guarantee.
+  SamplingParams p;
+  p.temperature = 1.0;
+  p.seed = 11;
+  p.frequency_penalty = 0.5;
+  p.repetition_penalty = 1.3;
+  Sampler a(p, {5}), b(p, {5});
+  const std::vector<float> wide(16, 0.25f);
+  for (int i = 0; i < 40; ++i) EXPECT_EQ(a.Sample(wide), b.Sample(wide));
+}
+
 TEST(TokenLogprobs, LogSoftmaxOfTheRawLogitsWithTheTopInOrder) {
   // Large logits: a naive exp would overflow float.
   const std::vector<float> logits = {1000.f, 1002.f, 999.f, 1002.f, -std::numeric_limits<float>::infinity()};
@@ -82,6 +126,15 @@ TEST(TokenLogprobs, LogSoftmaxOfTheRawLogitsWithTheTopInOrder) {
   EXPECT_EQ(all.chosen.logprob, -std::numeric_limits<float>::infinity());
   EXPECT_EQ(all.top.back().token, 4);
   EXPECT_TRUE(ComputeTokenLogprobs(logits, 0, 0).top.empty());
+  EXPECT_TRUE(ComputeTokenLogprobs(logits, 0, -3).top.empty());
+
+  // A NaN logit counts as -inf: last in the order, and the rest unharmed.
+  const std::vector<float> with_nan = {0.f, std::numeric_limits<float>::quiet_NaN(), 1.f};
+  const TokenLogprobs n = ComputeTokenLogprobs(with_nan, 2, 3);
+  EXPECT_EQ(n.top[0].token, 2);
+  EXPECT_EQ(n.top[2].token, 1);
+  EXPECT_EQ(n.top[2].logprob, -std::numeric_limits<float>::infinity());
+  EXPECT_NEAR(n.chosen.logprob, 1.0 - std::log(1.0 + std::exp(1.0)), 1e-6);
 }
 
 TEST(Flags, ParsesAndRejectsUnknownFlags) {

@@ -1,5 +1,5 @@
 // Tests of the service's torch-free parts: the YAML config and its flag
-// overrides, request validation (every bad field named), and the /metrics
+// overrides, request validation (every bad field named, logprobs' too), and the /metrics
 // HTTP endpoint.
 #include <gtest/gtest.h>
 
@@ -130,10 +130,15 @@ TEST(RequestValidation, AcceptsAGoodRequestAndFillsDefaults) {
   r.add_stop("\n");
   r.set_return_logprobs(true);
   r.set_top_logprobs(20);  // the largest allowed
+  r.set_presence_penalty(-2);
+  r.set_frequency_penalty(2);
   auto g = ValidateGenerateRequest(r, Ctx(), 42, "req-1");
   ASSERT_TRUE(g.ok()) << g.status().ToString();
   EXPECT_TRUE(g->return_logprobs);
   EXPECT_EQ(g->top_logprobs, 20);
+  EXPECT_DOUBLE_EQ(g->sampling.repetition_penalty, 1.0) << "0 (unset) means no penalty";
+  EXPECT_DOUBLE_EQ(g->sampling.presence_penalty, -2.0);
+  EXPECT_DOUBLE_EQ(g->sampling.frequency_penalty, 2.0);
   EXPECT_EQ(g->prompt.size(), 1u + r.prompt().size());
   EXPECT_EQ(g->prompt[0], 256);
   EXPECT_EQ(g->stop.max_tokens, 64);
@@ -180,6 +185,11 @@ TEST(RequestValidation, EveryBadFieldIsNamed) {
       {[](auto* r) { r->set_return_logprobs(true); r->set_top_logprobs(21); }, "top_logprobs must be in [0, 20], got 21"},
       {[](auto* r) { r->set_return_logprobs(true); r->set_top_logprobs(-1); }, "top_logprobs must be in [0, 20], got -1"},
       {[](auto* r) { r->set_top_logprobs(3); }, "top_logprobs is 3 but return_logprobs is false"},
+      {[](auto* r) { r->set_repetition_penalty(-1); }, "repetition_penalty must be in [0, 10]"},
+      {[](auto* r) { r->set_repetition_penalty(11); }, "repetition_penalty must be in [0, 10]"},
+      {[nan](auto* r) { r->set_presence_penalty(nan); }, "presence_penalty must be in [-2, 2], got nan"},
+      {[](auto* r) { r->set_presence_penalty(-2.5f); }, "presence_penalty must be in [-2, 2], got -2.5"},
+      {[](auto* r) { r->set_frequency_penalty(3); }, "frequency_penalty must be in [-2, 2], got 3"},
   };
   for (const auto& c : cases) {
     v1::GenerateRequest r;
