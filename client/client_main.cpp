@@ -123,9 +123,9 @@ Status Run(int argc, char** argv) {
   f.Define("top-p", "0", "nucleus mass (0: none)");
   f.Define("top-k", "0", "top-k cut (0: none)");
   f.Define("seed", "0", "sampling seed (unset: the server picks)");
-  f.Define("repetition-penalty", "0", "divides (or multiplies) the logits of tokens seen so far (0: none)");
-  f.Define("presence-penalty", "0", "subtracted from the logits of tokens generated so far");
-  f.Define("frequency-penalty", "0", "subtracted per time a token was generated so far");
+  f.Define("repetition-penalty", "0", "generate, stream: divides (or multiplies) the logits of tokens seen so far (0: none)");
+  f.Define("presence-penalty", "0", "generate, stream: subtracted from the logits of tokens generated so far");
+  f.Define("frequency-penalty", "0", "generate, stream: subtracted per time a token was generated so far");
   f.Define("stop", "", "a stop string");
   f.Define("routes", "false", "stream: show which routed layers each token computed", true);
   f.Define("logprobs", "-1",

@@ -7,7 +7,7 @@
 namespace modserve {
 
 Sampler::Sampler(const SamplingParams& p, const std::vector<int64_t>& prompt) : params_(p), rng_(p.seed) {
-  if (params_.repetition_penalty != 1.0) prompt_ = prompt;
+  if (params_.repetition_penalty != 1.0) prompt_ = prompt;  // marked in seen_ once the vocabulary size is known
 }
 
 bool Sampler::penalized() const {
@@ -17,24 +17,33 @@ bool Sampler::penalized() const {
 int64_t Sampler::Sample(const std::vector<float>& logits) {
   if (!penalized()) return Pick(logits);
   const size_t n = logits.size();
-  if (counts_.size() < n) counts_.resize(n, 0);
-  std::vector<float> l = logits;
-  if (params_.repetition_penalty != 1.0) {
-    std::vector<bool> seen(n, false);
+  if (counts_.size() < n) {
+    counts_.resize(n, 0);
+    seen_.resize(n, 0);
     for (int64_t t : prompt_) {
-      if (t >= 0 && static_cast<size_t>(t) < n) seen[static_cast<size_t>(t)] = true;
+      if (t >= 0 && static_cast<size_t>(t) < n) seen_[static_cast<size_t>(t)] = 1;
     }
+    prompt_.clear();
+  }
+  penalized_logits_.assign(logits.begin(), logits.end());
+  std::vector<float>& l = penalized_logits_;
+  if (params_.repetition_penalty != 1.0) {
     const auto r = static_cast<float>(params_.repetition_penalty);
     for (size_t i = 0; i < n; ++i) {
-      if (seen[i] || counts_[i] > 0) l[i] = l[i] > 0 ? l[i] / r : l[i] * r;
+      if (seen_[i] != 0) l[i] = l[i] > 0 ? l[i] / r : l[i] * r;
     }
   }
-  for (size_t i = 0; i < n; ++i) {
-    if (counts_[i] == 0) continue;
-    l[i] -= static_cast<float>(params_.frequency_penalty * counts_[i] + params_.presence_penalty);
+  if (params_.presence_penalty != 0.0 || params_.frequency_penalty != 0.0) {
+    for (size_t i = 0; i < n; ++i) {
+      if (counts_[i] == 0) continue;
+      l[i] -= static_cast<float>(params_.frequency_penalty * counts_[i] + params_.presence_penalty);
+    }
   }
   const int64_t token = Pick(l);
-  if (token >= 0 && static_cast<size_t>(token) < n) ++counts_[static_cast<size_t>(token)];
+  if (token >= 0 && static_cast<size_t>(token) < n) {
+    ++counts_[static_cast<size_t>(token)];
+    seen_[static_cast<size_t>(token)] = 1;
+  }
   return token;
 }
 

@@ -42,8 +42,11 @@ class Sampler {
 
   SamplingParams params_;
   std::mt19937_64 rng_;
-  std::vector<int64_t> prompt_;  // kept only when the repetition penalty is on
-  std::vector<int32_t> counts_;  // per id, occurrences in the output; sized when a penalty is on
+  // Sized at the first penalized Sample (the vocabulary), then kept:
+  std::vector<int64_t> prompt_;          // until then, when the repetition penalty is on
+  std::vector<int32_t> counts_;          // per id, occurrences in the output
+  std::vector<uint8_t> seen_;            // per id, 1 if in the prompt or the output
+  std::vector<float> penalized_logits_;  // scratch: the row after the penalties
 };
 
 }  // namespace modserve

@@ -58,9 +58,10 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
     return InvalidArgument("top_k must be in [0, " + std::to_string(ctx.vocab_size) + "] (0: no cut), got " +
                            std::to_string(r.top_k()));
   }
-  if (!std::isfinite(r.repetition_penalty()) || r.repetition_penalty() < 0 || r.repetition_penalty() > 10) {
-    return InvalidArgument("repetition_penalty must be in [0, 10] (0: unset, meaning 1, no penalty), got " +
-                           Num(r.repetition_penalty()));
+  const float rep = r.repetition_penalty();
+  if (!std::isfinite(rep) || (rep != 0 && (rep < 0.01f || rep > 10))) {
+    return InvalidArgument("repetition_penalty must be in [0.01, 10], or 0 (unset, meaning 1, no penalty), got " +
+                           Num(rep));
   }
   if (!std::isfinite(r.presence_penalty()) || std::fabs(r.presence_penalty()) > 2) {
     return InvalidArgument("presence_penalty must be in [-2, 2], got " + Num(r.presence_penalty()));

@@ -75,22 +75,38 @@ TEST(Sampler, RepetitionPenaltyCoversThePromptAndTheOutput) {
 }
 
 TEST(Sampler, FrequencyAndPresencePenaltiesCountTheOutput) {
-  const std::vector<float> logits = {1.0f, 0.0f};
-  auto run = [&](double frequency, double presence) {
+  // Greedy picks over the rows `rows`, with the penalties, after a prompt of
+  // three 0s (which counts for the repetition penalty only).
+  auto run = [](double frequency, double presence, double repetition, const std::vector<std::vector<float>>& rows) {
     SamplingParams p;
     p.frequency_penalty = frequency;
     p.presence_penalty = presence;
-    Sampler s(p, /*prompt=*/{0, 0, 0});  // the prompt does not count
+    p.repetition_penalty = repetition;
+    Sampler s(p, /*prompt=*/{0, 0, 0});
     std::vector<int64_t> out;
-    for (int i = 0; i < 3; ++i) out.push_back(s.Sample(logits));
+    for (const auto& row : rows) out.push_back(s.Sample(row));
     return out;
   };
+  const std::vector<float> same = {1.0f, 0.0f};
   // Token 0 after n picks: 1 - 0.6 n, so 1.0, 0.4, then -0.2 < 0.
-  EXPECT_EQ(run(0.6, 0.0), (std::vector<int64_t>{0, 0, 1}));
-  // Once each: 1 - 1.5 = -0.5 < 0; then both are penalized: -0.5 > -1.5.
-  EXPECT_EQ(run(0.0, 1.5), (std::vector<int64_t>{0, 1, 0}));
-  // Negative: repeats favoured.
-  EXPECT_EQ(run(-2.0, 0.0), (std::vector<int64_t>{0, 0, 0}));
+  EXPECT_EQ(run(0.6, 0.0, 1.0, {same, same, same}), (std::vector<int64_t>{0, 0, 1}));
+  // Presence once per token, not per occurrence: 1 - 1.5 = -0.5 < 0; then
+  // both are penalized, -0.5 > -1.5, and token 0 stays at -0.5 (per
+  // occurrence it would be 1 - 3 = -2 < -1.5).
+  EXPECT_EQ(run(0.0, 1.5, 1.0, {same, same, same, same}), (std::vector<int64_t>{0, 1, 0, 0}));
+  // Negative: repeats favoured. Row 2 prefers token 1, but 0 + 2 > 1.
+  EXPECT_EQ(run(-2.0, 0.0, 1.0, {same, {0.0f, 1.0f}}), (std::vector<int64_t>{0, 0}));
+  EXPECT_EQ(run(0.0, 0.0, 1.0, {same, {0.0f, 1.0f}}), (std::vector<int64_t>{0, 1}));
+  // The repetition penalty comes first, and once for a token in both prompt
+  // and output: token 0 at 2.0 is 2 / 2 - 0.5 = 0.5 < 0.6 (the other order
+  // gives 0.75 > 0.6).
+  EXPECT_EQ(run(0.5, 0.0, 2.0, {{2.0f, 0.0f}, {2.0f, 0.6f}}), (std::vector<int64_t>{0, 1}));
+  // Repetition alone, token 0 in prompt and output: 2 / 2 = 1.0 > 0.9 (a
+  // double division gives 0.5 < 0.9).
+  EXPECT_EQ(run(0.0, 0.0, 2.0, {{2.0f, 0.0f}, {2.0f, 0.9f}}), (std::vector<int64_t>{0, 0}));
+  // The prompt is not output: with the repetition penalty on, the frequency
+  // penalty still sees no 0s before the first pick (1.8 / 2 = 0.9 > 0.8).
+  EXPECT_EQ(run(2.0, 0.0, 2.0, {{1.8f, 0.8f}}), (std::vector<int64_t>{0}));
   // Sampling with penalties keeps the same-seed guarantee.
   SamplingParams p;
   p.temperature = 1.0;

@@ -298,6 +298,20 @@ TEST(Scheduler, ExpiredDeadlineEndsTheRequestAndFreesBlocks) {
   EXPECT_EQ(e.sequences(), 0);
 }
 
+// Sequences the engine was fed from position 0 (BOS first) more than once:
+// recomputed after a preemption.
+int RecomputedSequences(const FakeEngine& e) {
+  std::map<SeqId, int> starts;
+  for (const auto& step : e.steps) {
+    for (const auto& c : step) {
+      if (c.tokens.size() > 1 && c.tokens[0] == 256) ++starts[c.id];
+    }
+  }
+  int recomputed = 0;
+  for (const auto& [id, n] : starts) recomputed += n > 1;
+  return recomputed;
+}
+
 TEST(Scheduler, PreemptsAndRecomputesWhenBlocksRunOut) {
   // 24 blocks of 4 tokens: not enough for 6 requests of 10 + 20 tokens at once.
   FakeEngine small(24, 4);
@@ -314,18 +328,42 @@ TEST(Scheduler, PreemptsAndRecomputesWhenBlocksRunOut) {
     // Recomputed tokens are counted once.
     EXPECT_EQ(got[i].last().usage.routed_computed() + got[i].last().usage.routed_skipped(), 10 + 19);
   }
-  // Some sequence was processed twice from position 0 (recomputed after preemption).
-  std::map<SeqId, int> starts;
-  for (const auto& step : small.steps) {
-    for (const auto& c : step) {
-      if (c.tokens.size() > 1 && c.tokens[0] == 256) ++starts[c.id];
-    }
-  }
-  int recomputed = 0;
-  for (const auto& [id, n] : starts) recomputed += n > 1;
-  EXPECT_GT(recomputed, 0);
+  EXPECT_GT(RecomputedSequences(small), 0);  // some sequence was recomputed after a preemption
   EXPECT_EQ(small.sequences(), 0);
   EXPECT_EQ(small.FreeBlocks(), 24);
+}
+
+TEST(Scheduler, PenaltiesKeepTheirCountsThroughPreemption) {
+  // The fake engine's logits put 10 on its script's next byte ('a' or 'b');
+  // after the repetition penalty (10 / 1.5) a frequency penalty of 2 pushes
+  // a byte below the untouched ones after 4 picks, so the text depends on
+  // every count the sampler kept.
+  auto request = [](int i) {
+    GenerationRequest r = Req("prompt" + std::to_string(i) + "xx", 20);
+    r.sampling.frequency_penalty = 2.0;
+    r.sampling.repetition_penalty = 1.5;
+    return r;
+  };
+  std::vector<std::vector<int64_t>> alone(6);
+  for (int i = 0; i < 6; ++i) {
+    FakeEngine big(1000, 4, 256, "ab");
+    Scheduler s(&big, {});
+    Collected c;
+    ASSERT_TRUE(s.Submit(request(i), Into(&c)).ok());
+    RunUntilIdle(s);
+    alone[i] = c.ids;
+  }
+  FakeEngine small(24, 4, 256, "ab");  // too small for the 6 at once, as above
+  SchedulerOptions o;
+  o.max_batch_tokens = 64;
+  Scheduler s(&small, o);
+  std::vector<Collected> got(6);
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(s.Submit(request(i), Into(&got[i])).ok());
+  RunUntilIdle(s);
+  EXPECT_GT(RecomputedSequences(small), 0);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(got[i].ids, alone[i]) << "request " << i;
+  const std::string plain = Expected("ab", 10, 20);
+  EXPECT_NE(std::string(alone[0].begin(), alone[0].end()), plain) << "the penalties change the text";
 }
 
 TEST(Scheduler, AdmissionUsesTheRoutedLayersRealOccupancy) {

@@ -1,5 +1,6 @@
 #include "fuzz_targets.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string_view>
@@ -42,6 +43,8 @@ void RequestValidation(const uint8_t* data, size_t size) {
   for (const auto& s : g->stop.stop) FUZZ_CHECK(!s.empty() && IsValidUtf8(s));
   FUZZ_CHECK(g->top_logprobs >= 0 && g->top_logprobs <= MaxTopLogprobs(ctx.vocab_size));
   FUZZ_CHECK(g->top_logprobs == 0 || g->return_logprobs);
+  FUZZ_CHECK(g->sampling.repetition_penalty >= 0.01 && g->sampling.repetition_penalty <= 10);
+  FUZZ_CHECK(std::fabs(g->sampling.presence_penalty) <= 2 && std::fabs(g->sampling.frequency_penalty) <= 2);
   FUZZ_CHECK(IsValidUtf8(req->prompt()));
 }
 
