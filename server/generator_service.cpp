@@ -296,15 +296,14 @@ void GeneratorService::AppendUpdate(const RequestUpdate& u, const std::string& r
       if ((bits >> i) & 1) route->add_computed_layers(static_cast<int32_t>(routed[i]));
     }
   }
+  auto set = [](const TokenLogprob& from, v1::Logprob* to) {
+    to->set_token_id(static_cast<int32_t>(from.token));
+    to->set_logprob(from.logprob);
+  };
   for (const TokenLogprobs& lp : u.logprobs) {
     auto* entry = out->add_logprobs();
-    entry->mutable_token()->set_token_id(static_cast<int32_t>(lp.chosen.token));
-    entry->mutable_token()->set_logprob(lp.chosen.logprob);
-    for (const TokenLogprob& alt : lp.top) {
-      auto* top = entry->add_top();
-      top->set_token_id(static_cast<int32_t>(alt.token));
-      top->set_logprob(alt.logprob);
-    }
+    set(lp.chosen, entry->mutable_token());
+    for (const TokenLogprob& alt : lp.top) set(alt, entry->add_top());
   }
   if (!u.finished || !u.status.ok()) return;
   out->set_finish_reason(ToProto(u.finish_reason));

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "engine/tokenizer.h"
 #include "server/utf8_stream.h"
@@ -63,11 +64,11 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
     return InvalidArgument("repetition_penalty must be in [0.01, 10], or 0 (unset, meaning 1, no penalty), got " +
                            Num(rep));
   }
-  if (!std::isfinite(r.presence_penalty()) || std::fabs(r.presence_penalty()) > 2) {
-    return InvalidArgument("presence_penalty must be in [-2, 2], got " + Num(r.presence_penalty()));
-  }
-  if (!std::isfinite(r.frequency_penalty()) || std::fabs(r.frequency_penalty()) > 2) {
-    return InvalidArgument("frequency_penalty must be in [-2, 2], got " + Num(r.frequency_penalty()));
+  for (const auto& [name, value] : {std::pair{"presence_penalty", r.presence_penalty()},
+                                    std::pair{"frequency_penalty", r.frequency_penalty()}}) {
+    if (!std::isfinite(value) || std::fabs(value) > 2) {
+      return InvalidArgument(std::string(name) + " must be in [-2, 2], got " + Num(value));
+    }
   }
   if (r.stop_size() > lim.max_stop) {
     return InvalidArgument("stop has " + std::to_string(r.stop_size()) + " strings; at most max_stop = " +
