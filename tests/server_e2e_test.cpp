@@ -628,12 +628,36 @@ TEST(ServerProcess, SigtermDrainsInFlightRequestsAndExitsZero) {
   auto stub = v1::Generator::NewStub(channel);
   auto health = grpc::health::v1::Health::NewStub(channel);
 
-  // A long request in flight when SIGTERM arrives.
+  // A long request in flight when SIGTERM arrives, and 16 more beside it so
+  // that the drain (which lasts until they finish) outlasts the calls made
+  // during it even on a fast machine: one 200-token request alone can finish
+  // within 0.3 s, before the late call below arrives (seen once in CI).
+  constexpr int kBeside = 16;
+  std::vector<int> beside_tokens(kBeside, 0);
+  std::vector<grpc::Status> beside_status(kBeside);
+  std::atomic<int> beside_started{0};
+  std::vector<std::thread> beside;
+  for (int i = 0; i < kBeside; ++i) {
+    beside.emplace_back([&, i] {
+      grpc::ClientContext bc;
+      bc.set_deadline(In(60));
+      auto br = stub->GenerateStream(&bc, Request("Beside " + std::to_string(i), 200));
+      v1::GenerateResponse bm;
+      bool first = true;
+      while (br->Read(&bm)) {
+        if (first) ++beside_started;
+        first = false;
+        beside_tokens[i] += bm.token_ids_size();
+      }
+      beside_status[i] = br->Finish();
+    });
+  }
   grpc::ClientContext ctx;
   ctx.set_deadline(In(60));
   auto reader = stub->GenerateStream(&ctx, Request("The jury said ", 200));
   v1::GenerateResponse msg;
   ASSERT_TRUE(reader->Read(&msg));
+  for (int i = 0; i < 1000 && beside_started < kBeside; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   ::kill(p.pid, SIGTERM);
   ASSERT_FALSE(ReadUntil(p, std::regex("draining"), 10).empty()) << p.err;
 
@@ -655,6 +679,11 @@ TEST(ServerProcess, SigtermDrainsInFlightRequestsAndExitsZero) {
   EXPECT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(tokens, 200);
   EXPECT_EQ(msg.finish_reason(), v1::FINISH_REASON_LENGTH);
+  for (auto& t : beside) t.join();
+  for (int i = 0; i < kBeside; ++i) {
+    EXPECT_TRUE(beside_status[i].ok()) << i << ": " << beside_status[i].error_message();
+    EXPECT_EQ(beside_tokens[i], 200) << i;
+  }
   EXPECT_EQ(WaitExit(p.pid, 30), 0) << p.err;
   ::close(p.err_fd);
 }
