@@ -30,6 +30,26 @@ Status RpcError(const char* what, const grpc::Status& s) {
                        std::string(what) + " failed: " + GrpcCodeName(s.error_code()) + ": " + s.error_message());
 }
 
+// "ID:BIAS,ID:BIAS,..." (e.g. "65:5,257:-100") into the request's logit_bias;
+// the server checks the ranges.
+Status ParseLogitBias(const std::string& text, google::protobuf::Map<int32_t, float>* out) {
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string item = text.substr(start, end - start);
+    int id = 0;
+    float bias = 0;
+    char tail = 0;
+    if (std::sscanf(item.c_str(), "%d:%f%c", &id, &bias, &tail) != 2) {
+      return InvalidArgument("--logit-bias entry \"" + item + "\" is not ID:BIAS (e.g. 65:5,257:-100)");
+    }
+    (*out)[id] = bias;
+    start = end + 1;
+  }
+  return Status::Ok();
+}
+
 Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
   req->set_prompt(f.Str("prompt"));
   int64_t max_tokens = 0, top_k = 0;
@@ -54,6 +74,11 @@ Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
     req->set_seed(static_cast<uint64_t>(seed));
   }
   if (!f.Str("stop").empty()) req->add_stop(f.Str("stop"));
+  int64_t min_tokens = 0;
+  MODSERVE_RETURN_IF_ERROR(f.Get("min-tokens", &min_tokens));
+  req->set_min_tokens(static_cast<int32_t>(min_tokens));
+  req->set_ignore_eos(f.Bool("ignore-eos"));
+  MODSERVE_RETURN_IF_ERROR(ParseLogitBias(f.Str("logit-bias"), req->mutable_logit_bias()));
   req->set_return_routes(f.Bool("routes"));
   int64_t logprobs = -1;
   MODSERVE_RETURN_IF_ERROR(f.Get("logprobs", &logprobs));
@@ -127,6 +152,9 @@ Status Run(int argc, char** argv) {
   f.Define("presence-penalty", "0", "generate, stream: subtracted from the logits of tokens generated so far");
   f.Define("frequency-penalty", "0", "generate, stream: subtracted per time a token was generated so far");
   f.Define("stop", "", "a stop string");
+  f.Define("min-tokens", "0", "generate, stream: tokens before EOS or the stop string may end the completion");
+  f.Define("ignore-eos", "false", "generate, stream, bench: generate past EOS (until max tokens or the stop string)", true);
+  f.Define("logit-bias", "", "generate, stream: ID:BIAS,... added to those token ids' logits (-100 .. 100)");
   f.Define("routes", "false", "stream: show which routed layers each token computed", true);
   f.Define("logprobs", "-1",
            "generate, stream: also print each token's log-probability and this many alternatives (-1: none)");
@@ -228,6 +256,7 @@ Status Run(int argc, char** argv) {
     MODSERVE_RETURN_IF_ERROR(f.Get("rate", &o.rate));
     MODSERVE_RETURN_IF_ERROR(f.Get("prompt-bytes", &o.prompt_bytes));
     MODSERVE_RETURN_IF_ERROR(f.Get("temperature", &o.temperature));
+    o.ignore_eos = f.Bool("ignore-eos");
     int64_t max_tokens = 0;
     MODSERVE_RETURN_IF_ERROR(f.Get("max-tokens", &max_tokens));
     if (max_tokens > 0) o.max_tokens = max_tokens;

@@ -159,6 +159,7 @@ LoadReport RunLoad(const ClientConnection& connection, const LoadOptions& o) {
     v1::GenerateRequest req;
     req.set_prompt(MakePrompt(i, o.prompt_bytes));
     req.set_max_tokens(static_cast<int32_t>(o.max_tokens));
+    req.set_ignore_eos(o.ignore_eos);
     req.set_temperature(static_cast<float>(o.temperature));
     req.set_seed(o.seed + static_cast<uint64_t>(i));
     new StreamCall(stub.get(), connection, req, o.timeout_seconds, &tracker);

@@ -26,6 +26,7 @@ struct LoadOptions {
   int64_t prompt_bytes = 64;
   int64_t max_tokens = 64;
   double temperature = 0;
+  bool ignore_eos = false;      // every request generates max_tokens tokens
   double timeout_seconds = 120; // deadline of every call
   uint64_t seed = 1;
 };

@@ -17,11 +17,12 @@ const char* FinishReasonName(FinishReason r) {
 FinishReason GenerationState::Add(int64_t token) {
   if (finished()) return finish_;
   tokens_.push_back(token);
-  if (token == criteria_.eos_id) return finish_ = FinishReason::kEos;
+  const bool may_stop = static_cast<int64_t>(tokens_.size()) >= criteria_.min_tokens;
+  if (may_stop && criteria_.eos_id >= 0 && token == criteria_.eos_id) return finish_ = FinishReason::kEos;
   if (token >= 0 && token < 256) {
     text_.push_back(static_cast<char>(token));
     for (const auto& s : criteria_.stop) {
-      if (!s.empty() && text_.size() >= s.size() && text_.compare(text_.size() - s.size(), s.size(), s) == 0) {
+      if (may_stop && !s.empty() && text_.size() >= s.size() && text_.compare(text_.size() - s.size(), s.size(), s) == 0) {
         text_.resize(text_.size() - s.size());
         return finish_ = FinishReason::kStop;
       }

@@ -1,6 +1,8 @@
 // GenerationState: one request's generated tokens and when to stop: EOS,
 // max tokens, or a stop string (which may span several tokens). The text of
-// the completion never includes the stop string or EOS.
+// the completion never includes the stop string or EOS. Before min_tokens
+// tokens, neither EOS nor a stop string ends it (a stop string completed
+// there stays in the text, as in vLLM).
 //
 // StableLength() tells a streaming caller how many bytes of text() can be
 // sent: the bytes that can no longer turn out to be the start of a stop
@@ -20,8 +22,9 @@ const char* FinishReasonName(FinishReason r);  // "none", "length", "eos", "stop
 
 struct StopCriteria {
   int64_t max_tokens = 16;
-  int64_t eos_id = 257;
+  int64_t eos_id = 257;  // -1: EOS does not end generation (ignore_eos); it adds no text
   std::vector<std::string> stop;  // non-empty strings
+  int64_t min_tokens = 0;         // tokens before EOS or a stop string may end generation
 };
 
 class GenerationState {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 namespace modserve {
@@ -15,8 +16,19 @@ bool Sampler::penalized() const {
 }
 
 int64_t Sampler::Sample(const std::vector<float>& logits) {
-  if (!penalized()) return Pick(logits);
+  const bool hold_eos = params_.eos_id >= 0 && picked_ < params_.min_tokens;
+  ++picked_;
+  if (!hold_eos && params_.logit_bias.empty() && !penalized()) return Pick(logits);
   const size_t n = logits.size();
+  processed_logits_.assign(logits.begin(), logits.end());
+  std::vector<float>& l = processed_logits_;
+  if (hold_eos && static_cast<size_t>(params_.eos_id) < n) {
+    l[static_cast<size_t>(params_.eos_id)] = -std::numeric_limits<float>::infinity();
+  }
+  for (const auto& [id, bias] : params_.logit_bias) {
+    if (id >= 0 && static_cast<size_t>(id) < n) l[static_cast<size_t>(id)] += bias;
+  }
+  if (!penalized()) return Pick(l);
   if (counts_.size() < n) {
     counts_.resize(n, 0);
     seen_.resize(n, 0);
@@ -25,8 +37,6 @@ int64_t Sampler::Sample(const std::vector<float>& logits) {
     }
     prompt_.clear();
   }
-  penalized_logits_.assign(logits.begin(), logits.end());
-  std::vector<float>& l = penalized_logits_;
   if (params_.repetition_penalty != 1.0) {
     const auto r = static_cast<float>(params_.repetition_penalty);
     for (size_t i = 0; i < n; ++i) {

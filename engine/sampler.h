@@ -1,8 +1,10 @@
 // Sampler: picks the next token from one row of logits: greedy (temperature
 // 0), or temperature / top-k / top-p sampling driven by a per-request RNG, so
 // the same seed gives the same tokens whatever else runs beside the request.
-// Before picking it applies the request's penalties, as vLLM does and in its
-// order: the repetition penalty (HF/CTRL style: a logit of a token seen in
+// Before picking it processes the row as vLLM does and in its order: while
+// fewer than min_tokens tokens have been picked, the end-of-sequence id can
+// not be picked; the logit biases are added; then the penalties: the
+// repetition penalty (HF/CTRL style: a logit of a token seen in
 // the prompt or the output so far is divided by it when positive, multiplied
 // when not), then the frequency and presence penalties (OpenAI style: minus
 // frequency_penalty per occurrence in the output so far, and
@@ -14,6 +16,7 @@
 
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 namespace modserve {
@@ -26,6 +29,10 @@ struct SamplingParams {
   double repetition_penalty = 1.0;  // 1: none; > 1 discourages the prompt's and the output's tokens
   double presence_penalty = 0.0;    // 0: none; > 0 discourages, < 0 encourages the output's tokens
   double frequency_penalty = 0.0;   // 0: none; the same, per occurrence
+  int64_t min_tokens = 0;           // picks before `eos_id` may be picked
+  int64_t eos_id = -1;              // the id min_tokens holds back (-1: none)
+  // (id, bias) pairs added to the logits; ids outside the row are ignored.
+  std::vector<std::pair<int64_t, float>> logit_bias;
 };
 
 class Sampler {
@@ -33,7 +40,7 @@ class Sampler {
   // `prompt`: the request's prompt ids (only the repetition penalty reads it).
   explicit Sampler(const SamplingParams& p, const std::vector<int64_t>& prompt = {});
   // Picks a token from `logits` (one entry per vocabulary id) after the
-  // penalties, and counts it as output.
+  // processing above, and counts it as output.
   int64_t Sample(const std::vector<float>& logits);
 
  private:
@@ -42,11 +49,12 @@ class Sampler {
 
   SamplingParams params_;
   std::mt19937_64 rng_;
+  int64_t picked_ = 0;                   // tokens sampled so far
   // Sized at the first penalized Sample (the vocabulary), then kept:
   std::vector<int64_t> prompt_;          // until then, when the repetition penalty is on
   std::vector<int32_t> counts_;          // per id, occurrences in the output
   std::vector<uint8_t> seen_;            // per id, 1 if in the prompt or the output
-  std::vector<float> penalized_logits_;  // scratch: the row after the penalties
+  std::vector<float> processed_logits_;  // scratch: the row after the processing
 };
 
 }  // namespace modserve

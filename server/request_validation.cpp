@@ -1,8 +1,11 @@
 #include "server/request_validation.h"
 
 #include <cmath>
+#include <cstdio>
+#include <algorithm>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "engine/tokenizer.h"
 #include "server/utf8_stream.h"
@@ -10,11 +13,12 @@
 namespace modserve {
 namespace {
 
+// A float field's value as the client wrote it (7 significant digits: 0.1,
+// 2.5, 1e-10, 3.402823e+38, nan, inf).
 std::string Num(double v) {
-  std::string s = std::to_string(v);
-  s.erase(s.find_last_not_of('0') + 1);
-  if (!s.empty() && s.back() == '.') s.pop_back();
-  return s;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.7g", v);
+  return buf;
 }
 
 }  // namespace
@@ -70,6 +74,21 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
       return InvalidArgument(std::string(name) + " must be in [-2, 2], got " + Num(value));
     }
   }
+  if (r.min_tokens() < 0 || r.min_tokens() > max_tokens) {
+    return InvalidArgument("min_tokens must be in [0, max_tokens = " + std::to_string(max_tokens) + "], got " +
+                           std::to_string(r.min_tokens()));
+  }
+  std::vector<std::pair<int64_t, float>> bias_by_id(r.logit_bias().begin(), r.logit_bias().end());
+  std::sort(bias_by_id.begin(), bias_by_id.end());  // a map's order is unspecified: report the lowest bad id
+  for (const auto& [id, bias] : bias_by_id) {
+    if (id < 0 || id >= ctx.vocab_size) {
+      return InvalidArgument("logit_bias has token id " + std::to_string(id) + "; ids must be in [0, " +
+                             std::to_string(ctx.vocab_size - 1) + "]");
+    }
+    if (!std::isfinite(bias) || std::fabs(bias) > 100) {
+      return InvalidArgument("logit_bias[" + std::to_string(id) + "] must be in [-100, 100], got " + Num(bias));
+    }
+  }
   if (r.stop_size() > lim.max_stop) {
     return InvalidArgument("stop has " + std::to_string(r.stop_size()) + " strings; at most max_stop = " +
                            std::to_string(lim.max_stop) + " are allowed");
@@ -113,8 +132,12 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
   g.sampling.repetition_penalty = r.repetition_penalty() == 0 ? 1.0 : r.repetition_penalty();
   g.sampling.presence_penalty = r.presence_penalty();
   g.sampling.frequency_penalty = r.frequency_penalty();
+  g.sampling.min_tokens = r.min_tokens();
+  g.sampling.eos_id = r.ignore_eos() ? -1 : ctx.eos_id;
+  g.sampling.logit_bias = std::move(bias_by_id);
   g.stop.max_tokens = max_tokens;
-  g.stop.eos_id = ctx.eos_id;
+  g.stop.min_tokens = r.min_tokens();
+  g.stop.eos_id = r.ignore_eos() ? -1 : ctx.eos_id;
   g.stop.stop.assign(r.stop().begin(), r.stop().end());
   g.return_routes = r.return_routes();
   g.return_logprobs = r.return_logprobs();

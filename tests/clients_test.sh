@@ -3,7 +3,8 @@
 # model, loopback, a free port): each makes one unary and one streaming call
 # and must get the same tokens both ways. Python stubs are generated from
 # proto/ here; the Node packages are installed from npm into a scratch folder.
-# Then mod-client's --logprobs prints a line per generated token.
+# Then mod-client's --logprobs prints a line per generated token, and its
+# --logit-bias, --min-tokens and --ignore-eos reach the server.
 # Usage: tests/clients_test.sh BIN_DIR SOURCE_DIR
 set -euo pipefail
 bin=$1
@@ -51,6 +52,22 @@ cat "$work/lp.out"
 lines=$(grep -cE "^token [0-9]+ .* logprob -?[0-9.]+  top: .* -?[0-9.]+, .* -?[0-9.]+$" "$work/lp.out" || true)
 [[ "$lines" == 8 ]] || { echo "FAIL: mod-client --logprobs printed $lines token lines, not 8"; exit 1; }
 echo "PASS: mod-client --logprobs"
+
+echo "== mod-client --logit-bias, --min-tokens, --ignore-eos"
+text=$("$bin/mod-client" --server "$address" generate --max-tokens 6 --logit-bias 65:100 2>/dev/null)
+[[ "$text" == "AAAAAA" ]] || { echo "FAIL: --logit-bias 65:100 gave \"$text\", not AAAAAA"; exit 1; }
+# EOS forced by its bias: held back for 3 tokens; with --ignore-eos it fills all 6.
+"$bin/mod-client" --server "$address" generate --max-tokens 6 --min-tokens 3 --logit-bias 257:100 2>"$work/eos.err" >/dev/null
+grep -q "finish: eos; prompt [0-9]* tokens, completion 4 tokens" "$work/eos.err" ||
+  { echo "FAIL: --min-tokens 3 with EOS forced:"; cat "$work/eos.err"; exit 1; }
+"$bin/mod-client" --server "$address" generate --max-tokens 6 --ignore-eos --logit-bias 257:100 2>"$work/eos.err" >/dev/null
+grep -q "finish: length; prompt [0-9]* tokens, completion 6 tokens" "$work/eos.err" ||
+  { echo "FAIL: --ignore-eos with EOS forced:"; cat "$work/eos.err"; exit 1; }
+if "$bin/mod-client" --server "$address" generate --logit-bias 65=1 2>"$work/bad.err"; then
+  echo "FAIL: --logit-bias 65=1 was accepted"; exit 1
+fi
+grep -q 'is not ID:BIAS' "$work/bad.err" || { echo "FAIL: bad --logit-bias message:"; cat "$work/bad.err"; exit 1; }
+echo "PASS: mod-client --logit-bias, --min-tokens, --ignore-eos"
 
 kill -TERM "$server"
 wait "$server"

@@ -118,6 +118,49 @@ TEST(Sampler, FrequencyAndPresencePenaltiesCountTheOutput) {
   for (int i = 0; i < 40; ++i) EXPECT_EQ(a.Sample(wide), b.Sample(wide));
 }
 
+TEST(Sampler, MinTokensHoldsBackEosUntilThatManyPicks) {
+  SamplingParams p;
+  p.min_tokens = 3;
+  p.eos_id = 2;
+  Sampler s(p);
+  const std::vector<float> eos_first = {0.5f, 0.0f, 9.0f};
+  // Picks 1 and 2 and 3 come before min_tokens is reached for pick 4.
+  EXPECT_EQ(s.Sample(eos_first), 0);
+  EXPECT_EQ(s.Sample(eos_first), 0);
+  EXPECT_EQ(s.Sample(eos_first), 0);
+  EXPECT_EQ(s.Sample(eos_first), 2) << "the 4th pick may end the request";
+  // Sampling never draws EOS while held back, however likely it is.
+  p.temperature = 2.0;
+  p.min_tokens = 200;
+  p.seed = 9;
+  Sampler t(p);
+  for (int i = 0; i < 200; ++i) EXPECT_NE(t.Sample({0.0f, 0.0f, 5.0f}), 2);
+  p.eos_id = -1;  // ignore_eos: nothing to hold back
+  Sampler u(p);
+  bool drew_eos = false;
+  for (int i = 0; i < 50; ++i) drew_eos |= u.Sample({0.0f, 0.0f, 5.0f}) == 2;
+  EXPECT_TRUE(drew_eos);
+}
+
+TEST(Sampler, LogitBiasIsAddedBeforeThePenalties) {
+  SamplingParams p;
+  p.logit_bias = {{1, 1.0f}, {7, 50.0f}};  // id 7 is outside the row: ignored
+  Sampler s(p);
+  EXPECT_EQ(s.Sample({1.5f, 1.0f, 0.0f}), 1) << "1 + 1 > 1.5";
+  p.logit_bias = {{0, -100.0f}};
+  Sampler ban(p);
+  EXPECT_EQ(ban.Sample({50.0f, 0.0f, 0.0f}), 1);
+  // Bias first, then the repetition penalty on the biased logit: token 0 in
+  // the prompt at (1 + 3) / 2 = 2 > 1.9; the other order, 1 / 2 + 3 = 3.5,
+  // would also win, so compare with 2.1: 2 < 2.1 picks token 1.
+  p.logit_bias = {{0, 3.0f}};
+  p.repetition_penalty = 2.0;
+  Sampler order(p, /*prompt=*/{0});
+  EXPECT_EQ(order.Sample({1.0f, 2.1f}), 1);
+  Sampler order2(p, {0});
+  EXPECT_EQ(order2.Sample({1.0f, 1.9f}), 0);
+}
+
 TEST(TokenLogprobs, LogSoftmaxOfTheRawLogitsWithTheTopInOrder) {
   // Large logits: a naive exp would overflow float.
   const std::vector<float> logits = {1000.f, 1002.f, 999.f, 1002.f, -std::numeric_limits<float>::infinity()};

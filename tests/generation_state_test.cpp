@@ -39,6 +39,29 @@ TEST(GenerationState, StopStringsSpanTokensAndAreCutFromTheText) {
   EXPECT_EQ(g.StableLength(), g.text().size());
 }
 
+TEST(GenerationState, BeforeMinTokensNeitherEosNorAStopStringEnds) {
+  GenerationState g({10, 257, {"ab"}, 4});
+  AddText(g, "ab");
+  EXPECT_FALSE(g.finished()) << "a stop string completed at token 2 < 4 stays in the text";
+  EXPECT_EQ(g.Add(257), FinishReason::kNone) << "EOS as token 3";
+  EXPECT_EQ(g.text(), "ab");
+  EXPECT_EQ(g.Add('a'), FinishReason::kNone);
+  EXPECT_EQ(g.Add('b'), FinishReason::kStop) << "token 5 completes it again";
+  EXPECT_EQ(g.text(), "ab");
+  GenerationState e({10, 257, {}, 2});
+  e.Add('x');
+  EXPECT_EQ(e.Add(257), FinishReason::kEos) << "the 2nd token may be EOS";
+}
+
+TEST(GenerationState, WithoutAnEosIdEosOnlyAddsATokenAndNoText) {
+  GenerationState g({3, -1, {}});
+  EXPECT_EQ(g.Add(257), FinishReason::kNone);
+  EXPECT_EQ(g.Add('a'), FinishReason::kNone);
+  EXPECT_EQ(g.Add(257), FinishReason::kLength);
+  EXPECT_EQ(g.text(), "a");
+  EXPECT_EQ(g.tokens(), (std::vector<int64_t>{257, 'a', 257}));
+}
+
 TEST(GenerationState, AStopStringBeatsTheLengthLimitOnTheSameToken) {
   GenerationState g({2, 257, {"ab"}});
   g.Add('a');

@@ -252,6 +252,62 @@ TEST_F(ServerE2E, PenaltiesGiveTheReferenceTokens) {
   EXPECT_EQ(s.ids, want_ids);
 }
 
+// min_tokens holds EOS back, logit_bias shifts the logits, ignore_eos
+// generates past EOS; each against the reference generation or plain greedy.
+TEST_F(ServerE2E, MinTokensLogitBiasAndIgnoreEos) {
+  v1::GenerateResponse greedy;
+  ASSERT_TRUE(Unary(Request("The jury said ", 20), &greedy).ok());
+  ASSERT_EQ(greedy.token_ids_size(), 20);
+
+  // EOS pushed to the top by +100 but held back for 5 tokens: the 5 greedy
+  // tokens, then EOS.
+  v1::GenerateRequest r = Request("The jury said ", 20);
+  r.set_min_tokens(5);
+  (*r.mutable_logit_bias())[257] = 100;
+  auto model = LoadCheckpoint(kModel);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  SamplingParams p;
+  p.min_tokens = 5;
+  p.eos_id = 257;
+  p.logit_bias = {{257, 100.0f}};
+  const ReferenceGeneration want =
+      ReferenceGenerate(*model, ByteTokenizer(256, 257).Encode("The jury said ", /*add_bos=*/true), 20, p);
+  ASSERT_TRUE(want.hit_eos);
+  ASSERT_EQ(want.tokens.size(), 6u);
+  std::vector<int> want_ids(greedy.token_ids().begin(), greedy.token_ids().begin() + 5);
+  want_ids.push_back(257);
+  EXPECT_EQ(std::vector<int>(want.tokens.begin(), want.tokens.end()), want_ids);
+  v1::GenerateResponse u;
+  ASSERT_TRUE(Unary(r, &u).ok());
+  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), want_ids);
+  EXPECT_EQ(u.finish_reason(), v1::FINISH_REASON_EOS);
+  EXPECT_EQ(u.text(), ByteTokenizer(256, 257).Decode(want.tokens));
+  EXPECT_EQ(u.usage().completion_tokens(), 6);
+  StreamResult s = Stream(r);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  EXPECT_EQ(s.ids, want_ids);
+
+  // ignore_eos: EOS is an ordinary token, so min_tokens holds nothing back
+  // (as in vLLM); forced by the bias, it fills all 20 tokens and no text.
+  r.set_ignore_eos(true);
+  ASSERT_TRUE(Unary(r, &u).ok());
+  EXPECT_EQ(u.finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), std::vector<int>(20, 257));
+  EXPECT_EQ(u.text(), "");
+  EXPECT_EQ(u.usage().completion_tokens(), 20);
+
+  // A bias of +100 on 'A' forces it; -100 on the greedy first token bans it.
+  v1::GenerateRequest a = Request("The jury said ", 8);
+  (*a.mutable_logit_bias())['A'] = 100;
+  ASSERT_TRUE(Unary(a, &u).ok());
+  EXPECT_EQ(u.text(), "AAAAAAAA");
+  v1::GenerateRequest ban = Request("The jury said ", 1);
+  (*ban.mutable_logit_bias())[greedy.token_ids(0)] = -100;
+  ASSERT_TRUE(Unary(ban, &u).ok());
+  ASSERT_EQ(u.token_ids_size(), 1);
+  EXPECT_NE(u.token_ids(0), greedy.token_ids(0));
+}
+
 TEST_F(ServerE2E, StopStringEndsTheCompletion) {
   v1::GenerateResponse u;
   ASSERT_TRUE(Unary(Request("The jury said ", 64), &u).ok());
@@ -361,6 +417,9 @@ TEST_F(ServerE2E, EveryInvalidRequestGetsAClearErrorAndTheNextRequestIsServed) {
       {[](Wire* r) { r->set_repetition_penalty(20); }, invalid, "repetition_penalty must be in [0.01, 10], or 0"},
       {[](Wire* r) { r->set_presence_penalty(5); }, invalid, "presence_penalty must be in [-2, 2]"},
       {[nan](Wire* r) { r->set_frequency_penalty(nan); }, invalid, "frequency_penalty must be in [-2, 2]"},
+      {[](Wire* r) { r->set_min_tokens(5); }, invalid, "min_tokens must be in [0, max_tokens = 4], got 5"},
+      {[](Wire* r) { (*r->mutable_logit_bias())[300] = 1; }, invalid, "logit_bias has token id 300"},
+      {[](Wire* r) { (*r->mutable_logit_bias())[65] = -101; }, invalid, "logit_bias[65] must be in [-100, 100]"},
   };
   auto check = [&](const std::string& wire, grpc::StatusCode code, const std::string& expect) {
     SCOPED_TRACE(expect);

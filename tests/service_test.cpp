@@ -145,6 +145,28 @@ TEST(RequestValidation, AcceptsAGoodRequestAndFillsDefaults) {
   EXPECT_EQ(g->sampling.seed, 42u);
   EXPECT_DOUBLE_EQ(g->sampling.top_p, 1.0);
   EXPECT_EQ(g->request_id, "req-1");
+  EXPECT_EQ(g->sampling.min_tokens, 0);
+  EXPECT_EQ(g->sampling.eos_id, 257) << "min_tokens holds back EOS";
+  EXPECT_EQ(g->stop.eos_id, 257);
+  EXPECT_TRUE(g->sampling.logit_bias.empty());
+}
+
+TEST(RequestValidation, MinTokensIgnoreEosAndLogitBiasReachTheSamplerAndTheStop) {
+  v1::GenerateRequest r;
+  r.set_prompt("hi");
+  r.set_min_tokens(64);  // = the default max_tokens
+  r.set_ignore_eos(true);
+  (*r.mutable_logit_bias())[257] = -100;
+  (*r.mutable_logit_bias())[0] = 100;
+  (*r.mutable_logit_bias())[65] = 2.5f;
+  auto g = ValidateGenerateRequest(r, Ctx(), 0, "x");
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  EXPECT_EQ(g->sampling.min_tokens, 64);
+  EXPECT_EQ(g->stop.min_tokens, 64);
+  EXPECT_EQ(g->stop.eos_id, -1) << "EOS does not end the request";
+  EXPECT_EQ(g->sampling.eos_id, -1) << "nothing to hold back";
+  const std::vector<std::pair<int64_t, float>> sorted = {{0, 100.f}, {65, 2.5f}, {257, -100.f}};
+  EXPECT_EQ(g->sampling.logit_bias, sorted);
 }
 
 TEST(RequestValidation, DefaultMaxTokensShrinksToTheRoomLeft) {
@@ -191,6 +213,13 @@ TEST(RequestValidation, EveryBadFieldIsNamed) {
       {[nan](auto* r) { r->set_presence_penalty(nan); }, "presence_penalty must be in [-2, 2], got nan"},
       {[](auto* r) { r->set_presence_penalty(-2.5f); }, "presence_penalty must be in [-2, 2], got -2.5"},
       {[](auto* r) { r->set_frequency_penalty(3); }, "frequency_penalty must be in [-2, 2], got 3"},
+      {[](auto* r) { r->set_repetition_penalty(1e-10f); }, "got 1e-10"},  // not rounded to 0
+      {[](auto* r) { r->set_min_tokens(-1); }, "min_tokens must be in [0, max_tokens = 64], got -1"},
+      {[](auto* r) { r->set_max_tokens(10); r->set_min_tokens(11); }, "min_tokens must be in [0, max_tokens = 10], got 11"},
+      {[](auto* r) { (*r->mutable_logit_bias())[258] = 1; }, "logit_bias has token id 258; ids must be in [0, 257]"},
+      {[](auto* r) { (*r->mutable_logit_bias())[5] = 1; (*r->mutable_logit_bias())[-3] = 1; }, "logit_bias has token id -3"},
+      {[](auto* r) { (*r->mutable_logit_bias())[65] = 100.5f; }, "logit_bias[65] must be in [-100, 100], got 100.5"},
+      {[nan](auto* r) { (*r->mutable_logit_bias())[9] = 0; (*r->mutable_logit_bias())[7] = nan; }, "logit_bias[7] must be in [-100, 100], got nan"},
   };
   for (const auto& c : cases) {
     v1::GenerateRequest r;

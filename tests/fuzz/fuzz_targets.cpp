@@ -45,6 +45,12 @@ void RequestValidation(const uint8_t* data, size_t size) {
   FUZZ_CHECK(g->top_logprobs == 0 || g->return_logprobs);
   FUZZ_CHECK(g->sampling.repetition_penalty >= 0.01 && g->sampling.repetition_penalty <= 10);
   FUZZ_CHECK(std::fabs(g->sampling.presence_penalty) <= 2 && std::fabs(g->sampling.frequency_penalty) <= 2);
+  FUZZ_CHECK(g->stop.min_tokens >= 0 && g->stop.min_tokens <= g->stop.max_tokens);
+  FUZZ_CHECK(g->sampling.min_tokens == g->stop.min_tokens && g->sampling.eos_id == g->stop.eos_id);
+  FUZZ_CHECK(g->sampling.logit_bias.size() == static_cast<size_t>(req->logit_bias_size()));
+  for (const auto& [id, bias] : g->sampling.logit_bias) {
+    FUZZ_CHECK(id >= 0 && id < ctx.vocab_size && std::fabs(bias) <= 100);
+  }
   FUZZ_CHECK(IsValidUtf8(req->prompt()));
 }
 
