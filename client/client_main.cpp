@@ -8,7 +8,11 @@
 // Every RPC carries a deadline (--timeout seconds).
 #include <grpcpp/grpcpp.h>
 
+#include <cerrno>
+#include <climits>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -33,21 +37,29 @@ Status RpcError(const char* what, const grpc::Status& s) {
 // "ID:BIAS,ID:BIAS,..." (e.g. "65:5,257:-100") into the request's logit_bias;
 // the server checks the ranges.
 Status ParseLogitBias(const std::string& text, google::protobuf::Map<int32_t, float>* out) {
+  if (text.empty()) return Status::Ok();
   size_t start = 0;
-  while (start < text.size()) {
+  while (true) {
     size_t end = text.find(',', start);
     if (end == std::string::npos) end = text.size();
     const std::string item = text.substr(start, end - start);
-    int id = 0;
-    float bias = 0;
-    char tail = 0;
-    if (std::sscanf(item.c_str(), "%d:%f%c", &id, &bias, &tail) != 2) {
-      return InvalidArgument("--logit-bias entry \"" + item + "\" is not ID:BIAS (e.g. 65:5,257:-100)");
+    const Status bad = InvalidArgument("--logit-bias entry \"" + item + "\" is not ID:BIAS (e.g. 65:5,257:-100)");
+    const size_t colon = item.find(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == item.size()) return bad;
+    const std::string id_text = item.substr(0, colon), bias_text = item.substr(colon + 1);
+    char* id_end = nullptr;
+    char* bias_end = nullptr;
+    errno = 0;
+    const long id = std::strtol(id_text.c_str(), &id_end, 10);
+    const float bias = std::strtof(bias_text.c_str(), &bias_end);
+    if (errno != 0 || *id_end != '\0' || *bias_end != '\0' || id < INT32_MIN || id > INT32_MAX) return bad;
+    if (out->count(static_cast<int32_t>(id)) != 0) {
+      return InvalidArgument("--logit-bias names token id " + id_text + " twice");
     }
-    (*out)[id] = bias;
+    (*out)[static_cast<int32_t>(id)] = bias;
+    if (end == text.size()) return Status::Ok();
     start = end + 1;
   }
-  return Status::Ok();
 }
 
 Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
@@ -76,6 +88,7 @@ Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
   if (!f.Str("stop").empty()) req->add_stop(f.Str("stop"));
   int64_t min_tokens = 0;
   MODSERVE_RETURN_IF_ERROR(f.Get("min-tokens", &min_tokens));
+  if (min_tokens < 0 || min_tokens > INT32_MAX) return InvalidArgument("--min-tokens must be in [0, 2^31 - 1]");
   req->set_min_tokens(static_cast<int32_t>(min_tokens));
   req->set_ignore_eos(f.Bool("ignore-eos"));
   MODSERVE_RETURN_IF_ERROR(ParseLogitBias(f.Str("logit-bias"), req->mutable_logit_bias()));
@@ -87,6 +100,7 @@ Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
     req->set_return_logprobs(true);
     req->set_top_logprobs(static_cast<int32_t>(logprobs));
   }
+  req->set_return_prompt_logprobs(f.Bool("prompt-logprobs"));
   return Status::Ok();
 }
 
@@ -104,11 +118,12 @@ std::string TokenText(int id) {
   return buf;
 }
 
-// One line per token: its id, text and log-probability, then the alternatives.
-void PrintLogprobs(const std::vector<v1::TokenLogprobs>& lps) {
+// One line per token: its id, text and log-probability, then the alternatives
+// (`label`: "token" for generated ones, "prompt token" for the prompt's).
+void PrintLogprobs(const char* label, const std::vector<v1::TokenLogprobs>& lps) {
   for (const auto& lp : lps) {
     const int id = lp.token().token_id();
-    std::printf("token %d %s logprob %.4f", id, TokenText(id).c_str(), lp.token().logprob());
+    std::printf("%s %d %s logprob %.4f", label, id, TokenText(id).c_str(), lp.token().logprob());
     for (int k = 0; k < lp.top_size(); ++k) {
       std::printf("%s %s %.4f", k == 0 ? "  top:" : ",", TokenText(lp.top(k).token_id()).c_str(), lp.top(k).logprob());
     }
@@ -158,6 +173,8 @@ Status Run(int argc, char** argv) {
   f.Define("routes", "false", "stream: show which routed layers each token computed", true);
   f.Define("logprobs", "-1",
            "generate, stream: also print each token's log-probability and this many alternatives (-1: none)");
+  f.Define("prompt-logprobs", "false",
+           "generate, stream: also print each prompt token's log-probability (and --logprobs alternatives)", true);
   f.Define("concurrency", "8", "bench: client threads (requests in flight)");
   f.Define("requests", "64", "bench: requests to send");
   f.Define("rate", "0", "bench: Poisson arrival rate, requests/s (0: closed loop)");
@@ -192,18 +209,18 @@ Status Run(int argc, char** argv) {
       grpc::Status s = stub->Generate(&ctx, req, &resp);
       if (!s.ok()) return RpcError("Generate", s);
       std::cout << resp.text() << std::flush;
-      if (req.return_logprobs()) {
-        std::cout << "\n";
-        PrintLogprobs({resp.logprobs().begin(), resp.logprobs().end()});
-      }
+      if (req.return_logprobs() || req.return_prompt_logprobs()) std::cout << "\n";
+      PrintLogprobs("prompt token", {resp.prompt_logprobs().begin(), resp.prompt_logprobs().end()});
+      PrintLogprobs("token", {resp.logprobs().begin(), resp.logprobs().end()});
       PrintUsage(resp);
       return Status::Ok();
     }
     auto reader = stub->GenerateStream(&ctx, req);
     v1::GenerateResponse msg, last;
-    std::vector<v1::TokenLogprobs> logprobs;
+    std::vector<v1::TokenLogprobs> logprobs, prompt_logprobs;
     while (reader->Read(&msg)) {
       logprobs.insert(logprobs.end(), msg.logprobs().begin(), msg.logprobs().end());
+      prompt_logprobs.insert(prompt_logprobs.end(), msg.prompt_logprobs().begin(), msg.prompt_logprobs().end());
       if (f.Bool("routes")) {
         for (int i = 0; i < msg.token_ids_size(); ++i) {
           std::string layers;
@@ -218,10 +235,9 @@ Status Run(int argc, char** argv) {
     }
     grpc::Status s = reader->Finish();
     if (!s.ok()) return RpcError("GenerateStream", s);
-    if (req.return_logprobs()) {
-      std::cout << "\n";
-      PrintLogprobs(logprobs);
-    }
+    if (req.return_logprobs() || req.return_prompt_logprobs()) std::cout << "\n";
+    PrintLogprobs("prompt token", prompt_logprobs);
+    PrintLogprobs("token", logprobs);
     PrintUsage(last);
     return Status::Ok();
   }

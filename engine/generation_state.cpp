@@ -17,7 +17,10 @@ const char* FinishReasonName(FinishReason r) {
 FinishReason GenerationState::Add(int64_t token) {
   if (finished()) return finish_;
   tokens_.push_back(token);
-  const bool may_stop = static_cast<int64_t>(tokens_.size()) >= criteria_.min_tokens;
+  // The first min_tokens tokens always stay: EOS or a stop string can end
+  // generation from the token after them on (the sampler holds EOS back for
+  // as many picks).
+  const bool may_stop = static_cast<int64_t>(tokens_.size()) > criteria_.min_tokens;
   if (may_stop && criteria_.eos_id >= 0 && token == criteria_.eos_id) return finish_ = FinishReason::kEos;
   if (token >= 0 && token < 256) {
     text_.push_back(static_cast<char>(token));

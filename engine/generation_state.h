@@ -1,8 +1,8 @@
 // GenerationState: one request's generated tokens and when to stop: EOS,
 // max tokens, or a stop string (which may span several tokens). The text of
-// the completion never includes the stop string or EOS. Before min_tokens
-// tokens, neither EOS nor a stop string ends it (a stop string completed
-// there stays in the text, as in vLLM).
+// the completion never includes the stop string or EOS. Neither EOS nor a
+// stop string ends it within its first min_tokens tokens (a stop string
+// completed there stays in the text, as in vLLM V1).
 //
 // StableLength() tells a streaming caller how many bytes of text() can be
 // sent: the bytes that can no longer turn out to be the start of a stop

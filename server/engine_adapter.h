@@ -34,7 +34,9 @@ class EngineAdapter final : public StepEngine {
   }
   Status AddSequence(SeqId id) override { return engine_->AddSequence(id); }
   void Release(SeqId id) override { engine_->Release(id); }
-  StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch) override { return engine_->Step(batch); }
+  StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch, bool all_logits) override {
+    return engine_->Step(batch, all_logits);
+  }
   int64_t FreeBlocks() const override {
     const KvOccupancy occ = engine_->Occupancy();
     return occ.total_blocks - occ.used_blocks;

@@ -28,7 +28,8 @@ struct GenerationRequest {
   StopCriteria stop;
   bool return_routes = false;
   bool return_logprobs = false;
-  int64_t top_logprobs = 0;  // alternatives per token, with return_logprobs
+  int64_t top_logprobs = 0;  // alternatives per token, with return_logprobs or return_prompt_logprobs
+  bool return_prompt_logprobs = false;
   Clock::time_point deadline = Clock::time_point::max();
 };
 
@@ -58,6 +59,9 @@ struct RequestUpdate {
   std::vector<uint64_t> routes;
   // Per new token, when asked: its log-probability and the top alternatives.
   std::vector<TokenLogprobs> logprobs;
+  // When asked, on the update with the first generated token: one per
+  // prompt token after BOS, the log-probability given the tokens before it.
+  std::vector<TokenLogprobs> prompt_logprobs;
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;  // when finished with an OK status
   Status status;                   // when finished: OK, or why the request failed

@@ -300,11 +300,12 @@ void GeneratorService::AppendUpdate(const RequestUpdate& u, const std::string& r
     to->set_token_id(static_cast<int32_t>(from.token));
     to->set_logprob(from.logprob);
   };
-  for (const TokenLogprobs& lp : u.logprobs) {
-    auto* entry = out->add_logprobs();
+  auto add = [&set](const TokenLogprobs& lp, v1::TokenLogprobs* entry) {
     set(lp.chosen, entry->mutable_token());
     for (const TokenLogprob& alt : lp.top) set(alt, entry->add_top());
-  }
+  };
+  for (const TokenLogprobs& lp : u.logprobs) add(lp, out->add_logprobs());
+  for (const TokenLogprobs& lp : u.prompt_logprobs) add(lp, out->add_prompt_logprobs());
   if (!u.finished || !u.status.ok()) return;
   out->set_finish_reason(ToProto(u.finish_reason));
   auto* usage = out->mutable_usage();

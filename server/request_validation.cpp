@@ -1,7 +1,7 @@
 #include "server/request_validation.h"
 
 #include <cmath>
-#include <cstdio>
+#include <charconv>
 #include <algorithm>
 #include <string>
 #include <utility>
@@ -13,12 +13,12 @@
 namespace modserve {
 namespace {
 
-// A float field's value as the client wrote it (7 significant digits: 0.1,
-// 2.5, 1e-10, 3.402823e+38, nan, inf).
-std::string Num(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.7g", v);
-  return buf;
+// A float field's value as the client sent it: the shortest text that reads
+// back as the same float (0.1, 2.5, 1e-10, 100.00001, nan, inf).
+std::string Num(float v) {
+  char buf[64];
+  const auto end = std::to_chars(buf, buf + sizeof buf, v).ptr;
+  return std::string(buf, end);
 }
 
 }  // namespace
@@ -75,7 +75,8 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
     }
   }
   if (r.min_tokens() < 0 || r.min_tokens() > max_tokens) {
-    return InvalidArgument("min_tokens must be in [0, max_tokens = " + std::to_string(max_tokens) + "], got " +
+    return InvalidArgument("min_tokens must be in [0, max_tokens = " + std::to_string(max_tokens) +
+                           (r.max_tokens() == 0 ? " (the default for this prompt)" : "") + "], got " +
                            std::to_string(r.min_tokens()));
   }
   std::vector<std::pair<int64_t, float>> bias_by_id(r.logit_bias().begin(), r.logit_bias().end());
@@ -108,9 +109,9 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
     return InvalidArgument("top_logprobs must be in [0, " + std::to_string(max_top) + "], got " +
                            std::to_string(r.top_logprobs()));
   }
-  if (r.top_logprobs() > 0 && !r.return_logprobs()) {
+  if (r.top_logprobs() > 0 && !r.return_logprobs() && !r.return_prompt_logprobs()) {
     return InvalidArgument("top_logprobs is " + std::to_string(r.top_logprobs()) +
-                           " but return_logprobs is false; set it to get logprobs");
+                           " but return_logprobs and return_prompt_logprobs are false; set one to get logprobs");
   }
   if (r.has_request_id()) {
     const std::string& id = r.request_id();
@@ -142,6 +143,7 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
   g.return_routes = r.return_routes();
   g.return_logprobs = r.return_logprobs();
   g.top_logprobs = r.top_logprobs();
+  g.return_prompt_logprobs = r.return_prompt_logprobs();
   return g;
 }
 

@@ -48,6 +48,13 @@ struct Scheduler::Active {
   std::vector<int64_t> new_ids;             // generated since the last update
   std::vector<uint64_t> new_routes;         // routes of new_ids, when asked
   std::vector<TokenLogprobs> new_logprobs;  // logprobs of new_ids, when asked
+  // With return_prompt_logprobs: prompt positions scored (token k + 1 is
+  // scored from the logits after position k), and the scores not yet sent.
+  int64_t prompt_scored = 0;
+  std::vector<TokenLogprobs> new_prompt_logprobs;
+  bool wants_prompt_logits() const {
+    return req.return_prompt_logprobs && prompt_scored + 1 < static_cast<int64_t>(req.prompt.size());
+  }
 };
 
 Scheduler::Scheduler(StepEngine* engine, SchedulerOptions opts, SchedulerObserver* observer)
@@ -225,6 +232,7 @@ void Scheduler::Emit(Active& a, bool finished, Status status) {
   u.token_ids.swap(a.new_ids);
   u.routes.swap(a.new_routes);
   u.logprobs.swap(a.new_logprobs);
+  u.prompt_logprobs.swap(a.new_prompt_logprobs);
   u.finished = finished;
   if (finished) {
     u.status = std::move(status);
@@ -315,7 +323,8 @@ bool Scheduler::Step() {
   // Run; when the pool is short, preempt the newest running request and retry.
   int64_t preemptions = 0;
   const auto engine_start = Clock::now();
-  StatusOr<StepResult> result = engine_->Step(batch);
+  const bool all_logits = std::any_of(planned.begin(), planned.end(), [](const Active* a) { return a->wants_prompt_logits(); });
+  StatusOr<StepResult> result = engine_->Step(batch, all_logits);
   while (!result.ok() && result.status().code() == StatusCode::kResourceExhausted && running_.size() > 1) {
     auto newest = std::prev(running_.end());
     Active* victim = newest->second.get();
@@ -329,7 +338,7 @@ bool Scheduler::Step() {
     running_.erase(newest);
     ++preemptions;
     if (batch.empty()) break;
-    result = engine_->Step(batch);
+    result = engine_->Step(batch, all_logits);
   }
   if (batch.empty()) {
     SyncCounts();
@@ -361,6 +370,20 @@ bool Scheduler::Step() {
   ApplyResult(planned, batch, *result);
   SyncCounts();
   return true;
+}
+
+void Scheduler::ScorePrompt(Active& a, const std::vector<float>& rows) const {
+  const auto vocab = static_cast<size_t>(info_.vocab_size);
+  const auto prompt_len = static_cast<int64_t>(a.req.prompt.size());
+  const auto n_rows = static_cast<int64_t>(vocab == 0 ? 0 : rows.size() / vocab);
+  for (int64_t j = 0; j < n_rows; ++j) {
+    const int64_t position = a.cached + j;  // its logits predict the token at position + 1
+    if (position != a.prompt_scored || position + 1 >= prompt_len) continue;
+    const std::vector<float> row(rows.begin() + static_cast<std::ptrdiff_t>(j * vocab),
+                                 rows.begin() + static_cast<std::ptrdiff_t>((j + 1) * vocab));
+    a.new_prompt_logprobs.push_back(ComputeTokenLogprobs(row, a.req.prompt[static_cast<size_t>(position + 1)], a.req.top_logprobs));
+    ++a.prompt_scored;
+  }
 }
 
 void Scheduler::ApplyResult(const std::vector<Active*>& planned, const std::vector<SequenceChunk>& batch,
@@ -397,6 +420,7 @@ void Scheduler::ApplyResult(const std::vector<Active*>& planned, const std::vect
       }
       a.routes_counted = position + 1;
     }
+    if (a.wants_prompt_logits() && i < result.all_logits.size()) ScorePrompt(a, result.all_logits[i]);
     a.cached += static_cast<int64_t>(batch[i].tokens.size());
     if (a.cached < static_cast<int64_t>(a.tokens.size())) continue;  // mid-prefill: no token yet
 

@@ -82,6 +82,9 @@ class Scheduler {
   void Finish(Active& a, Status status);
   void Preempt(Active& a);
   int64_t EstimateBlocks(int64_t cached, int64_t new_tokens) const;
+  // Scores the prompt tokens that this step's chunk of `a` (at a.cached, its
+  // logits `rows` [chunk tokens * vocab]) predicts and that are not scored yet.
+  void ScorePrompt(Active& a, const std::vector<float>& rows) const;
   void ApplyResult(const std::vector<Active*>& planned, const std::vector<SequenceChunk>& batch,
                    const StepResult& result);
   void Emit(Active& a, bool finished, Status status);

@@ -34,7 +34,8 @@ class StepEngine {
   virtual Status AddSequence(SeqId id) = 0;
   virtual void Release(SeqId id) = 0;
   // All-or-nothing: on error nothing changed (RESOURCE_EXHAUSTED: KV pool short).
-  virtual StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch) = 0;
+  // With all_logits, StepResult::all_logits holds every token's logits too.
+  virtual StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch, bool all_logits) = 0;
   virtual int64_t FreeBlocks() const = 0;
 };
 

@@ -52,6 +52,10 @@ cat "$work/lp.out"
 lines=$(grep -cE "^token [0-9]+ .* logprob -?[0-9.]+  top: .* -?[0-9.]+, .* -?[0-9.]+$" "$work/lp.out" || true)
 [[ "$lines" == 8 ]] || { echo "FAIL: mod-client --logprobs printed $lines token lines, not 8"; exit 1; }
 echo "PASS: mod-client --logprobs"
+"$bin/mod-client" --server "$address" generate --prompt "Hello" --max-tokens 2 --prompt-logprobs >"$work/plp.out"
+lines=$(grep -cE "^prompt token [0-9]+ .* logprob -?[0-9.]+$" "$work/plp.out" || true)
+[[ "$lines" == 5 ]] || { echo "FAIL: --prompt-logprobs printed $lines lines for a 5-byte prompt"; cat "$work/plp.out"; exit 1; }
+echo "PASS: mod-client --prompt-logprobs"
 
 echo "== mod-client --logit-bias, --min-tokens, --ignore-eos"
 text=$("$bin/mod-client" --server "$address" generate --max-tokens 6 --logit-bias 65:100 2>/dev/null)
@@ -63,10 +67,12 @@ grep -q "finish: eos; prompt [0-9]* tokens, completion 4 tokens" "$work/eos.err"
 "$bin/mod-client" --server "$address" generate --max-tokens 6 --ignore-eos --logit-bias 257:100 2>"$work/eos.err" >/dev/null
 grep -q "finish: length; prompt [0-9]* tokens, completion 6 tokens" "$work/eos.err" ||
   { echo "FAIL: --ignore-eos with EOS forced:"; cat "$work/eos.err"; exit 1; }
-if "$bin/mod-client" --server "$address" generate --logit-bias 65=1 2>"$work/bad.err"; then
-  echo "FAIL: --logit-bias 65=1 was accepted"; exit 1
-fi
-grep -q 'is not ID:BIAS' "$work/bad.err" || { echo "FAIL: bad --logit-bias message:"; cat "$work/bad.err"; exit 1; }
+for bad in 65=1 65:1, 65:1x :1 65: 65:1,65:2; do
+  if "$bin/mod-client" --server "$address" generate --logit-bias "$bad" 2>"$work/bad.err"; then
+    echo "FAIL: --logit-bias $bad was accepted"; exit 1
+  fi
+  grep -qE 'is not ID:BIAS|twice' "$work/bad.err" || { echo "FAIL: bad --logit-bias $bad message:"; cat "$work/bad.err"; exit 1; }
+done
 echo "PASS: mod-client --logit-bias, --min-tokens, --ignore-eos"
 
 kill -TERM "$server"

@@ -44,7 +44,7 @@ class FakeEngine : public StepEngine {
   void Release(SeqId id) override { seqs_.erase(id); }
   int64_t FreeBlocks() const override { return total_ - Used(seqs_); }
 
-  StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch) override {
+  StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch, bool all_logits = false) override {
     if (step_delay.count() > 0) std::this_thread::sleep_for(step_delay);
     auto next = seqs_;
     StepResult r;
@@ -52,16 +52,20 @@ class FakeEngine : public StepEngine {
       if (!next.count(c.id)) return InvalidArgument("unknown sequence " + std::to_string(c.id));
       Seq& s = next[c.id];
       std::vector<uint64_t> routes;
+      std::vector<float> rows;  // [tokens * 258], with all_logits
       for (int64_t t : c.tokens) {
         ++s.tokens;
         const bool computes = (t % 2) == 1;
         s.routed += computes;
         routes.push_back(computes ? 1 : 0);
+        if (all_logits) {
+          const std::vector<float> row = Logits(s.tokens);
+          rows.insert(rows.end(), row.begin(), row.end());
+        }
       }
       if (s.tokens > ctx_) return InvalidArgument("past the context");
-      std::vector<float> logits(258, 0.0f);
-      logits[static_cast<size_t>(static_cast<unsigned char>(script_[static_cast<size_t>(s.tokens) % script_.size()]))] = 10.0f;
-      r.logits.push_back(logits);
+      r.logits.push_back(Logits(s.tokens));
+      if (all_logits) r.all_logits.push_back(std::move(rows));
       r.routes.push_back(routes);
       r.stats.tokens += static_cast<int64_t>(c.tokens.size());
     }
@@ -76,11 +80,19 @@ class FakeEngine : public StepEngine {
     r.stats.kv_blocks_used = Used(seqs_);
     r.stats.kv_blocks_free = total_ - r.stats.kv_blocks_used;
     if (record_steps) steps.push_back(batch);
+    all_logits_steps += all_logits;
     ++steps_run;
     return r;
   }
 
+  // The logits after `position` tokens: 10 at the script's byte there, 0 elsewhere.
+  std::vector<float> Logits(int64_t position) const {
+    std::vector<float> logits(258, 0.0f);
+    logits[static_cast<size_t>(static_cast<unsigned char>(script_[static_cast<size_t>(position) % script_.size()]))] = 10.0f;
+    return logits;
+  }
   int64_t sequences() const { return static_cast<int64_t>(seqs_.size()); }
+  int all_logits_steps = 0;  // steps asked for every token's logits
   bool record_steps = true;
   int steps_run = 0;  // successful steps
   std::vector<std::vector<SequenceChunk>> steps;  // every successful step's batch (when record_steps)

@@ -50,7 +50,18 @@ TEST(GenerationState, BeforeMinTokensNeitherEosNorAStopStringEnds) {
   EXPECT_EQ(g.text(), "ab");
   GenerationState e({10, 257, {}, 2});
   e.Add('x');
-  EXPECT_EQ(e.Add(257), FinishReason::kEos) << "the 2nd token may be EOS";
+  EXPECT_EQ(e.Add(257), FinishReason::kNone) << "not as the 2nd token";
+  EXPECT_EQ(e.Add(257), FinishReason::kEos) << "the 3rd token may be EOS";
+  // min_tokens 1 keeps a first token that is itself the stop string.
+  GenerationState n({10, 257, {"\n"}, 1});
+  EXPECT_EQ(n.Add('\n'), FinishReason::kNone);
+  EXPECT_EQ(n.Add('\n'), FinishReason::kStop);
+  EXPECT_EQ(n.text(), "\n");
+  // A stop string that starts within the first min_tokens and ends after.
+  GenerationState x({10, 257, {"ab"}, 1});
+  x.Add('a');
+  EXPECT_EQ(x.Add('b'), FinishReason::kStop);
+  EXPECT_EQ(x.text(), "");
 }
 
 TEST(GenerationState, WithoutAnEosIdEosOnlyAddsATokenAndNoText) {

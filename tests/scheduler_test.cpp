@@ -2,7 +2,8 @@
 // the token budget, chunked prefill sharing it with decode, route-aware
 // admission, preemption and recomputation, queue limits, cancellation and
 // deadlines freeing KV blocks within one step, streaming text that is valid
-// UTF-8 and never leaks a stop string, logprobs only when asked; and the
+// UTF-8 and never leaks a stop string, logprobs (of generated and of prompt
+// tokens) only when asked; and the
 // scheduler driven from many threads at once, as the server drives it (run
 // under ThreadSanitizer).
 #include "server/scheduler.h"
@@ -342,6 +343,11 @@ TEST(Scheduler, PenaltiesKeepTheirCountsThroughPreemption) {
     GenerationRequest r = Req("prompt" + std::to_string(i) + "xx", 20);
     r.sampling.frequency_penalty = 2.0;
     r.sampling.repetition_penalty = 1.5;
+    // EOS biased above everything but held back for 15 tokens: the 16th is
+    // EOS only if the sampler's pick count survives the preemptions too.
+    r.sampling.logit_bias = {{257, 100.0f}};
+    r.sampling.min_tokens = r.stop.min_tokens = 15;
+    r.sampling.eos_id = r.stop.eos_id = 257;
     return r;
   };
   std::vector<std::vector<int64_t>> alone(6);
@@ -361,9 +367,79 @@ TEST(Scheduler, PenaltiesKeepTheirCountsThroughPreemption) {
   for (int i = 0; i < 6; ++i) ASSERT_TRUE(s.Submit(request(i), Into(&got[i])).ok());
   RunUntilIdle(s);
   EXPECT_GT(RecomputedSequences(small), 0);
-  for (int i = 0; i < 6; ++i) EXPECT_EQ(got[i].ids, alone[i]) << "request " << i;
-  const std::string plain = Expected("ab", 10, 20);
-  EXPECT_NE(std::string(alone[0].begin(), alone[0].end()), plain) << "the penalties change the text";
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(got[i].ids, alone[i]) << "request " << i;
+    ASSERT_EQ(alone[i].size(), 16u);
+    EXPECT_EQ(alone[i].back(), 257);
+    EXPECT_EQ(got[i].last().finish_reason, FinishReason::kEos);
+  }
+  const std::string plain = Expected("ab", 10, 15);
+  EXPECT_NE(std::string(alone[0].begin(), alone[0].end() - 1), plain) << "the penalties change the text";
+}
+
+// Prompt logprobs: one per prompt token after BOS, from the logits of the
+// position before it, all on the update with the first token; exact through
+// chunked prefill and preemption; and the engine is asked for every token's
+// logits only while a request still needs them.
+TEST(Scheduler, PromptLogprobsScoreEachPromptTokenOnceThroughChunksAndPreemption) {
+  const std::string script = "abcdefghij";
+  // Prompt token i (BOS is 0) is predicted by the logits after i tokens: 10
+  // on script[i % 10]. "bcd" match there, the other bytes do not.
+  auto request = [](int i) {
+    GenerationRequest r = Req("bcdX" + std::to_string(i) + "ghij", 6);
+    r.return_prompt_logprobs = true;
+    r.top_logprobs = 1;
+    return r;
+  };
+  const double log_z = std::log(std::exp(10.0) + 257.0);
+  auto check = [&](const GenerationRequest& r, const Collected& c) {
+    ASSERT_TRUE(c.done());
+    ASSERT_TRUE(c.last().status.ok()) << c.last().status.ToString();
+    size_t with = 0;
+    for (size_t u = 0; u < c.updates.size(); ++u) {
+      if (c.updates[u].prompt_logprobs.empty()) continue;
+      ++with;
+      EXPECT_EQ(u, 0u) << "on the first update";
+      EXPECT_FALSE(c.updates[u].token_ids.empty()) << "with the first token";
+      const auto& lps = c.updates[u].prompt_logprobs;
+      ASSERT_EQ(lps.size(), r.prompt.size() - 1);
+      for (size_t k = 0; k < lps.size(); ++k) {
+        const int64_t token = r.prompt[k + 1];
+        const bool predicted = token == static_cast<unsigned char>(script[(k + 1) % script.size()]);
+        EXPECT_EQ(lps[k].chosen.token, token) << k;
+        EXPECT_NEAR(lps[k].chosen.logprob, predicted ? 10.0 - log_z : -log_z, 1e-6) << k;
+        ASSERT_EQ(lps[k].top.size(), 1u);
+        EXPECT_EQ(lps[k].top[0].token, static_cast<unsigned char>(script[(k + 1) % script.size()]));
+      }
+    }
+    EXPECT_EQ(with, 1u);
+    for (const auto& u : c.updates) EXPECT_TRUE(u.logprobs.empty()) << "return_logprobs was not set";
+  };
+  {
+    FakeEngine e(1000, 4);
+    SchedulerOptions o;
+    o.max_batch_tokens = 4;  // the 10-token prompt in chunks of 4, 4, 2
+    Scheduler s(&e, o);
+    Collected c, plain;
+    ASSERT_TRUE(s.Submit(request(0), Into(&c)).ok());
+    RunUntilIdle(s);
+    check(request(0), c);
+    EXPECT_EQ(e.all_logits_steps, 3) << "the three prefill chunks, not the decode steps";
+    ASSERT_TRUE(s.Submit(Req("bcdX0ghij", 6), Into(&plain)).ok());
+    RunUntilIdle(s);
+    EXPECT_EQ(e.all_logits_steps, 3) << "not asked for";
+    EXPECT_TRUE(plain.updates[0].prompt_logprobs.empty());
+    EXPECT_EQ(plain.ids, c.ids);
+  }
+  FakeEngine small(24, 4);  // too small for the 6 at once: preemption and recomputation
+  SchedulerOptions o;
+  o.max_batch_tokens = 64;
+  Scheduler s(&small, o);
+  std::vector<Collected> got(6);
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(s.Submit(request(i), Into(&got[i])).ok());
+  RunUntilIdle(s);
+  EXPECT_GT(RecomputedSequences(small), 0);
+  for (int i = 0; i < 6; ++i) check(request(i), got[i]);
 }
 
 TEST(Scheduler, AdmissionUsesTheRoutedLayersRealOccupancy) {

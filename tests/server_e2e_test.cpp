@@ -222,6 +222,54 @@ TEST_F(ServerE2E, LogprobsAreTheModelsOwnAndTheSameUnaryAndStreamed) {
   EXPECT_EQ(p.logprobs_size(), 0) << "none unless asked";
 }
 
+// Prompt logprobs score every prompt token after BOS as one full forward of
+// the model does, top alternatives included; the same (to rounding) unary and
+// streamed (on the first message only), also when the prompt is prefilled in chunks
+// beside a decoding request.
+TEST_F(ServerE2E, PromptLogprobsScoreThePromptLikeAFullForward) {
+  constexpr int kTop = 3;
+  const std::string prompt =
+      "The jury further said in term-end presentments that the City Executive Committee, which had over-all charge "
+      "of the election, deserves the praise.";
+  auto model = LoadCheckpoint(kModel);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const std::vector<int64_t> ids = ByteTokenizer(256, 257).Encode(prompt, /*add_bos=*/true);
+  torch::NoGradGuard ng;
+  auto logp = torch::log_softmax((*model)->Forward(torch::tensor(ids).unsqueeze(0), RouteMode::kPredictor).logits[0], -1);  // [S, V]
+
+  // A long stream decoding meanwhile caps prefill at 32 tokens a step.
+  std::thread busy([this] { EXPECT_TRUE(Stream(Request("The jury said ", 200)).status.ok()); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  v1::GenerateRequest r = Request(prompt, 2);
+  r.set_return_prompt_logprobs(true);
+  r.set_top_logprobs(kTop);
+  v1::GenerateResponse u;
+  ASSERT_TRUE(Unary(r, &u).ok());
+  StreamResult s = Stream(r);
+  busy.join();
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  EXPECT_EQ(u.logprobs_size(), 0) << "return_logprobs was not set";
+  ASSERT_EQ(u.prompt_logprobs_size(), static_cast<int>(prompt.size()));
+  ASSERT_FALSE(s.messages.empty());
+  ASSERT_EQ(s.messages[0].prompt_logprobs_size(), static_cast<int>(prompt.size()));
+  EXPECT_GT(s.messages[0].token_ids_size(), 0) << "with the first token";
+  for (size_t m = 1; m < s.messages.size(); ++m) EXPECT_EQ(s.messages[m].prompt_logprobs_size(), 0);
+  for (int k = 0; k < u.prompt_logprobs_size(); ++k) {
+    SCOPED_TRACE(k);
+    const v1::TokenLogprobs& lp = u.prompt_logprobs(k);
+    // Unary and stream may chunk the prompt differently (rounding differs).
+    const v1::TokenLogprobs& streamed = s.messages[0].prompt_logprobs(k);
+    EXPECT_EQ(streamed.token().token_id(), lp.token().token_id());
+    EXPECT_NEAR(streamed.token().logprob(), lp.token().logprob(), 1e-4);
+    EXPECT_EQ(lp.token().token_id(), static_cast<unsigned char>(prompt[static_cast<size_t>(k)]));
+    auto row = logp[k];  // [V]: the distribution after BOS and the first k bytes
+    EXPECT_NEAR(lp.token().logprob(), row[ids[static_cast<size_t>(k) + 1]].item<float>(), 1e-3);
+    ASSERT_EQ(lp.top_size(), kTop);
+    auto [best, best_ids] = row.topk(kTop);
+    for (int t = 0; t < kTop; ++t) EXPECT_NEAR(lp.top(t).logprob(), best[t].item<float>(), 1e-3);
+  }
+}
+
 // Penalized greedy decoding gives the tokens of full recomputation with the
 // same penalties, unary and streamed, and not those of plain greedy.
 TEST_F(ServerE2E, PenaltiesGiveTheReferenceTokens) {
@@ -413,7 +461,7 @@ TEST_F(ServerE2E, EveryInvalidRequestGetsAClearErrorAndTheNextRequestIsServed) {
       {[](Wire* r) { r->set_request_id("has space"); }, invalid, "request_id must be printable ASCII"},
       {[](Wire* r) { r->set_request_id("id\xFF"); }, invalid, "request_id is not valid UTF-8"},
       {[](Wire* r) { r->set_return_logprobs(true); r->set_top_logprobs(21); }, invalid, "top_logprobs must be in [0, 20]"},
-      {[](Wire* r) { r->set_top_logprobs(2); }, invalid, "but return_logprobs is false"},
+      {[](Wire* r) { r->set_top_logprobs(2); }, invalid, "but return_logprobs and return_prompt_logprobs are false"},
       {[](Wire* r) { r->set_repetition_penalty(20); }, invalid, "repetition_penalty must be in [0.01, 10], or 0"},
       {[](Wire* r) { r->set_presence_penalty(5); }, invalid, "presence_penalty must be in [-2, 2]"},
       {[nan](Wire* r) { r->set_frequency_penalty(nan); }, invalid, "frequency_penalty must be in [-2, 2]"},

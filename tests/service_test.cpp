@@ -206,7 +206,7 @@ TEST(RequestValidation, EveryBadFieldIsNamed) {
       {[](auto* r) { r->set_request_id("has space"); }, "request_id must be printable ASCII"},
       {[](auto* r) { r->set_return_logprobs(true); r->set_top_logprobs(21); }, "top_logprobs must be in [0, 20], got 21"},
       {[](auto* r) { r->set_return_logprobs(true); r->set_top_logprobs(-1); }, "top_logprobs must be in [0, 20], got -1"},
-      {[](auto* r) { r->set_top_logprobs(3); }, "top_logprobs is 3 but return_logprobs is false"},
+      {[](auto* r) { r->set_top_logprobs(3); }, "top_logprobs is 3 but return_logprobs and return_prompt_logprobs are false"},
       {[](auto* r) { r->set_repetition_penalty(-1); }, "repetition_penalty must be in [0.01, 10], or 0"},
       {[](auto* r) { r->set_repetition_penalty(11); }, "repetition_penalty must be in [0.01, 10], or 0"},
       {[](auto* r) { r->set_repetition_penalty(1e-30f); }, "repetition_penalty must be in [0.01, 10], or 0"},
@@ -214,7 +214,8 @@ TEST(RequestValidation, EveryBadFieldIsNamed) {
       {[](auto* r) { r->set_presence_penalty(-2.5f); }, "presence_penalty must be in [-2, 2], got -2.5"},
       {[](auto* r) { r->set_frequency_penalty(3); }, "frequency_penalty must be in [-2, 2], got 3"},
       {[](auto* r) { r->set_repetition_penalty(1e-10f); }, "got 1e-10"},  // not rounded to 0
-      {[](auto* r) { r->set_min_tokens(-1); }, "min_tokens must be in [0, max_tokens = 64], got -1"},
+      {[](auto* r) { r->set_temperature(2.0000002f); }, "got 2.0000002"},  // not rounded to 2
+      {[](auto* r) { r->set_min_tokens(-1); }, "min_tokens must be in [0, max_tokens = 64 (the default for this prompt)], got -1"},
       {[](auto* r) { r->set_max_tokens(10); r->set_min_tokens(11); }, "min_tokens must be in [0, max_tokens = 10], got 11"},
       {[](auto* r) { (*r->mutable_logit_bias())[258] = 1; }, "logit_bias has token id 258; ids must be in [0, 257]"},
       {[](auto* r) { (*r->mutable_logit_bias())[5] = 1; (*r->mutable_logit_bias())[-3] = 1; }, "logit_bias has token id -3"},

@@ -42,7 +42,8 @@ void RequestValidation(const uint8_t* data, size_t size) {
   FUZZ_CHECK(static_cast<int64_t>(g->stop.stop.size()) <= ctx.limits.max_stop);
   for (const auto& s : g->stop.stop) FUZZ_CHECK(!s.empty() && IsValidUtf8(s));
   FUZZ_CHECK(g->top_logprobs >= 0 && g->top_logprobs <= MaxTopLogprobs(ctx.vocab_size));
-  FUZZ_CHECK(g->top_logprobs == 0 || g->return_logprobs);
+  FUZZ_CHECK(g->top_logprobs == 0 || g->return_logprobs || g->return_prompt_logprobs);
+  FUZZ_CHECK(g->return_prompt_logprobs == req->return_prompt_logprobs());
   FUZZ_CHECK(g->sampling.repetition_penalty >= 0.01 && g->sampling.repetition_penalty <= 10);
   FUZZ_CHECK(std::fabs(g->sampling.presence_penalty) <= 2 && std::fabs(g->sampling.frequency_penalty) <= 2);
   FUZZ_CHECK(g->stop.min_tokens >= 0 && g->stop.min_tokens <= g->stop.max_tokens);
