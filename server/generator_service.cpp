@@ -6,6 +6,7 @@
 #include <mutex>
 #include <random>
 
+#include "client/grpc_code_name.h"
 #include "server/grpc_status.h"
 #include "server/request_decoding.h"
 
@@ -53,7 +54,8 @@ UpdateSink MakeSink(std::shared_ptr<Link> link) {
 
 // What both Generate reactors share: the request goes to the scheduler with
 // a sink bound to this reactor; a client cancel is passed on; before the
-// reactor is deleted it unlinks itself from the sink.
+// reactor is deleted it unlinks itself from the sink and, with a request log,
+// writes the call's line.
 template <typename Base>
 class RequestReactor : public Base, public UpdateTarget {
  public:
@@ -65,6 +67,14 @@ class RequestReactor : public Base, public UpdateTarget {
     {
       std::lock_guard<std::mutex> lock(link_->mu);
       link_->target = nullptr;
+      if (svc_->request_log() != nullptr) {
+        if (!finish_called_) {  // gRPC ended the call before we answered (server shut down, client gone)
+          record_.code = "CANCELLED";
+          record_.message = "the call ended before the server answered";
+        }
+        record_.duration_seconds = std::chrono::duration<double>(Clock::now() - arrival_).count();
+        svc_->request_log()->Write(FormatRequestRecord(record_, std::chrono::system_clock::now()));
+      }
     }
     GeneratorService* svc = svc_;
     delete this;
@@ -72,9 +82,37 @@ class RequestReactor : public Base, public UpdateTarget {
   }
 
  protected:
-  explicit RequestReactor(GeneratorService* svc) : svc_(svc), link_(std::make_shared<Link>()) {
+  RequestReactor(GeneratorService* svc, grpc::CallbackServerContext* ctx, const char* rpc)
+      : svc_(svc), link_(std::make_shared<Link>()) {
     svc_->ReactorStarted();
     link_->target = this;
+    if (svc_->request_log() != nullptr) {
+      record_.rpc = rpc;
+      record_.peer = ctx->peer();
+    }
+  }
+
+  // Every update passes here first (under link_->mu): the request log's
+  // first-token time and, on the last update, the finish reason and usage.
+  void NoteUpdateLocked(const RequestUpdate& u) {
+    if (!u.token_ids.empty() && record_.ttft_seconds < 0) {
+      record_.ttft_seconds = std::chrono::duration<double>(Clock::now() - arrival_).count();
+    }
+    if (!u.finished || !u.status.ok()) return;
+    record_.finish_reason = FinishReasonName(u.finish_reason);
+    record_.prompt_tokens = u.usage.prompt_tokens;
+    record_.completion_tokens = u.usage.completion_tokens;
+    record_.routed_computed = u.usage.routed_computed();
+    record_.routed_skipped = u.usage.routed_skipped();
+  }
+
+  // Ends the RPC with `s` (under link_->mu), noting it for the request log.
+  void FinishLocked(const grpc::Status& s) {
+    finish_called_ = true;
+    record_.code = GrpcCodeName(s.error_code());
+    record_.message = s.error_message();
+    if (!s.ok()) record_.finish_reason.clear();
+    this->Finish(s);
   }
 
   // Asks the write dispatcher to call FlushLocked (once per batch of updates).
@@ -91,6 +129,7 @@ class RequestReactor : public Base, public UpdateTarget {
   Status Start(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& req) {
     ctx_ = ctx;
     auto h = svc_->Submit(ctx, req, MakeSink(link_), &request_id_);
+    record_.request_id = request_id_;
     if (!h.ok()) return h.status();
     handle_ = *h;
     return Status::Ok();
@@ -112,6 +151,9 @@ class RequestReactor : public Base, public UpdateTarget {
   grpc::CallbackServerContext* ctx_ = nullptr;
   bool flush_posted_ = false;    // under link_->mu
   bool metadata_added_ = false;  // under link_->mu
+  bool finish_called_ = false;   // under link_->mu
+  Clock::time_point arrival_ = Clock::now();
+  RequestRecord record_;         // under link_->mu (filled only with a request log)
 };
 
 // Unary Generate: collects every update into one response.
@@ -119,18 +161,19 @@ class UnaryReactor final : public RequestReactor<grpc::ServerUnaryReactor> {
  public:
   UnaryReactor(GeneratorService* svc, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                grpc::ByteBuffer* resp)
-      : RequestReactor(svc), resp_(resp) {
+      : RequestReactor(svc, ctx, "Generate"), resp_(resp) {
     Status started = Start(ctx, *req);
     std::lock_guard<std::mutex> lock(link_->mu);
     AddInitialMetadataLocked(/*send_now=*/started.ok() && !finished_);
     if (!started.ok()) {
       finished_ = true;
-      Finish(ToGrpcStatus(started));
+      FinishLocked(ToGrpcStatus(started));
     }
   }
 
   void DeliverLocked(RequestUpdate u) override {
     if (finished_) return;
+    NoteUpdateLocked(u);
     svc_->AppendUpdate(u, request_id_, &response_);
     if (!u.finished) return;
     finished_ = true;
@@ -142,7 +185,7 @@ class UnaryReactor final : public RequestReactor<grpc::ServerUnaryReactor> {
     flush_posted_ = false;
     AddInitialMetadataLocked(/*send_now=*/false);
     if (final_.ok()) *resp_ = Serialize(response_);
-    Finish(final_);
+    FinishLocked(final_);
   }
 
  private:
@@ -156,7 +199,7 @@ class UnaryReactor final : public RequestReactor<grpc::ServerUnaryReactor> {
 class StreamReactor final : public RequestReactor<grpc::ServerWriteReactor<grpc::ByteBuffer>> {
  public:
   StreamReactor(GeneratorService* svc, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req)
-      : RequestReactor(svc) {
+      : RequestReactor(svc, ctx, "GenerateStream") {
     Status started = Start(ctx, *req);
     std::lock_guard<std::mutex> lock(link_->mu);
     AddInitialMetadataLocked(/*send_now=*/started.ok() && !final_known_ && !writing_);
@@ -169,6 +212,7 @@ class StreamReactor final : public RequestReactor<grpc::ServerWriteReactor<grpc:
 
   void DeliverLocked(RequestUpdate u) override {
     if (final_known_) return;
+    NoteUpdateLocked(u);
     if (u.finished) {
       final_known_ = true;
       final_ = ToGrpcStatus(u.status);
@@ -210,8 +254,7 @@ class StreamReactor final : public RequestReactor<grpc::ServerWriteReactor<grpc:
       writing_ = true;
       StartWrite(&current_);
     } else if (final_known_) {
-      finish_called_ = true;
-      Finish(final_);
+      FinishLocked(final_);
     }
   }
 
@@ -220,7 +263,6 @@ class StreamReactor final : public RequestReactor<grpc::ServerWriteReactor<grpc:
   grpc::ByteBuffer current_;  // the message being written
   bool writing_ = false;
   bool final_known_ = false;
-  bool finish_called_ = false;
   grpc::Status final_;
 };
 

@@ -11,7 +11,8 @@
 // UNAVAILABLE. With a bearer token set (SetAuth), Generate, GenerateStream
 // and GetModelInfo first check the call's "authorization" metadata. Every
 // accepted call gets its request id as initial metadata ("x-request-id")
-// before its first token.
+// before its first token. With a request log (SetRequestLog), every ended
+// Generate / GenerateStream call, accepted or refused, writes one line.
 //
 // Thread-safety: all methods are called by gRPC's threads and the scheduler's
 // step thread; shared state is atomic or under per-RPC mutexes.
@@ -28,6 +29,7 @@
 #include "modserve/v1/modserve.grpc.pb.h"
 #include "server/bearer_auth.h"
 #include "server/metrics.h"
+#include "server/request_log.h"
 #include "server/request_validation.h"
 #include "server/scheduler.h"
 #include "server/write_dispatcher.h"
@@ -51,6 +53,10 @@ class GeneratorService final : public GeneratorServiceBase {
  public:
   // Call before the gRPC server starts.
   void SetAuth(BearerAuth auth) { auth_ = std::move(auth); }
+  // Call before the gRPC server starts; `log` (may be null: no request log)
+  // must outlive every RPC. Each ended Generate call writes a line to it.
+  void SetRequestLog(RequestLog* log) { request_log_ = log; }
+  RequestLog* request_log() const { return request_log_; }
   // Starts serving Generate with `scheduler` and `metrics` (which must
   // outlive every RPC).
   void Attach(Scheduler* scheduler, ServedModel model, ServerMetrics* metrics);
@@ -88,6 +94,7 @@ class GeneratorService final : public GeneratorServiceBase {
   std::atomic<uint64_t> next_id_{1};
   uint64_t seed_base_ = 0;
   BearerAuth auth_;
+  RequestLog* request_log_ = nullptr;
   std::mutex reactors_mu_;
   std::condition_variable reactors_cv_;
   int64_t active_reactors_ = 0;  // under reactors_mu_

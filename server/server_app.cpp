@@ -25,6 +25,7 @@ namespace modserve {
 // scheduler, the engine and the metrics they report to.
 struct ServerApp::Impl {
   ServerConfig cfg;
+  std::unique_ptr<RequestLog> request_log;  // written by reactors: outlives them
   std::unique_ptr<ServerMetrics> metrics;
   std::unique_ptr<StepEngine> engine;
   std::unique_ptr<Scheduler> scheduler;
@@ -98,6 +99,12 @@ StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg, c
     auto auth = BearerAuth::FromFile(cfg.auth_token_file);
     if (!auth.ok()) return auth.status();
     impl->service.SetAuth(std::move(*auth));
+  }
+  if (!cfg.request_log.empty()) {
+    auto log = RequestLog::Open(cfg.request_log);
+    if (!log.ok()) return log.status();
+    impl->request_log = std::move(*log);
+    impl->service.SetRequestLog(impl->request_log.get());
   }
   auto metrics = ServerMetrics::Start(cfg.metrics_listen);
   if (!metrics.ok()) return metrics.status();

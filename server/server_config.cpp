@@ -103,6 +103,8 @@ const std::vector<Key>& Keys() {
       StringKey("tls_client_ca_file", "CA bundle, PEM: require client certificates it signed (mutual TLS)",
                 &ServerConfig::tls_client_ca_file),
       StringKey("auth_token_file", "file holding the bearer token clients must send", &ServerConfig::auth_token_file),
+      StringKey("request_log", "one JSON line per ended Generate call to stderr, stdout or a file (empty: none)",
+                &ServerConfig::request_log),
   };
   return keys;
 }

@@ -38,6 +38,9 @@ struct ServerConfig {
   int64_t max_batch_tokens = 256;               // tokens per engine step
   int64_t max_prefill_tokens = 32;              // prompt tokens per step while any request decodes (0: no cap)
   double drain_grace_seconds = 30;              // SIGTERM: time in-flight requests get to finish
+  // Request log: one JSON line per ended Generate call (request_log.h) to
+  // "stderr", "stdout" or a file path (appended); "" (default): none.
+  std::string request_log;
   std::string io_priority = "auto";             // idle: all threads but the step thread under SCHED_IDLE | normal | auto (IdleIoPriority)
   RequestLimits limits;
 

@@ -16,11 +16,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <regex>
 #include <set>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc_test_util.h"
@@ -793,6 +796,103 @@ TEST(ServerProcess, SigtermDrainsInFlightRequestsAndExitsZero) {
   }
   EXPECT_EQ(WaitExit(p.pid, 30), 0) << p.err;
   ::close(p.err_fd);
+}
+
+// With request_log set, every ended Generate call writes one JSON line: the
+// request id, rpc, peer, code (and message), finish reason, token counts
+// equal to the usage the client got, TTFT within the duration.
+TEST(ServerRequestLog, OneJsonLinePerCallNamingItsOutcome) {
+  const std::string path = testing::TempDir("request_log") + "/requests.log";
+  ServerConfig c = TestConfig();
+  c.request_log = path;
+  auto app = StartApp(c);
+  ASSERT_NE(app, nullptr);
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()), grpc::InsecureChannelCredentials());
+  auto stub = v1::Generator::NewStub(channel);
+  v1::GenerateResponse unary;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(60));
+    v1::GenerateRequest r = Request("The jury said ", 5);
+    r.set_request_id("log-unary");
+    ASSERT_TRUE(stub->Generate(&ctx, r, &unary).ok());
+  }
+  v1::GenerateResponse last;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(60));
+    v1::GenerateRequest r = Request("The jury said ", 7);
+    r.set_request_id("log-stream");
+    auto reader = stub->GenerateStream(&ctx, r);
+    for (v1::GenerateResponse m; reader->Read(&m);) last = m;
+    ASSERT_TRUE(reader->Finish().ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(60));
+    v1::GenerateRequest r = Request("The jury said ", 5);
+    r.set_max_tokens(-1);
+    v1::GenerateResponse ignored;
+    EXPECT_EQ(stub->Generate(&ctx, r, &ignored).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(60));
+    v1::GenerateRequest r = Request("The jury said ", 200);
+    r.set_request_id("log-cancel");
+    auto reader = stub->GenerateStream(&ctx, r);
+    v1::GenerateResponse m;
+    ASSERT_TRUE(reader->Read(&m));
+    ctx.TryCancel();
+    while (reader->Read(&m)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  // The server ends the cancelled call within a step of hearing of it.
+  const std::string cancelled = "modserve_requests_total{code=\"CANCELLED\",finish_reason=\"none\"}";
+  for (int i = 0; i < 250 && Scrape(app->metrics_port())[cancelled] < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  app.reset();  // drains: every line is written
+
+  std::ifstream in(path);
+  std::map<std::string, nlohmann::json> by_id;
+  int lines = 0;
+  for (std::string line; std::getline(in, line); ++lines) {
+    auto j = nlohmann::json::parse(line);  // throws (fails the test) unless each line is JSON
+    by_id[j.value("request_id", "(none)")] = j;
+  }
+  EXPECT_EQ(lines, 4);
+  const auto& u = by_id["log-unary"];
+  EXPECT_EQ(u["rpc"], "Generate");
+  EXPECT_EQ(u["code"], "OK");
+  EXPECT_EQ(u["finish_reason"], "length");
+  EXPECT_EQ(u["prompt_tokens"], unary.usage().prompt_tokens());
+  EXPECT_EQ(u["completion_tokens"], 5);
+  EXPECT_EQ(u["routed_computed"], unary.usage().routed_computed());
+  EXPECT_EQ(u["routed_skipped"], unary.usage().routed_skipped());
+  EXPECT_NE(u["peer"].get<std::string>().find("127.0.0.1"), std::string::npos);
+  EXPECT_GT(u["ttft_ms"].get<double>(), 0);
+  EXPECT_LE(u["ttft_ms"].get<double>(), u["duration_ms"].get<double>());
+  EXPECT_EQ(u["time"].get<std::string>().size(), 24u) << "UTC, milliseconds: " << u["time"];
+  const auto& s = by_id["log-stream"];
+  EXPECT_EQ(s["rpc"], "GenerateStream");
+  EXPECT_EQ(s["code"], "OK");
+  EXPECT_EQ(s["completion_tokens"], 7);
+  EXPECT_EQ(s["routed_skipped"], last.usage().routed_skipped());
+  const auto& bad = by_id["(none)"];
+  EXPECT_EQ(bad["code"], "INVALID_ARGUMENT");
+  EXPECT_NE(bad["message"].get<std::string>().find("max_tokens must be in"), std::string::npos);
+  EXPECT_FALSE(bad.contains("ttft_ms"));
+  const auto& x = by_id["log-cancel"];
+  EXPECT_EQ(x["code"], "CANCELLED");
+  EXPECT_FALSE(x.contains("completion_tokens")) << "not finished";
+  EXPECT_GT(x["ttft_ms"].get<double>(), 0);
+
+  c.request_log = "/nonexistent-dir/requests.log";
+  auto refused = ServerApp::Start(c, LoadLibTorchEngine);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("request_log: cannot open /nonexistent-dir/requests.log"), std::string::npos);
 }
 
 TEST(ServerProcess, BadModelPathFailsAtStartNamingIt) {

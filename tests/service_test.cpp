@@ -6,7 +6,11 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <fcntl.h>
 #include <functional>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <nlohmann/json.hpp>
 #include <limits>
 #include <thread>
 
@@ -15,6 +19,7 @@
 #include "server/metrics_http_server.h"
 #include "modserve/v1/request_wire.pb.h"
 #include "server/request_decoding.h"
+#include "server/request_log.h"
 #include "server/request_validation.h"
 #include "server/server_config.h"
 
@@ -291,6 +296,86 @@ TEST(RequestDecoding, GoodBytesGiveTheRequestBadOnesNameTheProblem) {
     EXPECT_NE(bad.status().message().find("not a valid modserve.v1.GenerateRequest"), std::string::npos);
   }
   EXPECT_TRUE(DecodeGenerateRequest("").ok());  // the empty message is a (default) request; validation refuses it
+}
+
+// --- request log ---------------------------------------------------------------
+
+TEST(RequestLog, RecordsAreOneJsonObjectWithTheKnownFieldsOnly) {
+  RequestRecord r;
+  r.rpc = "GenerateStream";
+  r.request_id = "abc";
+  r.peer = "ipv4:127.0.0.1:5";
+  r.code = "OK";
+  r.finish_reason = "length";
+  r.prompt_tokens = 6;
+  r.completion_tokens = 4;
+  r.routed_computed = 2;
+  r.routed_skipped = 25;
+  r.ttft_seconds = 0.0125;
+  r.duration_seconds = 0.5;
+  const auto at = std::chrono::system_clock::time_point(std::chrono::milliseconds(1764639000123));
+  auto j = nlohmann::json::parse(FormatRequestRecord(r, at));
+  EXPECT_EQ(j["time"], "2025-12-02T01:30:00.123Z");
+  EXPECT_EQ(j["rpc"], "GenerateStream");
+  EXPECT_EQ(j["request_id"], "abc");
+  EXPECT_EQ(j["completion_tokens"], 4);
+  EXPECT_DOUBLE_EQ(j["ttft_ms"].get<double>(), 12.5);
+  EXPECT_DOUBLE_EQ(j["duration_ms"].get<double>(), 500.0);
+  EXPECT_FALSE(j.contains("message"));
+  RequestRecord refused;
+  refused.rpc = "Generate";
+  refused.code = "INVALID_ARGUMENT";
+  refused.message = "max_tokens must be in [0, 1024], got -1 \xff";
+  auto k = nlohmann::json::parse(FormatRequestRecord(refused, at));
+  EXPECT_FALSE(k.contains("request_id"));
+  EXPECT_FALSE(k.contains("prompt_tokens"));
+  EXPECT_FALSE(k.contains("ttft_ms"));
+  EXPECT_NE(k["message"].get<std::string>().find("max_tokens"), std::string::npos) << "invalid UTF-8 replaced, not thrown";
+}
+
+TEST(RequestLog, AStuckDestinationNeverBlocksWritersAndDropsAreReported) {
+  const std::string fifo = ::testing::TempDir() + "/request_log_fifo";
+  ::unlink(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);  // a reader that does not read yet
+  ASSERT_GE(reader, 0);
+  auto log = RequestLog::Open(fifo);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  const std::string line = "{\"pad\":\"" + std::string(100, 'x') + "\"}";
+  constexpr int kLines = 20000;  // ~2 MB: far more than the pipe (64 KiB) and the queue hold
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < kLines; ++i) (*log)->Write(line);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5)) << "writers never wait for the pipe";
+  const int64_t dropped = (*log)->dropped();
+  EXPECT_GT(dropped, 0);
+  EXPECT_LE(dropped, kLines - static_cast<int64_t>(RequestLog::kMaxQueued));
+  // Drain the pipe, then write one more line.
+  std::string got;
+  std::thread drain([&] {
+    ::fcntl(reader, F_SETFL, 0);  // blocking reads until the log closes its end
+    char buf[65536];
+    for (ssize_t n; (n = ::read(reader, buf, sizeof buf)) > 0;) got.append(buf, static_cast<size_t>(n));
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  (*log)->Write("{\"last\":1}");
+  log->reset();  // writes the rest, closes the FIFO: the reader sees EOF
+  drain.join();
+  ::close(reader);
+  const auto lines = static_cast<int64_t>(std::count(got.begin(), got.end(), '\n'));
+  EXPECT_EQ(lines, kLines - dropped + 1) << "every line not dropped arrives";
+  // The first line written after the drops says how many there were, once.
+  const std::string note = ",\"log_lines_dropped\":" + std::to_string(dropped) + "}";
+  const size_t at = got.find(note);
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_EQ(got.find("log_lines_dropped", at + note.size()), std::string::npos);
+  EXPECT_NE(got.find("{\"last\":1}\n"), std::string::npos);
+  ::unlink(fifo.c_str());
+}
+
+TEST(RequestLog, AnUnopenableFileIsAClearError) {
+  auto log = RequestLog::Open("/nonexistent-dir/requests.log");
+  ASSERT_FALSE(log.ok());
+  EXPECT_NE(log.status().message().find("request_log: cannot open /nonexistent-dir/requests.log"), std::string::npos);
 }
 
 // --- metrics endpoint ---------------------------------------------------------

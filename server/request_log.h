@@ -1,0 +1,76 @@
+// RequestLog: the server's request log, one JSON line per ended Generate or
+// GenerateStream call (accepted or refused), for operators: who asked, what
+// came back, how long it took. Lines go to stderr, stdout or a file
+// (appended), written by the log's own thread, so no caller (a gRPC reactor)
+// ever blocks on the destination: a line is queued, and when kMaxQueued
+// lines wait (the destination is stuck) new ones are dropped and counted;
+// the next line written carries "log_lines_dropped".
+//
+// Thread-safety: Write() and dropped() from any thread; Open and the
+// destructor (which writes every queued line, then closes) on one.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "engine/status.h"
+
+namespace modserve {
+
+// What the log says about one call.
+struct RequestRecord {
+  std::string rpc;         // "Generate" or "GenerateStream"
+  std::string request_id;  // empty when the call was refused before it got one
+  std::string peer;        // gRPC's peer string, e.g. "ipv4:127.0.0.1:40312"
+  std::string code;        // gRPC code name, e.g. "OK", "INVALID_ARGUMENT"
+  std::string message;     // the error message (empty for OK)
+  std::string finish_reason;  // "length", "eos", "stop"; empty unless the call succeeded
+  int64_t prompt_tokens = -1;      // -1: unknown (the call did not finish OK)
+  int64_t completion_tokens = -1;
+  int64_t routed_computed = -1;
+  int64_t routed_skipped = -1;
+  double ttft_seconds = -1;        // arrival to the first token; -1: no token
+  double duration_seconds = 0;     // arrival to the status
+};
+
+// The record as one JSON object (no newline), stamped with `at` (UTC,
+// milliseconds); fields that are unknown are left out.
+std::string FormatRequestRecord(const RequestRecord& r, std::chrono::system_clock::time_point at);
+
+class RequestLog {
+ public:
+  static constexpr size_t kMaxQueued = 4096;
+
+  // `destination`: "stderr", "stdout" or a file path (created or appended to).
+  static StatusOr<std::unique_ptr<RequestLog>> Open(const std::string& destination);
+  ~RequestLog();
+  RequestLog(const RequestLog&) = delete;
+  RequestLog& operator=(const RequestLog&) = delete;
+
+  // Queues one line (a JSON object, without the newline); never blocks on I/O.
+  void Write(std::string line);
+  int64_t dropped() const;
+
+ private:
+  RequestLog(std::FILE* out, bool owned);
+  void Run();
+
+  std::FILE* out_;
+  bool owned_;  // fclose at the end (a file, not stderr / stdout)
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::string> queue_;  // under mu_
+  int64_t dropped_ = 0;            // under mu_: lines dropped in all
+  int64_t unreported_ = 0;         // under mu_: of those, not yet said in a written line
+  bool stop_ = false;              // under mu_
+  std::thread writer_;
+};
+
+}  // namespace modserve
