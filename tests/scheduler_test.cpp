@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
@@ -313,15 +314,24 @@ int RecomputedSequences(const FakeEngine& e) {
   return recomputed;
 }
 
-TEST(Scheduler, PreemptsAndRecomputesWhenBlocksRunOut) {
-  // 24 blocks of 4 tokens: not enough for 6 requests of 10 + 20 tokens at once.
-  FakeEngine small(24, 4);
+// Runs request(0) .. request(5) together on `small` (a pool too small for
+// the six at once) with 64 tokens a step until all end; some of them must
+// have been preempted and recomputed.
+std::vector<Collected> RunSixUnderMemoryPressure(FakeEngine& small, const std::function<GenerationRequest(int)>& request) {
   SchedulerOptions o;
   o.max_batch_tokens = 64;
   Scheduler s(&small, o);
   std::vector<Collected> got(6);
-  for (int i = 0; i < 6; ++i) ASSERT_TRUE(s.Submit(Req("prompt" + std::to_string(i) + "xx", 20), Into(&got[i])).ok());
+  for (int i = 0; i < 6; ++i) EXPECT_TRUE(s.Submit(request(i), Into(&got[i])).ok());
   RunUntilIdle(s);
+  EXPECT_GT(RecomputedSequences(small), 0) << "some sequence was recomputed after a preemption";
+  return got;
+}
+
+TEST(Scheduler, PreemptsAndRecomputesWhenBlocksRunOut) {
+  // 24 blocks of 4 tokens: not enough for 6 requests of 10 + 20 tokens at once.
+  FakeEngine small(24, 4);
+  std::vector<Collected> got = RunSixUnderMemoryPressure(small, [](int i) { return Req("prompt" + std::to_string(i) + "xx", 20); });
   for (int i = 0; i < 6; ++i) {
     ASSERT_TRUE(got[i].done());
     EXPECT_TRUE(got[i].last().status.ok()) << got[i].last().status.ToString();
@@ -329,7 +339,6 @@ TEST(Scheduler, PreemptsAndRecomputesWhenBlocksRunOut) {
     // Recomputed tokens are counted once.
     EXPECT_EQ(got[i].last().usage.routed_computed() + got[i].last().usage.routed_skipped(), 10 + 19);
   }
-  EXPECT_GT(RecomputedSequences(small), 0);  // some sequence was recomputed after a preemption
   EXPECT_EQ(small.sequences(), 0);
   EXPECT_EQ(small.FreeBlocks(), 24);
 }
@@ -360,13 +369,7 @@ TEST(Scheduler, PenaltiesKeepTheirCountsThroughPreemption) {
     alone[i] = c.ids;
   }
   FakeEngine small(24, 4, 256, "ab");  // too small for the 6 at once, as above
-  SchedulerOptions o;
-  o.max_batch_tokens = 64;
-  Scheduler s(&small, o);
-  std::vector<Collected> got(6);
-  for (int i = 0; i < 6; ++i) ASSERT_TRUE(s.Submit(request(i), Into(&got[i])).ok());
-  RunUntilIdle(s);
-  EXPECT_GT(RecomputedSequences(small), 0);
+  std::vector<Collected> got = RunSixUnderMemoryPressure(small, request);
   for (int i = 0; i < 6; ++i) {
     EXPECT_EQ(got[i].ids, alone[i]) << "request " << i;
     ASSERT_EQ(alone[i].size(), 16u);
@@ -432,13 +435,7 @@ TEST(Scheduler, PromptLogprobsScoreEachPromptTokenOnceThroughChunksAndPreemption
     EXPECT_EQ(plain.ids, c.ids);
   }
   FakeEngine small(24, 4);  // too small for the 6 at once: preemption and recomputation
-  SchedulerOptions o;
-  o.max_batch_tokens = 64;
-  Scheduler s(&small, o);
-  std::vector<Collected> got(6);
-  for (int i = 0; i < 6; ++i) ASSERT_TRUE(s.Submit(request(i), Into(&got[i])).ok());
-  RunUntilIdle(s);
-  EXPECT_GT(RecomputedSequences(small), 0);
+  std::vector<Collected> got = RunSixUnderMemoryPressure(small, request);
   for (int i = 0; i < 6; ++i) check(request(i), got[i]);
 }
 
