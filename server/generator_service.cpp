@@ -68,7 +68,7 @@ class RequestReactor : public Base, public UpdateTarget {
       std::lock_guard<std::mutex> lock(link_->mu);
       link_->target = nullptr;
       if (svc_->request_log() != nullptr) {
-        if (!finish_called_) {  // gRPC ended the call before we answered (server shut down, client gone)
+        if (!finish_called_) {  // defensive: gRPC calls OnDone only after Finish
           record_.code = "CANCELLED";
           record_.message = "the call ended before the server answered";
         }
@@ -111,7 +111,10 @@ class RequestReactor : public Base, public UpdateTarget {
     finish_called_ = true;
     record_.code = GrpcCodeName(s.error_code());
     record_.message = s.error_message();
-    if (!s.ok()) record_.finish_reason.clear();
+    if (!s.ok()) {  // e.g. the last write failed after the final update: not a finished call
+      record_.finish_reason.clear();
+      record_.prompt_tokens = record_.completion_tokens = record_.routed_computed = record_.routed_skipped = -1;
+    }
     this->Finish(s);
   }
 
@@ -129,7 +132,10 @@ class RequestReactor : public Base, public UpdateTarget {
   Status Start(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& req) {
     ctx_ = ctx;
     auto h = svc_->Submit(ctx, req, MakeSink(link_), &request_id_);
-    record_.request_id = request_id_;
+    {
+      std::lock_guard<std::mutex> lock(link_->mu);
+      record_.request_id = request_id_;
+    }
     if (!h.ok()) return h.status();
     handle_ = *h;
     return Status::Ok();
@@ -304,6 +310,8 @@ StatusOr<Scheduler::Handle> GeneratorService::Submit(grpc::CallbackServerContext
     metrics_->CountRejected(request.status().code());
     return request.status();
   }
+  // The client's id, when usable, names the call even if validation refuses it.
+  if (request->has_request_id() && IsValidRequestId(request->request_id())) *request_id = request->request_id();
   const uint64_t n = next_id_.fetch_add(1);
   auto g = ValidateGenerateRequest(*request, model_->validation, seed_base_ + n * 0x9E3779B97F4A7C15ull,
                                    "req-" + std::to_string(n));

@@ -5,7 +5,11 @@
 #include <cstring>
 #include <ctime>
 #include <nlohmann/json.hpp>
-#include <vector>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <mutex>
+#include <thread>
 
 namespace modserve {
 namespace {
@@ -45,73 +49,93 @@ std::string FormatRequestRecord(const RequestRecord& r, std::chrono::system_cloc
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-StatusOr<std::unique_ptr<RequestLog>> RequestLog::Open(const std::string& destination) {
-  if (destination == "stderr") return std::unique_ptr<RequestLog>(new RequestLog(stderr, false));
-  if (destination == "stdout") return std::unique_ptr<RequestLog>(new RequestLog(stdout, false));
-  if (destination.empty()) return InvalidArgument("request_log: empty destination (use stderr, stdout or a file path)");
-  std::FILE* f = std::fopen(destination.c_str(), "a");
-  if (f == nullptr) {
-    return InvalidArgument("request_log: cannot open " + destination + " for appending: " + std::strerror(errno));
+struct RequestLog::Shared {
+  std::FILE* out = nullptr;
+  bool owned = false;  // fclose at the end (a file, not stderr / stdout)
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::string> queue;  // under mu
+  int64_t dropped = 0;            // under mu: lines dropped in all
+  int64_t unreported = 0;         // under mu: of those, not yet said in a written line
+  bool stop = false;              // under mu
+  bool done = false;              // under mu: the writer wrote everything and returned
+
+  // The writer thread: takes every queued line at once and writes them in
+  // one fwrite (a line is never split by other output to the same stream).
+  void Run() {
+    std::string batch;
+    std::unique_lock<std::mutex> lock(mu);
+    while (true) {
+      cv.wait(lock, [this] { return stop || !queue.empty(); });
+      if (queue.empty()) break;  // stopping, and everything is written
+      batch.clear();
+      const int64_t note = unreported;
+      unreported = 0;
+      for (std::string& line : queue) {
+        if (note > 0 && batch.empty() && !line.empty() && line.back() == '}') {
+          line.insert(line.size() - 1, ",\"log_lines_dropped\":" + std::to_string(note));
+        }
+        batch += line;
+        batch += '\n';
+      }
+      queue.clear();
+      lock.unlock();
+      std::fwrite(batch.data(), 1, batch.size(), out);
+      std::fflush(out);
+      lock.lock();
+    }
+    if (owned) std::fclose(out);
+    done = true;
+    cv.notify_all();
   }
-  return std::unique_ptr<RequestLog>(new RequestLog(f, true));
+};
+
+StatusOr<std::unique_ptr<RequestLog>> RequestLog::Open(const std::string& destination) {
+  auto shared = std::make_shared<Shared>();
+  if (destination == "stderr") {
+    shared->out = stderr;
+  } else if (destination == "stdout") {
+    shared->out = stdout;
+  } else if (destination.empty()) {
+    return InvalidArgument("request_log: empty destination (use stderr, stdout or a file path)");
+  } else {
+    shared->out = std::fopen(destination.c_str(), "a");
+    if (shared->out == nullptr) {
+      return InvalidArgument("request_log: cannot open " + destination + " for appending: " + std::strerror(errno));
+    }
+    shared->owned = true;
+  }
+  return std::unique_ptr<RequestLog>(new RequestLog(std::move(shared)));
 }
 
-RequestLog::RequestLog(std::FILE* out, bool owned) : out_(out), owned_(owned), writer_([this] { Run(); }) {}
+RequestLog::RequestLog(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {
+  // The thread holds the state too, so it may outlive this object (kCloseWait).
+  std::thread([s = shared_] { s->Run(); }).detach();
+}
 
 RequestLog::~RequestLog() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_one();
-  writer_.join();
-  if (owned_) {
-    std::fclose(out_);
-  } else {
-    std::fflush(out_);
-  }
+  std::unique_lock<std::mutex> lock(shared_->mu);
+  shared_->stop = true;
+  shared_->cv.notify_all();
+  shared_->cv.wait_for(lock, kCloseWait, [this] { return shared_->done; });
 }
 
 void RequestLog::Write(std::string line) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (queue_.size() >= kMaxQueued) {
-      ++dropped_;
-      ++unreported_;
+    std::lock_guard<std::mutex> lock(shared_->mu);
+    if (shared_->queue.size() >= kMaxQueued) {
+      ++shared_->dropped;
+      ++shared_->unreported;
       return;
     }
-    queue_.push_back(std::move(line));
+    shared_->queue.push_back(std::move(line));
   }
-  cv_.notify_one();
+  shared_->cv.notify_all();
 }
 
 int64_t RequestLog::dropped() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return dropped_;
-}
-
-void RequestLog::Run() {
-  std::vector<std::string> batch;
-  std::unique_lock<std::mutex> lock(mu_);
-  while (true) {
-    cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stopping, and everything is written
-    batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
-    queue_.clear();
-    const int64_t unreported = unreported_;
-    unreported_ = 0;
-    lock.unlock();
-    if (unreported > 0 && !batch.empty() && !batch.front().empty() && batch.front().back() == '}') {
-      std::string& first = batch.front();
-      first.insert(first.size() - 1, ",\"log_lines_dropped\":" + std::to_string(unreported));
-    }
-    for (const std::string& line : batch) {
-      std::fwrite(line.data(), 1, line.size(), out_);
-      std::fputc('\n', out_);
-    }
-    std::fflush(out_);
-    lock.lock();
-  }
+  std::lock_guard<std::mutex> lock(shared_->mu);
+  return shared_->dropped;
 }
 
 }  // namespace modserve

@@ -7,18 +7,14 @@
 // the next line written carries "log_lines_dropped".
 //
 // Thread-safety: Write() and dropped() from any thread; Open and the
-// destructor (which writes every queued line, then closes) on one.
+// destructor (which writes every queued line, then closes; see kCloseWait)
+// on one.
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <cstdio>
-#include <deque>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 
 #include "engine/status.h"
 
@@ -47,6 +43,10 @@ std::string FormatRequestRecord(const RequestRecord& r, std::chrono::system_cloc
 class RequestLog {
  public:
   static constexpr size_t kMaxQueued = 4096;
+  // At destruction, how long the queued lines get to be written; a writer
+  // still stuck then (a destination that stopped taking bytes) is left
+  // behind, so a drain never hangs on its log.
+  static constexpr std::chrono::seconds kCloseWait{2};
 
   // `destination`: "stderr", "stdout" or a file path (created or appended to).
   static StatusOr<std::unique_ptr<RequestLog>> Open(const std::string& destination);
@@ -59,18 +59,10 @@ class RequestLog {
   int64_t dropped() const;
 
  private:
-  RequestLog(std::FILE* out, bool owned);
-  void Run();
+  struct Shared;  // the queue and the destination, shared with the writer thread
+  explicit RequestLog(std::shared_ptr<Shared> shared);
 
-  std::FILE* out_;
-  bool owned_;  // fclose at the end (a file, not stderr / stdout)
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::string> queue_;  // under mu_
-  int64_t dropped_ = 0;            // under mu_: lines dropped in all
-  int64_t unreported_ = 0;         // under mu_: of those, not yet said in a written line
-  bool stop_ = false;              // under mu_
-  std::thread writer_;
+  std::shared_ptr<Shared> shared_;
 };
 
 }  // namespace modserve

@@ -23,6 +23,11 @@ std::string Num(float v) {
 
 }  // namespace
 
+bool IsValidRequestId(const std::string& id) {
+  if (id.empty() || id.size() > 128) return false;
+  return std::all_of(id.begin(), id.end(), [](char ch) { return ch >= 0x21 && ch <= 0x7e; });
+}
+
 StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r, const ValidationContext& ctx,
                                                     uint64_t fallback_seed, const std::string& fallback_id) {
   const RequestLimits& lim = ctx.limits;
@@ -118,9 +123,7 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
     if (id.empty() || id.size() > 128) {
       return InvalidArgument("request_id must be 1 to 128 characters, got " + std::to_string(id.size()));
     }
-    for (char ch : id) {
-      if (ch < 0x21 || ch > 0x7e) return InvalidArgument("request_id must be printable ASCII without spaces");
-    }
+    if (!IsValidRequestId(id)) return InvalidArgument("request_id must be printable ASCII without spaces");
   }
 
   GenerationRequest g;

@@ -28,6 +28,9 @@ struct ValidationContext {
   int64_t eos_id = 257;
 };
 
+// Whether `id` may be a request_id: 1 to 128 printable ASCII characters, no spaces.
+bool IsValidRequestId(const std::string& id);
+
 // `fallback_seed` is used when the request has no seed; `fallback_id` when it
 // has no request_id.
 StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r, const ValidationContext& ctx,

@@ -420,7 +420,16 @@ void Scheduler::ApplyResult(const std::vector<Active*>& planned, const std::vect
       }
       a.routes_counted = position + 1;
     }
-    if (a.wants_prompt_logits() && i < result.all_logits.size()) ScorePrompt(a, result.all_logits[i]);
+    if (a.wants_prompt_logits()) {
+      const size_t want = batch[i].tokens.size() * static_cast<size_t>(info_.vocab_size);
+      if (i >= result.all_logits.size() || result.all_logits[i].size() != want) {
+        ActivePtr owned = std::move(running_.at(a.handle));
+        running_.erase(a.handle);
+        Finish(*owned, Internal("the engine returned no per-token logits for return_prompt_logprobs"));
+        continue;
+      }
+      ScorePrompt(a, result.all_logits[i]);
+    }
     a.cached += static_cast<int64_t>(batch[i].tokens.size());
     if (a.cached < static_cast<int64_t>(a.tokens.size())) continue;  // mid-prefill: no token yet
 

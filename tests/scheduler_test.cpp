@@ -17,6 +17,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "fake_engine.h"
@@ -314,12 +315,30 @@ int RecomputedSequences(const FakeEngine& e) {
   return recomputed;
 }
 
+// Sequences preempted before their first `prompt_len` tokens had all been
+// fed (then fed again from BOS).
+int PreemptedMidPrompt(const FakeEngine& e, size_t prompt_len) {
+  std::map<SeqId, size_t> fed;
+  std::set<SeqId> hit;
+  for (const auto& step : e.steps) {
+    for (const auto& c : step) {
+      if (c.tokens[0] == 256) {  // from position 0 (generated tokens are never BOS)
+        if (fed.count(c.id) && fed[c.id] < prompt_len) hit.insert(c.id);
+        fed[c.id] = 0;
+      }
+      fed[c.id] += c.tokens.size();
+    }
+  }
+  return static_cast<int>(hit.size());
+}
+
 // Runs request(0) .. request(5) together on `small` (a pool too small for
-// the six at once) with 64 tokens a step until all end; some of them must
-// have been preempted and recomputed.
-std::vector<Collected> RunSixUnderMemoryPressure(FakeEngine& small, const std::function<GenerationRequest(int)>& request) {
+// the six at once) with `step_tokens` tokens a step until all end; some of
+// them must have been preempted and recomputed.
+std::vector<Collected> RunSixUnderMemoryPressure(FakeEngine& small, const std::function<GenerationRequest(int)>& request,
+                                                 int64_t step_tokens = 64) {
   SchedulerOptions o;
-  o.max_batch_tokens = 64;
+  o.max_batch_tokens = step_tokens;
   Scheduler s(&small, o);
   std::vector<Collected> got(6);
   for (int i = 0; i < 6; ++i) EXPECT_TRUE(s.Submit(request(i), Into(&got[i])).ok());
@@ -434,8 +453,11 @@ TEST(Scheduler, PromptLogprobsScoreEachPromptTokenOnceThroughChunksAndPreemption
     EXPECT_TRUE(plain.updates[0].prompt_logprobs.empty());
     EXPECT_EQ(plain.ids, c.ids);
   }
-  FakeEngine small(24, 4);  // too small for the 6 at once: preemption and recomputation
-  std::vector<Collected> got = RunSixUnderMemoryPressure(small, request);
+  // 16 blocks, far too few for the 6 at once, and 8 tokens a step:
+  // preemption, also of requests whose prompt was only partly read (and scored).
+  FakeEngine small(16, 4);
+  std::vector<Collected> got = RunSixUnderMemoryPressure(small, request, /*step_tokens=*/8);
+  EXPECT_GT(PreemptedMidPrompt(small, request(0).prompt.size()), 0);
   for (int i = 0; i < 6; ++i) check(request(i), got[i]);
 }
 

@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <future>
 #include <limits>
 #include <map>
 #include <regex>
@@ -240,9 +241,23 @@ TEST_F(ServerE2E, PromptLogprobsScoreThePromptLikeAFullForward) {
   torch::NoGradGuard ng;
   auto logp = torch::log_softmax((*model)->Forward(torch::tensor(ids).unsqueeze(0), RouteMode::kPredictor).logits[0], -1);  // [S, V]
 
-  // A long stream decoding meanwhile caps prefill at 32 tokens a step.
-  std::thread busy([this] { EXPECT_TRUE(Stream(Request("The jury said ", 200)).status.ok()); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // A long stream decoding meanwhile caps prefill at 32 tokens a step: the
+  // request below goes in once that stream has sent its first token.
+  std::promise<void> decoding;
+  std::thread busy([this, &decoding] {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(60));
+    auto reader = stub_->GenerateStream(&ctx, Request("The jury said ", 200));
+    v1::GenerateResponse m;
+    bool first = true;
+    while (reader->Read(&m)) {
+      if (first) decoding.set_value();
+      first = false;
+    }
+    if (first) decoding.set_value();
+    EXPECT_TRUE(reader->Finish().ok());
+  });
+  decoding.get_future().wait();
   v1::GenerateRequest r = Request(prompt, 2);
   r.set_return_prompt_logprobs(true);
   r.set_top_logprobs(kTop);
@@ -832,6 +847,7 @@ TEST(ServerRequestLog, OneJsonLinePerCallNamingItsOutcome) {
     ctx.set_deadline(In(60));
     v1::GenerateRequest r = Request("The jury said ", 5);
     r.set_max_tokens(-1);
+    r.set_request_id("log-refused");  // named in the log though refused
     v1::GenerateResponse ignored;
     EXPECT_EQ(stub->Generate(&ctx, r, &ignored).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   }
@@ -880,7 +896,7 @@ TEST(ServerRequestLog, OneJsonLinePerCallNamingItsOutcome) {
   EXPECT_EQ(s["code"], "OK");
   EXPECT_EQ(s["completion_tokens"], 7);
   EXPECT_EQ(s["routed_skipped"], last.usage().routed_skipped());
-  const auto& bad = by_id["(none)"];
+  const auto& bad = by_id["log-refused"];
   EXPECT_EQ(bad["code"], "INVALID_ARGUMENT");
   EXPECT_NE(bad["message"].get<std::string>().find("max_tokens must be in"), std::string::npos);
   EXPECT_FALSE(bad.contains("ttft_ms"));

@@ -372,6 +372,24 @@ TEST(RequestLog, AStuckDestinationNeverBlocksWritersAndDropsAreReported) {
   ::unlink(fifo.c_str());
 }
 
+TEST(RequestLog, ClosingOnAStuckDestinationWaitsOnlyBriefly) {
+  const std::string fifo = ::testing::TempDir() + "/request_log_stuck";
+  ::unlink(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  // A reader that never reads, kept open to the end of the process (closing
+  // it would turn the stuck write into SIGPIPE).
+  const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(reader, 0);
+  auto log = RequestLog::Open(fifo);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  for (int i = 0; i < 2000; ++i) (*log)->Write("{\"pad\":\"" + std::string(100, 'x') + "\"}");  // > the 64 KiB pipe
+  const auto start = std::chrono::steady_clock::now();
+  log->reset();
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(waited, RequestLog::kCloseWait - std::chrono::milliseconds(50)) << "the queued lines got their chance";
+  EXPECT_LT(waited, RequestLog::kCloseWait + std::chrono::seconds(2)) << "and then it let go";
+}
+
 TEST(RequestLog, AnUnopenableFileIsAClearError) {
   auto log = RequestLog::Open("/nonexistent-dir/requests.log");
   ASSERT_FALSE(log.ok());
