@@ -29,6 +29,8 @@ check() {  # check NAME OUTPUT_FILE
   grep -q '^unary: 24 tokens, finish FINISH_REASON_LENGTH' "$2" || { echo "FAIL: $1 unary call"; exit 1; }
   grep -q '^stream: 24 tokens in [0-9]* messages, finish FINISH_REASON_LENGTH' "$2" || { echo "FAIL: $1 stream call"; exit 1; }
   grep -q '^same tokens: yes' "$2" || { echo "FAIL: $1 unary and stream differ"; exit 1; }
+  # "The jury said " is 14 bytes: 14 prompt tokens scored, each logprob < 0.
+  grep -qE '^prompt logprobs: 14 tokens, total -[0-9]+\.[0-9]{3}$' "$2" || { echo "FAIL: $1 prompt logprobs"; exit 1; }
   echo "PASS: $1"
 }
 
@@ -45,6 +47,9 @@ cp "$src/client/node/package.json" "$src/client/node/example.js" "$work/node/"
 (cd "$work/node" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
 node "$work/node/example.js" --server "$address" --proto-dir "$src/proto" --max-tokens 24 >"$work/node.out"
 check node "$work/node.out"
+[[ "$(grep '^prompt logprobs' "$work/py.out")" == "$(grep '^prompt logprobs' "$work/node.out")" ]] ||
+  { echo "FAIL: Python and Node scored the prompt differently"; exit 1; }
+echo "PASS: Python and Node give the same prompt score"
 
 echo "== mod-client --logprobs"
 "$bin/mod-client" --server "$address" generate --max-tokens 8 --logprobs 2 >"$work/lp.out"

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Calls mod-server from Node.js: one unary Generate and one GenerateStream,
-// with @grpc/grpc-js and @grpc/proto-loader (npm install in this folder).
+// then scores the prompt (its log-likelihood), with @grpc/grpc-js and @grpc/proto-loader (npm install in this folder).
 //   node client/node/example.js --server 127.0.0.1:50051
 'use strict';
 const path = require('path');
@@ -42,6 +42,12 @@ client.Generate(request, { deadline: deadline() }, (err, unary) => {
     console.log(`stream: ${ids.length} tokens in ${texts.length} messages, finish ${last.finish_reason}`);
     console.log(`stream text: ${JSON.stringify(texts.join(''))}`);
     console.log(`same tokens: ${JSON.stringify(ids) === JSON.stringify(unary.token_ids) ? 'yes' : 'no'}`);
-    client.close();
+    const scoring = { prompt: request.prompt, max_tokens: 1, return_prompt_logprobs: true };
+    client.Generate(scoring, { deadline: deadline() }, (e, scored) => {
+      if (e) fail('Generate (scoring)', e);
+      const total = scored.prompt_logprobs.reduce((sum, lp) => sum + lp.token.logprob, 0);
+      console.log(`prompt logprobs: ${scored.prompt_logprobs.length} tokens, total ${total.toFixed(3)}`);
+      client.close();
+    });
   });
 });

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Calls mod-server from Python: one unary Generate and one GenerateStream.
+"""Calls mod-server from Python: one unary Generate and one GenerateStream, then scores the prompt.
 
 Uses Debian's python3-grpcio and python3-protobuf; generate the stubs from
 proto/ first (tests/clients_test.sh does exactly this):
@@ -32,6 +32,9 @@ def main() -> int:
                 streamed_text.append(message.text)
                 streamed_ids.extend(message.token_ids)
                 last = message
+            # Scoring: the prompt's log-likelihood under the model (one token to generate).
+            scored = stub.Generate(modserve_pb2.GenerateRequest(prompt=args.prompt, max_tokens=1,
+                                                                return_prompt_logprobs=True), timeout=args.timeout)
         except grpc.RpcError as e:
             print(f"python client: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1
@@ -43,6 +46,8 @@ def main() -> int:
           f"finish {modserve_pb2.FinishReason.Name(last.finish_reason)}")
     print(f"stream text: {''.join(streamed_text)!r}")
     print("same tokens: " + ("yes" if list(unary.token_ids) == streamed_ids else "no"))
+    total = sum(lp.token.logprob for lp in scored.prompt_logprobs)
+    print(f"prompt logprobs: {len(scored.prompt_logprobs)} tokens, total {total:.3f}")
     return 0
 
 
