@@ -7,10 +7,10 @@
 
 namespace modserve {
 
-TokenLogprobs ComputeTokenLogprobs(const std::vector<float>& logits, int64_t token, int64_t top_n) {
+TokenLogprobs ComputeTokenLogprobs(const float* logits, size_t vocab, int64_t token, int64_t top_n) {
   constexpr double kNegInf = -std::numeric_limits<double>::infinity();
-  std::vector<double> l(logits.size());  // NaN as -inf, so the order below is a strict weak one
-  for (size_t i = 0; i < logits.size(); ++i) l[i] = std::isnan(logits[i]) ? kNegInf : static_cast<double>(logits[i]);
+  std::vector<double> l(vocab);  // NaN as -inf, so the order below is a strict weak one
+  for (size_t i = 0; i < vocab; ++i) l[i] = std::isnan(logits[i]) ? kNegInf : static_cast<double>(logits[i]);
   // log p_i = l_i - (max + log sum_j e^(l_j - max))
   const double max = l.empty() ? kNegInf : *std::max_element(l.begin(), l.end());
   double sum = 0;

@@ -9,6 +9,7 @@
 // Thread-safety: a pure function of its arguments.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -27,6 +28,9 @@ struct TokenLogprobs {
 // `logits` has one entry per vocabulary id, not all -inf (a NaN counts as
 // -inf); 0 <= token < logits.size(); top_n below 0 means 0, above the
 // vocabulary size means all of it.
-TokenLogprobs ComputeTokenLogprobs(const std::vector<float>& logits, int64_t token, int64_t top_n);
+TokenLogprobs ComputeTokenLogprobs(const float* logits, size_t vocab, int64_t token, int64_t top_n);
+inline TokenLogprobs ComputeTokenLogprobs(const std::vector<float>& logits, int64_t token, int64_t top_n) {
+  return ComputeTokenLogprobs(logits.data(), logits.size(), token, top_n);
+}
 
 }  // namespace modserve

@@ -3,12 +3,12 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <ctime>
-#include <nlohmann/json.hpp>
 #include <condition_variable>
 #include <cstdio>
+#include <ctime>
 #include <deque>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 namespace modserve {
@@ -63,23 +63,26 @@ struct RequestLog::Shared {
   // The writer thread: takes every queued line at once and writes them in
   // one fwrite (a line is never split by other output to the same stream).
   void Run() {
+    std::deque<std::string> lines;
     std::string batch;
     std::unique_lock<std::mutex> lock(mu);
     while (true) {
       cv.wait(lock, [this] { return stop || !queue.empty(); });
       if (queue.empty()) break;  // stopping, and everything is written
-      batch.clear();
+      lines.swap(queue);  // the writers' queue is empty again at once
       const int64_t note = unreported;
       unreported = 0;
-      for (std::string& line : queue) {
-        if (note > 0 && batch.empty() && !line.empty() && line.back() == '}') {
-          line.insert(line.size() - 1, ",\"log_lines_dropped\":" + std::to_string(note));
-        }
+      lock.unlock();
+      std::string& first = lines.front();
+      if (note > 0 && !first.empty() && first.back() == '}') {
+        first.insert(first.size() - 1, ",\"log_lines_dropped\":" + std::to_string(note));
+      }
+      batch.clear();
+      for (const std::string& line : lines) {
         batch += line;
         batch += '\n';
       }
-      queue.clear();
-      lock.unlock();
+      lines.clear();
       std::fwrite(batch.data(), 1, batch.size(), out);
       std::fflush(out);
       lock.lock();

@@ -1,8 +1,8 @@
 #include "server/request_validation.h"
 
-#include <cmath>
-#include <charconv>
 #include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
@@ -136,12 +136,13 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
   g.sampling.repetition_penalty = r.repetition_penalty() == 0 ? 1.0 : r.repetition_penalty();
   g.sampling.presence_penalty = r.presence_penalty();
   g.sampling.frequency_penalty = r.frequency_penalty();
+  const int64_t ending_eos = r.ignore_eos() ? -1 : ctx.eos_id;  // the EOS that ends the request (and min_tokens holds back)
   g.sampling.min_tokens = r.min_tokens();
-  g.sampling.eos_id = r.ignore_eos() ? -1 : ctx.eos_id;
+  g.sampling.eos_id = ending_eos;
   g.sampling.logit_bias = std::move(bias_by_id);
   g.stop.max_tokens = max_tokens;
   g.stop.min_tokens = r.min_tokens();
-  g.stop.eos_id = r.ignore_eos() ? -1 : ctx.eos_id;
+  g.stop.eos_id = ending_eos;
   g.stop.stop.assign(r.stop().begin(), r.stop().end());
   g.return_routes = r.return_routes();
   g.return_logprobs = r.return_logprobs();

@@ -374,15 +374,17 @@ bool Scheduler::Step() {
 
 void Scheduler::ScorePrompt(Active& a, const std::vector<float>& rows) const {
   const auto vocab = static_cast<size_t>(info_.vocab_size);
-  const auto prompt_len = static_cast<int64_t>(a.req.prompt.size());
-  const auto n_rows = static_cast<int64_t>(vocab == 0 ? 0 : rows.size() / vocab);
-  for (int64_t j = 0; j < n_rows; ++j) {
-    const int64_t position = a.cached + j;  // its logits predict the token at position + 1
-    if (position != a.prompt_scored || position + 1 >= prompt_len) continue;
-    const std::vector<float> row(rows.begin() + static_cast<std::ptrdiff_t>(j * vocab),
-                                 rows.begin() + static_cast<std::ptrdiff_t>((j + 1) * vocab));
-    a.new_prompt_logprobs.push_back(ComputeTokenLogprobs(row, a.req.prompt[static_cast<size_t>(position + 1)], a.req.top_logprobs));
-    ++a.prompt_scored;
+  const auto n_rows = static_cast<int64_t>(rows.size() / vocab);  // the caller checked: chunk tokens * vocab
+  // Row j holds the logits after position a.cached + j, which predict the
+  // token after it; positions before prompt_scored were scored already (a
+  // recomputation after a preemption), the last prompt token predicts output.
+  const int64_t end = std::min(a.cached + n_rows, static_cast<int64_t>(a.req.prompt.size()) - 1);
+  if (a.prompt_scored < a.cached) return;  // never: every chunk is scored while the prompt is not done
+  for (; a.prompt_scored < end; ++a.prompt_scored) {
+    const auto j = static_cast<size_t>(a.prompt_scored - a.cached);
+    a.new_prompt_logprobs.push_back(ComputeTokenLogprobs(rows.data() + j * vocab, vocab,
+                                                         a.req.prompt[static_cast<size_t>(a.prompt_scored + 1)],
+                                                         a.req.top_logprobs));
   }
 }
 
