@@ -5,31 +5,21 @@
 // RESOURCE_EXHAUSTED at once, every kind of invalid request (bad fields,
 // invalid UTF-8, oversized or unparseable messages) gets a clear error, health and
 // reflection are served, and the scraped layer counters match what clients
-// were told. The last test runs the mod-server binary and drains it with
-// SIGTERM.
+// were told: all against one shared server. Tests that need a server of their
+// own are in server_own_apps_test.cpp.
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/codegen/client_unary_call.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <atomic>
-#include <fstream>
 #include <future>
 #include <limits>
 #include <map>
-#include <regex>
 #include <set>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc_test_util.h"
 #include "metrics_scrape.h"
-#include "process.h"
 #include "modserve/v1/modserve.grpc.pb.h"
 #include "modserve/v1/request_wire.pb.h"
 #include "reflection_wire.pb.h"
@@ -37,6 +27,7 @@
 #include "engine/reference_generate.h"
 #include "engine/tokenizer.h"
 #include "server/engine_loader.h"
+#include "server_e2e_util.h"
 #include "test_models.h"
 #include "server/server_app.h"
 #include "server/utf8_stream.h"
@@ -45,26 +36,13 @@ namespace modserve {
 namespace {
 
 using testing::In;
+using testing::kModel;
+using testing::StartApp;
+using testing::TestConfig;
 using testing::Request;
 
 using grpc::health::v1::HealthCheckResponse;
 using testing::Scrape;
-
-const std::string kModel = std::string(MODSERVE_SOURCE_DIR) + "/models/mod-small";
-
-ServerConfig TestConfig() {
-  ServerConfig c;
-  c.model = kModel;
-  c.listen = "127.0.0.1:0";
-  c.metrics_listen = "127.0.0.1:0";
-  return c;
-}
-
-std::unique_ptr<ServerApp> StartApp(const ServerConfig& c) {
-  auto app = ServerApp::Start(c, LoadLibTorchEngine);
-  EXPECT_TRUE(app.ok()) << app.status().ToString();
-  return app.ok() ? std::move(*app) : nullptr;
-}
 
 struct StreamResult {
   grpc::Status status;
@@ -593,332 +571,6 @@ TEST_F(ServerE2E, LayerCountersMatchWhatClientsWereTold) {
   EXPECT_EQ(after["modserve_generated_tokens_total"] - before["modserve_generated_tokens_total"], n * 20);
   EXPECT_GE(after["modserve_predictor_agreement_ratio{layer=\"1\"}"], 0.0);
   EXPECT_GT(after["modserve_time_to_first_token_seconds_count"], before["modserve_time_to_first_token_seconds_count"]);
-}
-
-TEST(ServerOverload, FullQueueAnswersResourceExhaustedAndAcceptedRequestsComplete) {
-  ServerConfig c = TestConfig();
-  c.max_queue = 2;
-  c.max_running = 1;
-  auto app = StartApp(c);
-  ASSERT_NE(app, nullptr);
-  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()), grpc::InsecureChannelCredentials());
-  auto stub = v1::Generator::NewStub(channel);
-  const int kClients = 8;
-  std::vector<grpc::Status> status(kClients);
-  std::vector<double> seconds(kClients);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kClients; ++i) {
-    threads.emplace_back([&, i] {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(In(60));
-      v1::GenerateResponse u;
-      const auto t0 = std::chrono::steady_clock::now();
-      status[i] = stub->Generate(&ctx, Request("Overload " + std::to_string(i), 60), &u);
-      seconds[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (status[i].ok()) {
-        EXPECT_EQ(u.token_ids_size(), 60);
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  int ok = 0, exhausted = 0;
-  double slowest_refusal = 0;
-  for (int i = 0; i < kClients; ++i) {
-    if (status[i].ok()) ++ok;
-    if (status[i].error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
-      ++exhausted;
-      slowest_refusal = std::max(slowest_refusal, seconds[i]);
-      EXPECT_NE(status[i].error_message().find("queue is full"), std::string::npos);
-    }
-  }
-  EXPECT_EQ(ok + exhausted, kClients);
-  EXPECT_GE(ok, 1);
-  EXPECT_GE(exhausted, 1);
-  EXPECT_LT(slowest_refusal, 1.0);  // refused at once, not after waiting
-  auto m = Scrape(app->metrics_port());
-  EXPECT_EQ(m["modserve_requests_total{code=\"RESOURCE_EXHAUSTED\",finish_reason=\"none\"}"], exhausted);
-  EXPECT_EQ(m["modserve_requests_total{code=\"OK\",finish_reason=\"length\"}"], ok);
-}
-
-// A MoDE checkpoint (tiny, random weights) served end to end: the model
-// info names the mode, per-expert counters add up to what the routed layers
-// did, and in integrated mode the no-op counter is the layer's skips.
-TEST(ServerMoDE, ExpertCountersMatchTheRoutedLayers) {
-  for (const std::string mode : {"staged", "integrated"}) {
-    SCOPED_TRACE(mode);
-    ModelConfig mc = testing::TinyConfig();
-    mc.max_context = 128;
-    mc.mode = mode;
-    mc.moe_experts = 3;
-    mc.moe_top_k = mode == "staged" ? 2 : 1;
-    torch::manual_seed(4);
-    MoDTransformer model(mc);
-    const std::string dir = testing::TempDir("server_mode_" + mode);
-    ASSERT_TRUE(SaveCheckpoint(model, dir).ok());
-    ServerConfig c = TestConfig();
-    c.model = dir;
-    auto app = StartApp(c);
-    ASSERT_NE(app, nullptr);
-    auto stub = v1::Generator::NewStub(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()), grpc::InsecureChannelCredentials()));
-    {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(In(30));
-      v1::ModelInfo info;
-      ASSERT_TRUE(stub->GetModelInfo(&ctx, {}, &info).ok());
-      EXPECT_EQ(info.mode(), mode);
-      EXPECT_EQ(info.experts(), 3);
-      EXPECT_EQ(info.expert_top_k(), mc.moe_top_k);
-    }
-    v1::GenerateResponse u;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(In(60));
-    v1::GenerateRequest r = Request("Mixture of depths and experts", 30);
-    r.set_return_routes(true);
-    ASSERT_TRUE(stub->Generate(&ctx, r, &u).ok());
-    auto m = Scrape(app->metrics_port());
-    for (int layer : {1, 3}) {
-      const std::string l = std::to_string(layer);
-      double experts = 0;
-      for (int e = 0; e < 3; ++e) experts += m["modserve_expert_tokens_total{expert=\"" + std::to_string(e) + "\",layer=\"" + l + "\"}"];
-      const double computed = m["modserve_layer_tokens_total{decision=\"computed\",layer=\"" + l + "\"}"];
-      const double skipped = m["modserve_layer_tokens_total{decision=\"skipped\",layer=\"" + l + "\"}"];
-      EXPECT_EQ(computed + skipped, u.usage().prompt_tokens() + 29) << "layer " << layer;
-      EXPECT_EQ(experts, computed * mc.moe_top_k) << "layer " << layer;
-      const std::string noop = "modserve_expert_tokens_total{expert=\"noop\",layer=\"" + l + "\"}";
-      if (mode == "integrated") {
-        EXPECT_EQ(m[noop], skipped) << "layer " << layer;
-      } else {
-        EXPECT_EQ(m.count(noop), 0u);
-      }
-    }
-  }
-}
-
-TEST(ServerMemoryPressure, PreemptedRequestsStillGetTheirSoloTokens) {
-  ServerConfig c = TestConfig();
-  c.kv_blocks = 60;  // one request of 121 tokens needs up to 6 layers x 8 blocks
-  c.block_size = 16;
-  auto app = StartApp(c);
-  ASSERT_NE(app, nullptr);
-  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()), grpc::InsecureChannelCredentials());
-  auto stub = v1::Generator::NewStub(channel);
-  auto generate = [&](int i) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(In(120));
-    v1::GenerateRequest r = Request("Request number " + std::to_string(i) + " says", 100);
-    r.set_return_logprobs(true);
-    v1::GenerateResponse u;
-    grpc::Status st = stub->Generate(&ctx, r, &u);
-    EXPECT_TRUE(st.ok()) << st.error_message();
-    return u;
-  };
-  const int kRequests = 6;
-  std::vector<v1::GenerateResponse> solo(kRequests), together(kRequests);
-  for (int i = 0; i < kRequests; ++i) solo[i] = generate(i);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kRequests; ++i) threads.emplace_back([&, i] { together[i] = generate(i); });
-  for (auto& t : threads) t.join();
-  for (int i = 0; i < kRequests; ++i) {
-    SCOPED_TRACE(i);
-    EXPECT_EQ(std::vector<int>(together[i].token_ids().begin(), together[i].token_ids().end()),
-              std::vector<int>(solo[i].token_ids().begin(), solo[i].token_ids().end()));
-    // One logprob per token, none lost or repeated by a preemption's recomputation.
-    ASSERT_EQ(together[i].logprobs_size(), together[i].token_ids_size());
-    ASSERT_EQ(solo[i].logprobs_size(), solo[i].token_ids_size());
-    for (int t = 0; t < together[i].logprobs_size() && t < solo[i].logprobs_size(); ++t) {
-      EXPECT_EQ(together[i].logprobs(t).token().token_id(), together[i].token_ids(t));
-      EXPECT_NEAR(together[i].logprobs(t).token().logprob(), solo[i].logprobs(t).token().logprob(), 1e-3) << "token " << t;
-    }
-  }
-  auto m = Scrape(app->metrics_port());
-  EXPECT_GT(m["modserve_preemptions_total"], 0);  // the pool really was too small
-  EXPECT_EQ(m["modserve_kv_cache_usage_ratio"], 0);
-}
-
-// --- the mod-server process and SIGTERM ---------------------------------------
-
-using testing::Process;
-using testing::ReadUntil;
-using testing::Spawn;
-using testing::WaitExit;
-
-TEST(ServerProcess, SigtermDrainsInFlightRequestsAndExitsZero) {
-  Process p = Spawn({std::string(MODSERVE_BINARY_DIR) + "/mod-server", "--model", kModel, "--listen", "127.0.0.1:0",
-                     "--metrics-listen", "127.0.0.1:0", "--drain-grace-seconds", "20"});
-  auto m = ReadUntil(p, std::regex("\\(port (\\d+)\\)"), 60);
-  ASSERT_FALSE(m.empty()) << p.err;
-  const std::string address = "127.0.0.1:" + m[1].str();
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-  auto stub = v1::Generator::NewStub(channel);
-  auto health = grpc::health::v1::Health::NewStub(channel);
-
-  // A long request in flight when SIGTERM arrives, and 16 more beside it so
-  // that the drain (which lasts until they finish) outlasts the calls made
-  // during it even on a fast machine: one 200-token request alone can finish
-  // within 0.3 s, before the late call below arrives (seen once in CI).
-  constexpr int kBeside = 16;
-  std::vector<int> beside_tokens(kBeside, 0);
-  std::vector<grpc::Status> beside_status(kBeside);
-  std::atomic<int> beside_started{0};
-  std::vector<std::thread> beside;
-  for (int i = 0; i < kBeside; ++i) {
-    beside.emplace_back([&, i] {
-      grpc::ClientContext bc;
-      bc.set_deadline(In(60));
-      auto br = stub->GenerateStream(&bc, Request("Beside " + std::to_string(i), 200));
-      v1::GenerateResponse bm;
-      bool first = true;
-      while (br->Read(&bm)) {
-        if (first) ++beside_started;
-        first = false;
-        beside_tokens[i] += bm.token_ids_size();
-      }
-      beside_status[i] = br->Finish();
-    });
-  }
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(60));
-  auto reader = stub->GenerateStream(&ctx, Request("The jury said ", 200));
-  v1::GenerateResponse msg;
-  ASSERT_TRUE(reader->Read(&msg));
-  for (int i = 0; i < 1000 && beside_started < kBeside; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  ::kill(p.pid, SIGTERM);
-  ASSERT_FALSE(ReadUntil(p, std::regex("draining"), 10).empty()) << p.err;
-
-  // While draining: NOT_SERVING, and new requests are refused with UNAVAILABLE.
-  {
-    grpc::ClientContext hc;
-    hc.set_deadline(In(5));
-    HealthCheckResponse hr;
-    ASSERT_TRUE(health->Check(&hc, {}, &hr).ok());
-    EXPECT_EQ(hr.status(), HealthCheckResponse::NOT_SERVING);
-    grpc::ClientContext uc;
-    uc.set_deadline(In(5));
-    v1::GenerateResponse u;
-    EXPECT_EQ(stub->Generate(&uc, Request("late", 4), &u).error_code(), grpc::StatusCode::UNAVAILABLE);
-  }
-  int tokens = msg.token_ids_size();
-  while (reader->Read(&msg)) tokens += msg.token_ids_size();
-  grpc::Status st = reader->Finish();
-  EXPECT_TRUE(st.ok()) << st.error_message();
-  EXPECT_EQ(tokens, 200);
-  EXPECT_EQ(msg.finish_reason(), v1::FINISH_REASON_LENGTH);
-  for (auto& t : beside) t.join();
-  for (int i = 0; i < kBeside; ++i) {
-    EXPECT_TRUE(beside_status[i].ok()) << i << ": " << beside_status[i].error_message();
-    EXPECT_EQ(beside_tokens[i], 200) << i;
-  }
-  EXPECT_EQ(WaitExit(p.pid, 30), 0) << p.err;
-  ::close(p.err_fd);
-}
-
-// With request_log set, every ended Generate call writes one JSON line: the
-// request id, rpc, peer, code (and message), finish reason, token counts
-// equal to the usage the client got, TTFT within the duration.
-TEST(ServerRequestLog, OneJsonLinePerCallNamingItsOutcome) {
-  const std::string path = testing::TempDir("request_log") + "/requests.log";
-  ServerConfig c = TestConfig();
-  c.request_log = path;
-  auto app = StartApp(c);
-  ASSERT_NE(app, nullptr);
-  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()), grpc::InsecureChannelCredentials());
-  auto stub = v1::Generator::NewStub(channel);
-  v1::GenerateResponse unary;
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(In(60));
-    v1::GenerateRequest r = Request("The jury said ", 5);
-    r.set_request_id("log-unary");
-    ASSERT_TRUE(stub->Generate(&ctx, r, &unary).ok());
-  }
-  v1::GenerateResponse last;
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(In(60));
-    v1::GenerateRequest r = Request("The jury said ", 7);
-    r.set_request_id("log-stream");
-    auto reader = stub->GenerateStream(&ctx, r);
-    for (v1::GenerateResponse m; reader->Read(&m);) last = m;
-    ASSERT_TRUE(reader->Finish().ok());
-  }
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(In(60));
-    v1::GenerateRequest r = Request("The jury said ", 5);
-    r.set_max_tokens(-1);
-    r.set_request_id("log-refused");  // named in the log though refused
-    v1::GenerateResponse ignored;
-    EXPECT_EQ(stub->Generate(&ctx, r, &ignored).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  }
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(In(60));
-    v1::GenerateRequest r = Request("The jury said ", 200);
-    r.set_request_id("log-cancel");
-    auto reader = stub->GenerateStream(&ctx, r);
-    v1::GenerateResponse m;
-    ASSERT_TRUE(reader->Read(&m));
-    ctx.TryCancel();
-    while (reader->Read(&m)) {
-    }
-    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
-  }
-  // The server ends the cancelled call within a step of hearing of it.
-  const std::string cancelled = "modserve_requests_total{code=\"CANCELLED\",finish_reason=\"none\"}";
-  for (int i = 0; i < 250 && Scrape(app->metrics_port())[cancelled] < 1; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  app.reset();  // drains: every line is written
-
-  std::ifstream in(path);
-  std::map<std::string, nlohmann::json> by_id;
-  int lines = 0;
-  for (std::string line; std::getline(in, line); ++lines) {
-    auto j = nlohmann::json::parse(line);  // throws (fails the test) unless each line is JSON
-    by_id[j.value("request_id", "(none)")] = j;
-  }
-  EXPECT_EQ(lines, 4);
-  const auto& u = by_id["log-unary"];
-  EXPECT_EQ(u["rpc"], "Generate");
-  EXPECT_EQ(u["code"], "OK");
-  EXPECT_EQ(u["finish_reason"], "length");
-  EXPECT_EQ(u["prompt_tokens"], unary.usage().prompt_tokens());
-  EXPECT_EQ(u["completion_tokens"], 5);
-  EXPECT_EQ(u["routed_computed"], unary.usage().routed_computed());
-  EXPECT_EQ(u["routed_skipped"], unary.usage().routed_skipped());
-  EXPECT_NE(u["peer"].get<std::string>().find("127.0.0.1"), std::string::npos);
-  EXPECT_GT(u["ttft_ms"].get<double>(), 0);
-  EXPECT_LE(u["ttft_ms"].get<double>(), u["duration_ms"].get<double>());
-  EXPECT_EQ(u["time"].get<std::string>().size(), 24u) << "UTC, milliseconds: " << u["time"];
-  const auto& s = by_id["log-stream"];
-  EXPECT_EQ(s["rpc"], "GenerateStream");
-  EXPECT_EQ(s["code"], "OK");
-  EXPECT_EQ(s["completion_tokens"], 7);
-  EXPECT_EQ(s["routed_skipped"], last.usage().routed_skipped());
-  const auto& bad = by_id["log-refused"];
-  EXPECT_EQ(bad["code"], "INVALID_ARGUMENT");
-  EXPECT_NE(bad["message"].get<std::string>().find("max_tokens must be in"), std::string::npos);
-  EXPECT_FALSE(bad.contains("ttft_ms"));
-  const auto& x = by_id["log-cancel"];
-  EXPECT_EQ(x["code"], "CANCELLED");
-  EXPECT_FALSE(x.contains("completion_tokens")) << "not finished";
-  EXPECT_GT(x["ttft_ms"].get<double>(), 0);
-
-  c.request_log = "/nonexistent-dir/requests.log";
-  auto refused = ServerApp::Start(c, LoadLibTorchEngine);
-  ASSERT_FALSE(refused.ok());
-  EXPECT_NE(refused.status().message().find("request_log: cannot open /nonexistent-dir/requests.log"), std::string::npos);
-}
-
-TEST(ServerProcess, BadModelPathFailsAtStartNamingIt) {
-  Process p = Spawn({std::string(MODSERVE_BINARY_DIR) + "/mod-server", "--model", "/nonexistent/model", "--listen",
-                     "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"});
-  const int code = WaitExit(p.pid, 30);
-  ReadUntil(p, std::regex("is not a checkpoint directory"), 5);
-  EXPECT_NE(code, 0);
-  EXPECT_NE(p.err.find("/nonexistent/model"), std::string::npos) << p.err;
-  ::close(p.err_fd);
 }
 
 }  // namespace
