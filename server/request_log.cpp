@@ -1,5 +1,9 @@
 #include "server/request_log.h"
 
+#include <fcntl.h>
+#include <limits.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -49,9 +53,23 @@ std::string FormatRequestRecord(const RequestRecord& r, std::chrono::system_cloc
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+// Writes all of `data` to `fd` (retrying short writes and EINTR); gives up on
+// an error (the destination is gone: those lines are lost, not retried).
+static void WriteAll(int fd, const char* data, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, data, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;
+    data += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
 struct RequestLog::Shared {
-  std::FILE* out = nullptr;
-  bool owned = false;  // fclose at the end (a file, not stderr / stdout)
+  // A raw descriptor, not stdio: a FILE would be flushed by exit(), and on a
+  // stuck destination that flush would hang the process the writer left.
+  int fd = -1;
+  bool owned = false;  // close at the end (a file, not stderr / stdout)
   std::mutex mu;
   std::condition_variable cv;
   std::deque<std::string> queue;  // under mu
@@ -61,10 +79,12 @@ struct RequestLog::Shared {
   bool done = false;              // under mu: the writer wrote everything and returned
 
   // The writer thread: takes every queued line at once and writes them in
-  // one fwrite (a line is never split by other output to the same stream).
+  // whole-line chunks of at most PIPE_BUF bytes, each one write(2): on a pipe
+  // such a write is atomic, and on an O_APPEND file every write is, so no
+  // line (shorter than PIPE_BUF) is split by other output to the same place.
   void Run() {
     std::deque<std::string> lines;
-    std::string batch;
+    std::string chunk;
     std::unique_lock<std::mutex> lock(mu);
     while (true) {
       cv.wait(lock, [this] { return stop || !queue.empty(); });
@@ -77,17 +97,20 @@ struct RequestLog::Shared {
       if (note > 0 && !first.empty() && first.back() == '}') {
         first.insert(first.size() - 1, ",\"log_lines_dropped\":" + std::to_string(note));
       }
-      batch.clear();
+      chunk.clear();
       for (const std::string& line : lines) {
-        batch += line;
-        batch += '\n';
+        if (!chunk.empty() && chunk.size() + line.size() + 1 > PIPE_BUF) {
+          WriteAll(fd, chunk.data(), chunk.size());
+          chunk.clear();
+        }
+        chunk += line;
+        chunk += '\n';
       }
+      WriteAll(fd, chunk.data(), chunk.size());
       lines.clear();
-      std::fwrite(batch.data(), 1, batch.size(), out);
-      std::fflush(out);
       lock.lock();
     }
-    if (owned) std::fclose(out);
+    if (owned) ::close(fd);
     done = true;
     cv.notify_all();
   }
@@ -96,14 +119,15 @@ struct RequestLog::Shared {
 StatusOr<std::unique_ptr<RequestLog>> RequestLog::Open(const std::string& destination) {
   auto shared = std::make_shared<Shared>();
   if (destination == "stderr") {
-    shared->out = stderr;
+    shared->fd = STDERR_FILENO;
   } else if (destination == "stdout") {
-    shared->out = stdout;
+    std::fflush(stdout);  // what stdio holds goes first; the log writes past it
+    shared->fd = STDOUT_FILENO;
   } else if (destination.empty()) {
     return InvalidArgument("request_log: empty destination (use stderr, stdout or a file path)");
   } else {
-    shared->out = std::fopen(destination.c_str(), "a");
-    if (shared->out == nullptr) {
+    shared->fd = ::open(destination.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (shared->fd < 0) {
       return InvalidArgument("request_log: cannot open " + destination + " for appending: " + std::strerror(errno));
     }
     shared->owned = true;

@@ -4,7 +4,8 @@
 // (appended), written by the log's own thread, so no caller (a gRPC reactor)
 // ever blocks on the destination: a line is queued, and when kMaxQueued
 // lines wait (the destination is stuck) new ones are dropped and counted;
-// the next line written carries "log_lines_dropped".
+// the next line written carries "log_lines_dropped": the lines dropped since
+// the last such note.
 //
 // Thread-safety: Write() and dropped() from any thread; Open and the
 // destructor (which writes every queued line, then closes; see kCloseWait)
