@@ -12,6 +12,7 @@
 #include "engine/kv_cache.h"
 #include "engine/paged_attention.h"
 #include "engine/parallel_chunks.h"
+#include "engine/prefix_reuse.h"
 #include "engine/routed_rows.h"
 #include "engine/row_norm_rope.h"
 
@@ -21,6 +22,7 @@ struct Engine::Impl {
   MoDTransformer model{nullptr};
   torch::Device device{torch::kCPU};
   std::unique_ptr<KvCache> kv;
+  std::unique_ptr<PrefixReuse> prefix;  // with prefix caching; declared after kv: it holds kv's blocks
   std::unordered_map<SeqId, int64_t> positions;  // tokens processed per sequence
   std::vector<int64_t> routed_ordinal;           // per layer: index among routed layers, or -1
   torch::Tensor rope_cos, rope_sin;              // [max_context, head_dim / 2] f32 on the CPU: RoPE at every position
@@ -107,6 +109,7 @@ StatusOr<std::unique_ptr<Engine>> CreateEngine(MoDTransformer model, const Engin
     bo.block_size = opts.block_size;
     bo.n_layers = cfg.n_layers;
     impl->kv = std::make_unique<KvCache>(bo, cfg.n_heads, cfg.head_dim(), torch::TensorOptions().dtype(kv_dtype).device(impl->device));
+    if (opts.prefix_caching) impl->prefix = std::make_unique<PrefixReuse>(impl->kv.get(), cfg);
     int64_t ordinal = 0;
     for (int64_t l = 0; l < cfg.n_layers; ++l) impl->routed_ordinal.push_back(cfg.IsRouted(l) ? ordinal++ : -1);
     std::tie(impl->rope_cos, impl->rope_sin) = RopeCosSin(torch::arange(cfg.max_context, torch::kLong), cfg.head_dim(), cfg.rope_theta);
@@ -129,12 +132,25 @@ const ModelConfig& Engine::config() const { return impl_->model->config(); }
 Status Engine::AddSequence(SeqId id) {
   MODSERVE_RETURN_IF_ERROR(impl_->kv->manager().AddSequence(id));
   impl_->positions[id] = 0;
+  if (impl_->prefix) impl_->prefix->Add(id);
   return Status::Ok();
 }
 
 void Engine::Release(SeqId id) {
   impl_->kv->manager().Release(id);
   impl_->positions.erase(id);
+  if (impl_->prefix) impl_->prefix->Release(id);
+}
+
+int64_t Engine::MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit) {
+  auto it = impl_->positions.find(id);
+  if (!impl_->prefix || it == impl_->positions.end() || it->second != 0 || tokens.empty()) return 0;
+  it->second = impl_->prefix->Attach(id, tokens, std::min<int64_t>(limit, static_cast<int64_t>(tokens.size()) - 1));
+  return it->second;
+}
+
+void Engine::ClearPrefixCache() {
+  if (impl_->prefix) impl_->prefix->Clear();
 }
 
 int64_t Engine::NumTokens(SeqId id) const {
@@ -148,6 +164,7 @@ KvOccupancy Engine::Occupancy() const {
   o.block_size = m.block_size();
   o.total_blocks = m.num_blocks();
   o.used_blocks = m.used_blocks();
+  o.cached_blocks = m.cached_blocks();
   for (int64_t l = 0; l < config().n_layers; ++l) o.used_blocks_per_layer.push_back(m.used_blocks(l));
   o.bytes_per_block = impl_->kv->bytes_per_block();
   return o;
@@ -340,6 +357,11 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
     return Internal(std::string("engine step failed: ") + e.what_without_backtrace());
   }
 
+  if (prefix) {
+    std::vector<int64_t> starts;
+    for (const auto& c : batch) starts.push_back(positions.at(c.id));
+    prefix->Record(batch, starts, result);
+  }
   for (const auto& c : batch) positions[c.id] += static_cast<int64_t>(c.tokens.size());
   result.stats.kv_blocks_used = blocks.used_blocks();
   result.stats.kv_blocks_free = blocks.free_blocks();

@@ -42,6 +42,10 @@ struct EngineOptions {
                                   // pool, and decode attention reads half the bytes)
   int threads = 0;            // threads of the engine's own kernels: the few-row GEMM and decode
                               // attention, most of a decode step (0: one per hardware thread)
+  // Prefix caching: prefixes (in whole blocks of tokens) that sequences ran
+  // stay in the pool after release, until their blocks are needed, and
+  // MatchPrefix starts a new sequence from the longest one it begins with.
+  bool prefix_caching = false;
   int torch_threads = 0;      // LibTorch intra-op threads: everything else, e.g. long prefill
                               // chunks' general GEMM (0: the same as threads). Both counts are
                               // process-wide settings.
@@ -94,6 +98,7 @@ struct KvOccupancy {
   int64_t total_blocks = 0;
   int64_t used_blocks = 0;
   std::vector<int64_t> used_blocks_per_layer;
+  int64_t cached_blocks = 0;  // held only by the prefix cache: counted free, evicted on demand
   int64_t bytes_per_block = 0;  // K and V of block_size tokens of one layer
 };
 
@@ -112,6 +117,13 @@ class Engine {
   Status AddSequence(SeqId id);
   void Release(SeqId id);  // returns the sequence's KV blocks; no-op for unknown ids
   int64_t NumTokens(SeqId id) const;  // tokens (positions) the sequence has processed; -1 if unknown
+  // With prefix caching: gives the new sequence `id` (nothing processed yet)
+  // the cached K/V of the longest prefix of tokens[0, limit) that a sequence
+  // ran, at most tokens.size() - 1 tokens (the last one is stepped for its
+  // logits), in whole blocks; returns its length, now the sequence's
+  // position (0: nothing cached, caching off, or the pool is short).
+  int64_t MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit);
+  void ClearPrefixCache();  // drops every cached prefix (their blocks return to the pool)
 
   StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch, bool return_all_logits = false);
 

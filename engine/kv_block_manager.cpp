@@ -5,7 +5,10 @@
 namespace modserve {
 
 KvBlockManager::KvBlockManager(const KvBlockManagerOptions& opts)
-    : opts_(opts), used_per_layer_(static_cast<size_t>(opts.n_layers), 0) {
+    : opts_(opts),
+      uses_(static_cast<size_t>(opts.num_blocks), 0),
+      holds_(static_cast<size_t>(opts.num_blocks), 0),
+      used_per_layer_(static_cast<size_t>(opts.n_layers), 0) {
   free_.reserve(static_cast<size_t>(opts.num_blocks));
   for (int64_t b = opts.num_blocks - 1; b >= 0; --b) free_.push_back(b);  // block 0 is handed out first
 }
@@ -47,12 +50,16 @@ StatusOr<std::vector<int64_t>> KvBlockManager::Append(SeqId id, int64_t layer, i
     return Status::Error(StatusCode::kResourceExhausted, "KV cache full: layer " + std::to_string(layer) + " needs " +
                                                              std::to_string(need) + " blocks, " + std::to_string(free_blocks()) + " free");
   }
+  while (static_cast<int64_t>(free_.size()) < need && evict_one_ && evict_one_()) {
+  }
+  if (static_cast<int64_t>(free_.size()) < need) throw std::logic_error("KvBlockManager: the evictor freed too few blocks");
   LayerCache& c = At(id, layer);
   for (int64_t i = 0; i < need; ++i) {
-    c.blocks.push_back(free_.back());
+    const int64_t b = free_.back();
     free_.pop_back();
+    c.blocks.push_back(b);
+    AddUse(b, layer);
   }
-  used_per_layer_[static_cast<size_t>(layer)] += need;
   std::vector<int64_t> slots(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     const int64_t t = c.tokens + i;
@@ -68,10 +75,70 @@ void KvBlockManager::Truncate(SeqId id, int64_t layer, int64_t n_tokens) {
   c.tokens = n_tokens < 0 ? 0 : n_tokens;
   const auto keep = static_cast<size_t>((c.tokens + opts_.block_size - 1) / opts_.block_size);
   while (c.blocks.size() > keep) {
-    free_.push_back(c.blocks.back());
+    const int64_t b = c.blocks.back();
     c.blocks.pop_back();
-    --used_per_layer_[static_cast<size_t>(layer)];
+    DropUse(b, layer);
   }
+}
+
+Status KvBlockManager::Share(SeqId id, int64_t layer, const std::vector<int64_t>& blocks) {
+  if (!HasSequence(id)) return InvalidArgument("unknown sequence " + std::to_string(id));
+  LayerCache& c = At(id, layer);
+  if (c.tokens != 0) return InvalidArgument("sequence " + std::to_string(id) + " already holds tokens at layer " + std::to_string(layer));
+  for (int64_t b : blocks) {
+    CheckBlock(b);
+    if (uses_[static_cast<size_t>(b)] == 0 && holds_[static_cast<size_t>(b)] == 0) {
+      return InvalidArgument("block " + std::to_string(b) + " is free, not shared");
+    }
+  }
+  for (int64_t b : blocks) {
+    c.blocks.push_back(b);
+    AddUse(b, layer);
+  }
+  c.tokens = static_cast<int64_t>(blocks.size()) * opts_.block_size;
+  return Status::Ok();
+}
+
+void KvBlockManager::CheckBlock(int64_t block) const {
+  if (block < 0 || block >= opts_.num_blocks) throw std::out_of_range("KvBlockManager: block " + std::to_string(block) + " out of range");
+}
+
+void KvBlockManager::AddUse(int64_t block, int64_t layer) {
+  CheckBlock(block);
+  const auto b = static_cast<size_t>(block);
+  if (uses_[b]++ == 0) {
+    if (holds_[b] > 0) --cached_only_;
+    if (layer >= 0) ++used_per_layer_[static_cast<size_t>(layer)];
+  }
+}
+
+void KvBlockManager::DropUse(int64_t block, int64_t layer) {
+  CheckBlock(block);
+  const auto b = static_cast<size_t>(block);
+  if (uses_[b] <= 0) throw std::logic_error("KvBlockManager: block " + std::to_string(block) + " dropped more often than taken");
+  if (--uses_[b] > 0) return;
+  if (layer >= 0) --used_per_layer_[static_cast<size_t>(layer)];
+  if (holds_[b] > 0) {
+    ++cached_only_;
+  } else {
+    free_.push_back(block);
+  }
+}
+
+void KvBlockManager::Hold(int64_t block) {
+  CheckBlock(block);
+  const auto b = static_cast<size_t>(block);
+  if (uses_[b] == 0 && holds_[b] == 0) throw std::logic_error("KvBlockManager: cannot hold free block " + std::to_string(block));
+  ++holds_[b];
+}
+
+void KvBlockManager::Unhold(int64_t block) {
+  CheckBlock(block);
+  const auto b = static_cast<size_t>(block);
+  if (holds_[b] <= 0) throw std::logic_error("KvBlockManager: block " + std::to_string(block) + " released more often than held");
+  if (--holds_[b] > 0 || uses_[b] > 0) return;
+  --cached_only_;
+  free_.push_back(block);
 }
 
 void KvBlockManager::AppendSlots(SeqId id, int64_t layer, std::vector<int64_t>* out) const {

@@ -19,13 +19,17 @@
 
 namespace modserve::testing {
 
+inline std::unique_ptr<Engine> MakeEngine(MoDTransformer model, const EngineOptions& o) {
+  auto e = CreateEngine(model, o);
+  EXPECT_TRUE(e.ok()) << e.status().ToString();
+  return std::move(e).value();
+}
+
 inline std::unique_ptr<Engine> MakeEngine(MoDTransformer model, int64_t blocks = 4096, int64_t block_size = 16) {
   EngineOptions o;
   o.kv_blocks = blocks;
   o.block_size = block_size;
-  auto e = CreateEngine(model, o);
-  EXPECT_TRUE(e.ok()) << e.status().ToString();
-  return std::move(e).value();
+  return MakeEngine(model, o);
 }
 
 inline std::vector<int64_t> Bytes(const std::string& s, bool bos) { return ByteTokenizer(256, 257).Encode(s, bos); }

@@ -1,5 +1,6 @@
 // Tests for the paged KV block bookkeeping: allocation at block boundaries,
-// all-or-nothing appends, truncation, release, and no leaks under random use.
+// all-or-nothing appends, truncation, release, no leaks under random use, and
+// the shared blocks of prefix caching (uses, holds, pins, eviction on demand).
 #include <gtest/gtest.h>
 
 #include <map>
@@ -96,6 +97,69 @@ TEST(KvBlockManager, RandomUseNeverLeaksOrSharesBlocks) {
   }
   for (auto& [id, unused] : tokens) m.Release(id);
   EXPECT_EQ(m.used_blocks(), 0);
+}
+
+TEST(KvBlockManager, SharedBlocksReturnToThePoolWhenTheLastUseOrHoldGoes) {
+  KvBlockManager m({6, 2, 1});
+  ASSERT_TRUE(m.AddSequence(1).ok());
+  ASSERT_TRUE(m.Append(1, 0, 5).ok());  // blocks a (full), b (full), c (1 row)
+  const std::vector<int64_t> table = m.BlockTable(1, 0);
+  for (int64_t b : table) m.Hold(b);
+  EXPECT_EQ(m.free_blocks(), 3);
+  EXPECT_EQ(m.cached_blocks(), 0) << "held blocks a table uses are not free";
+
+  ASSERT_TRUE(m.AddSequence(2).ok());
+  ASSERT_TRUE(m.Share(2, 0, {table[0], table[1]}).ok());
+  EXPECT_EQ(m.NumTokens(2, 0), 4);
+  EXPECT_EQ(m.used_blocks(0), 3) << "a block in two tables counts once";
+  auto s = m.Append(2, 0, 1);
+  ASSERT_TRUE(s.ok());
+  EXPECT_NE(m.BlockTable(2, 0)[2], table[2]) << "an append never writes into another table's block";
+  EXPECT_EQ(m.Share(2, 0, {table[0]}).code(), StatusCode::kInvalidArgument) << "only an empty layer takes shared blocks";
+
+  m.Release(1);
+  EXPECT_EQ(m.cached_blocks(), 1) << "c: held, in no table";
+  EXPECT_EQ(m.free_blocks(), 3) << "2 in the pool, and c";
+  m.Release(2);
+  EXPECT_EQ(m.cached_blocks(), 3);
+  EXPECT_EQ(m.free_blocks(), 6) << "blocks only the cache holds count as free";
+  EXPECT_EQ(m.used_blocks(), 0);
+  for (int64_t b : table) m.Unhold(b);
+  EXPECT_EQ(m.cached_blocks(), 0);
+  EXPECT_EQ(m.free_blocks(), 6);
+  EXPECT_THROW(m.Hold(table[0]), std::logic_error) << "a free block cannot be held";
+  EXPECT_THROW(m.Unhold(table[0]), std::logic_error);
+
+  ASSERT_TRUE(m.AddSequence(3).ok());
+  EXPECT_EQ(m.Share(3, 0, {table[0]}).code(), StatusCode::kInvalidArgument) << "a free block cannot be shared";
+}
+
+TEST(KvBlockManager, AnAppendShortOfPoolBlocksEvictsUntilItFits) {
+  KvBlockManager m({4, 2, 1});
+  ASSERT_TRUE(m.AddSequence(1).ok());
+  ASSERT_TRUE(m.Append(1, 0, 8).ok());
+  std::vector<int64_t> held = m.BlockTable(1, 0);
+  for (int64_t b : held) m.Hold(b);
+  m.Release(1);
+  int evictions = 0;
+  m.set_evictor([&] {
+    if (held.empty()) return false;
+    m.Unhold(held.back());
+    held.pop_back();
+    ++evictions;
+    return true;
+  });
+  m.Pin(held[0]);
+  EXPECT_EQ(m.free_blocks(), 3) << "a pinned block is not free";
+  ASSERT_TRUE(m.AddSequence(2).ok());
+  EXPECT_EQ(m.Append(2, 0, 7).status().code(), StatusCode::kResourceExhausted) << "never evicts for an append that cannot fit";
+  EXPECT_EQ(evictions, 0);
+  ASSERT_TRUE(m.Append(2, 0, 3).ok());
+  EXPECT_EQ(evictions, 2) << "evicts only as much as the append needs";
+  m.Unpin(held[0]);
+  EXPECT_EQ(m.cached_blocks(), 2);
+  m.Release(2);
+  EXPECT_EQ(m.free_blocks(), 4);
 }
 
 }  // namespace
