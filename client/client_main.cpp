@@ -143,8 +143,8 @@ const char* FinishName(v1::FinishReason r) {
 
 void PrintUsage(const v1::GenerateResponse& r) {
   const auto& u = r.usage();
-  std::fprintf(stderr, "\n[finish: %s; prompt %d tokens, completion %d tokens; routed layers computed %lld, skipped %lld]\n",
-               FinishName(r.finish_reason()), u.prompt_tokens(), u.completion_tokens(),
+  std::fprintf(stderr, "\n[finish: %s; prompt %d tokens (%d cached), completion %d tokens; routed layers computed %lld, skipped %lld]\n",
+               FinishName(r.finish_reason()), u.prompt_tokens(), u.cached_prompt_tokens(), u.completion_tokens(),
                static_cast<long long>(u.routed_computed()), static_cast<long long>(u.routed_skipped()));
 }
 

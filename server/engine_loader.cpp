@@ -16,6 +16,7 @@ StatusOr<LoadedEngine> LoadLibTorchEngine(const ServerConfig& cfg) {
   eo.device = cfg.device;
   eo.dtype = cfg.dtype;
   eo.kv_dtype = cfg.kv_dtype;
+  eo.prefix_caching = cfg.prefix_caching;
   // By default the engine's own kernels use every core (threads 0: the
   // engine's own default; they share work dynamically, so a core taken by
   // gRPC for a moment does not stall them), while LibTorch's statically split

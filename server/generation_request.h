@@ -42,9 +42,12 @@ struct LayerUsage {
 struct RequestUsage {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
+  // Prompt tokens whose K/V came from the prefix cache when the request was
+  // first admitted: the engine did not run them for this request.
+  int64_t cached_prompt_tokens = 0;
   // Per routed layer, over every token the engine processed for the request
   // (counted from the per-token routes, once per token even if recomputed
-  // after a preemption).
+  // after a preemption; cached prompt tokens are not among them).
   std::vector<LayerUsage> layers;
   int64_t routed_computed() const;
   int64_t routed_skipped() const;

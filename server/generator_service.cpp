@@ -102,6 +102,7 @@ class RequestReactor : public Base, public UpdateTarget {
     record_.finish_reason = FinishReasonName(u.finish_reason);
     record_.prompt_tokens = u.usage.prompt_tokens;
     record_.completion_tokens = u.usage.completion_tokens;
+    record_.cached_prompt_tokens = u.usage.cached_prompt_tokens;
     record_.routed_computed = u.usage.routed_computed();
     record_.routed_skipped = u.usage.routed_skipped();
   }
@@ -113,7 +114,8 @@ class RequestReactor : public Base, public UpdateTarget {
     record_.message = s.error_message();
     if (!s.ok()) {  // e.g. the last write failed after the final update: not a finished call
       record_.finish_reason.clear();
-      record_.prompt_tokens = record_.completion_tokens = record_.routed_computed = record_.routed_skipped = -1;
+      record_.prompt_tokens = record_.completion_tokens = record_.cached_prompt_tokens = -1;
+      record_.routed_computed = record_.routed_skipped = -1;
     }
     this->Finish(s);
   }
@@ -361,6 +363,7 @@ void GeneratorService::AppendUpdate(const RequestUpdate& u, const std::string& r
   auto* usage = out->mutable_usage();
   usage->set_prompt_tokens(static_cast<int32_t>(u.usage.prompt_tokens));
   usage->set_completion_tokens(static_cast<int32_t>(u.usage.completion_tokens));
+  usage->set_cached_prompt_tokens(static_cast<int32_t>(u.usage.cached_prompt_tokens));
   usage->set_routed_computed(u.usage.routed_computed());
   usage->set_routed_skipped(u.usage.routed_skipped());
   for (const auto& l : u.usage.layers) {

@@ -38,6 +38,8 @@ struct ServerMetrics::Impl {
   Counter* prompt_tokens = nullptr;
   Counter* generated_tokens = nullptr;
   Counter* preemptions = nullptr;
+  Counter* prefix_queries = nullptr;
+  Counter* prefix_hits = nullptr;
   Gauge* queue = nullptr;
   Gauge* running = nullptr;
   Gauge* kv_usage = nullptr;
@@ -77,6 +79,16 @@ StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string&
   m->prompt_tokens = &prometheus::BuildCounter().Name("modserve_prompt_tokens_total").Help("Prompt tokens of requests that ended (BOS included)").Register(reg).Add({});
   m->generated_tokens = &prometheus::BuildCounter().Name("modserve_generated_tokens_total").Help("Tokens generated").Register(reg).Add({});
   m->preemptions = &prometheus::BuildCounter().Name("modserve_preemptions_total").Help("Requests preempted for KV memory (recomputed later)").Register(reg).Add({});
+  m->prefix_queries = &prometheus::BuildCounter()
+                           .Name("modserve_prefix_cache_queries_total")
+                           .Help("Tokens looked up in the prefix cache as requests entered the engine (preempted ones again)")
+                           .Register(reg)
+                           .Add({});
+  m->prefix_hits = &prometheus::BuildCounter()
+                        .Name("modserve_prefix_cache_hits_total")
+                        .Help("Tokens of those lookups whose K/V the prefix cache held (hit rate = hits / queries)")
+                        .Register(reg)
+                        .Add({});
   m->queue = &prometheus::BuildGauge().Name("modserve_queue_requests").Help("Requests waiting to be admitted").Register(reg).Add({});
   m->running = &prometheus::BuildGauge().Name("modserve_running_requests").Help("Requests in the engine").Register(reg).Add({});
   m->kv_usage = &prometheus::BuildGauge().Name("modserve_kv_cache_usage_ratio").Help("Used / total KV cache blocks").Register(reg).Add({});
@@ -161,6 +173,11 @@ void ServerMetrics::OnStep(const StepReport& r) {
 }
 
 void ServerMetrics::OnKvUsage(double ratio) { impl_->kv_usage->Set(ratio); }
+
+void ServerMetrics::OnPrefixLookup(int64_t queried, int64_t hit) {
+  impl_->prefix_queries->Increment(static_cast<double>(queried));
+  impl_->prefix_hits->Increment(static_cast<double>(hit));
+}
 
 void ServerMetrics::OnFirstToken(double seconds) { impl_->ttft->Observe(seconds); }
 void ServerMetrics::OnInterToken(double seconds) { impl_->itl->Observe(seconds); }

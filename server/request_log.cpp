@@ -45,6 +45,7 @@ std::string FormatRequestRecord(const RequestRecord& r, std::chrono::system_cloc
   if (!r.finish_reason.empty()) j["finish_reason"] = r.finish_reason;
   if (r.prompt_tokens >= 0) j["prompt_tokens"] = r.prompt_tokens;
   if (r.completion_tokens >= 0) j["completion_tokens"] = r.completion_tokens;
+  if (r.cached_prompt_tokens >= 0) j["cached_prompt_tokens"] = r.cached_prompt_tokens;
   if (r.routed_computed >= 0) j["routed_computed"] = r.routed_computed;
   if (r.routed_skipped >= 0) j["routed_skipped"] = r.routed_skipped;
   if (r.ttft_seconds >= 0) j["ttft_ms"] = Ms(r.ttft_seconds);

@@ -31,6 +31,7 @@ struct RequestRecord {
   std::string finish_reason;  // "length", "eos", "stop"; empty unless the call succeeded
   int64_t prompt_tokens = -1;      // -1: unknown (the call did not finish OK)
   int64_t completion_tokens = -1;
+  int64_t cached_prompt_tokens = -1;
   int64_t routed_computed = -1;
   int64_t routed_skipped = -1;
   double ttft_seconds = -1;        // arrival to the first token; -1: no token

@@ -41,6 +41,7 @@ struct Scheduler::Active {
   int64_t cached = 0;           // tokens the engine holds for this request
   int64_t routes_counted = 0;   // tokens whose routes are in `usage` (recomputation counts once)
   bool in_engine = false;
+  bool admitted = false;        // ever admitted (a preempted request comes back)
   size_t text_sent = 0;         // bytes of gen.text() already passed to utf8
   Clock::time_point arrival = Clock::now();
   Clock::time_point last_token;
@@ -260,6 +261,15 @@ void Scheduler::Finish(Active& a, Status status) {
   Emit(a, /*finished=*/true, std::move(status));
 }
 
+void Scheduler::Admit(Active& a) {
+  // Positions whose logits a prompt-logprobs request still needs cannot come from the cache.
+  const auto limit = a.wants_prompt_logits() ? a.prompt_scored : static_cast<int64_t>(a.tokens.size());
+  a.cached = engine_->MatchPrefix(static_cast<SeqId>(a.handle), a.tokens, limit);
+  if (!a.admitted) a.usage.cached_prompt_tokens = std::min<int64_t>(a.cached, static_cast<int64_t>(a.req.prompt.size()));
+  a.admitted = true;
+  if (observer_ != nullptr) observer_->OnPrefixLookup(static_cast<int64_t>(a.tokens.size()), a.cached);
+}
+
 void Scheduler::Preempt(Active& a) {
   engine_->Release(a.handle);
   a.in_engine = false;
@@ -314,6 +324,7 @@ bool Scheduler::Step() {
     }
     owned->in_engine = true;
     Active* raw = owned.get();
+    Admit(*raw);
     running_.emplace(raw->handle, std::move(owned));
     plan(*raw);
   }

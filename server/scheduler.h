@@ -80,6 +80,8 @@ class Scheduler {
   void TakeInbox();
   void EndExpiredAndCancelled();
   void Finish(Active& a, Status status);
+  // A request entering the engine: its start from the prefix cache, if any.
+  void Admit(Active& a);
   void Preempt(Active& a);
   int64_t EstimateBlocks(int64_t cached, int64_t new_tokens) const;
   // Scores the prompt tokens that this step's chunk of `a` (at a.cached, its

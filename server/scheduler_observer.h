@@ -31,6 +31,9 @@ class SchedulerObserver {
   virtual void OnStep(const StepReport& report) {}
   // Used / total KV blocks, after every step and after requests end.
   virtual void OnKvUsage(double ratio) {}
+  // A request (or a preempted one coming back) was admitted: `queried` tokens
+  // looked up in the prefix cache, `hit` of them found there.
+  virtual void OnPrefixLookup(int64_t queried, int64_t hit) {}
   virtual void OnFirstToken(double seconds_since_arrival) {}
   virtual void OnInterToken(double seconds) {}
   // A request accepted by Submit ended: finished (OK) or failed/cancelled.

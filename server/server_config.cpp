@@ -61,6 +61,15 @@ Key IntKey(std::string name, std::string help, std::function<int64_t*(ServerConf
           [at](ServerConfig* c, const std::string& v) { return ParseInt(v, at(c)); }};
 }
 
+Key BoolKey(std::string name, std::string help, bool ServerConfig::*field) {
+  return {std::move(name), std::move(help), [field](const ServerConfig& c) { return std::string(c.*field ? "true" : "false"); },
+          [field](ServerConfig* c, const std::string& v) {
+            if (v != "true" && v != "false") return InvalidArgument("expected true or false, got \"" + v + "\"");
+            c->*field = v == "true";
+            return Status::Ok();
+          }};
+}
+
 const std::vector<Key>& Keys() {
   static const std::vector<Key> keys = {
       StringKey("model", "checkpoint directory to serve", &ServerConfig::model),
@@ -79,6 +88,8 @@ const std::vector<Key>& Keys() {
       IntKey("max_batch_tokens", "tokens per engine step (decode + prefill chunks)", [](ServerConfig* c) { return &c->max_batch_tokens; }),
       IntKey("max_prefill_tokens", "prompt tokens per engine step while any request decodes (0: no cap)",
              [](ServerConfig* c) { return &c->max_prefill_tokens; }),
+      BoolKey("prefix_caching", "reuse the K/V of prompt prefixes earlier requests ran (true or false)",
+              &ServerConfig::prefix_caching),
       StringKey("io_priority",
                 "threads but the step thread (gRPC, metrics, kernel workers): idle (SCHED_IDLE, on the cores the step thread leaves), normal, or auto (idle for a CPU engine with one LibTorch thread on 2+ CPUs)",
                 &ServerConfig::io_priority),

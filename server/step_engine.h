@@ -37,6 +37,10 @@ class StepEngine {
   // With all_logits, StepResult::all_logits holds every token's logits too.
   virtual StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch, bool all_logits) = 0;
   virtual int64_t FreeBlocks() const = 0;
+  // Prefix caching: starts the new sequence `id` from the K/V of the longest
+  // cached prefix of tokens[0, limit) and returns its length (the tokens the
+  // sequence then holds; 0: none). An engine without a prefix cache has none.
+  virtual int64_t MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit) { return 0; }
 };
 
 }  // namespace modserve

@@ -67,10 +67,10 @@ text=$("$bin/mod-client" --server "$address" generate --max-tokens 6 --logit-bia
 [[ "$text" == "AAAAAA" ]] || { echo "FAIL: --logit-bias 65:100 gave \"$text\", not AAAAAA"; exit 1; }
 # EOS forced by its bias: held back for 3 tokens; with --ignore-eos it fills all 6.
 "$bin/mod-client" --server "$address" generate --max-tokens 6 --min-tokens 3 --logit-bias 257:100 2>"$work/eos.err" >/dev/null
-grep -q "finish: eos; prompt [0-9]* tokens, completion 4 tokens" "$work/eos.err" ||
+grep -q "finish: eos; prompt [0-9]* tokens ([0-9]* cached), completion 4 tokens" "$work/eos.err" ||
   { echo "FAIL: --min-tokens 3 with EOS forced:"; cat "$work/eos.err"; exit 1; }
 "$bin/mod-client" --server "$address" generate --max-tokens 6 --ignore-eos --logit-bias 257:100 2>"$work/eos.err" >/dev/null
-grep -q "finish: length; prompt [0-9]* tokens, completion 6 tokens" "$work/eos.err" ||
+grep -q "finish: length; prompt [0-9]* tokens ([0-9]* cached), completion 6 tokens" "$work/eos.err" ||
   { echo "FAIL: --ignore-eos with EOS forced:"; cat "$work/eos.err"; exit 1; }
 for bad in 65=1 65:1, 65:1x :1 65: 65:1,65:2; do
   if "$bin/mod-client" --server "$address" generate --logit-bias "$bad" 2>"$work/bad.err"; then

@@ -9,6 +9,7 @@
 // Thread-safety: none; the scheduler's step thread only.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <string>
@@ -43,6 +44,16 @@ class FakeEngine : public StepEngine {
   }
   void Release(SeqId id) override { seqs_.erase(id); }
   int64_t FreeBlocks() const override { return total_ - Used(seqs_); }
+  // A stand-in prefix cache: every new sequence finds its first `prefix_hit`
+  // tokens cached (at most `limit`, never its last token).
+  int64_t MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit) override {
+    match_limits.push_back(limit);
+    const int64_t n = std::max<int64_t>(0, std::min({prefix_hit, limit, static_cast<int64_t>(tokens.size()) - 1}));
+    Seq& s = seqs_.at(id);
+    s.tokens = n;
+    for (int64_t i = 0; i < n; ++i) s.routed += tokens[static_cast<size_t>(i)] % 2;
+    return n;
+  }
 
   StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch, bool all_logits = false) override {
     if (step_delay.count() > 0) std::this_thread::sleep_for(step_delay);
@@ -92,6 +103,8 @@ class FakeEngine : public StepEngine {
     return logits;
   }
   int64_t sequences() const { return static_cast<int64_t>(seqs_.size()); }
+  int64_t prefix_hit = 0;
+  std::vector<int64_t> match_limits;  // the limit of every MatchPrefix call
   int all_logits_steps = 0;  // steps asked for every token's logits
   bool record_steps = true;
   int steps_run = 0;  // successful steps

@@ -85,6 +85,36 @@ TEST(Scheduler, GeneratesMaxTokensAndReportsUsage) {
   EXPECT_EQ(e.FreeBlocks(), 1000);
 }
 
+TEST(Scheduler, ACachedPrefixIsNotFedAgainAndCountsAsCachedPromptTokens) {
+  FakeEngine e(1000, 4);
+  e.prefix_hit = 8;
+  Scheduler s(&e, {});
+  Collected cached, scored;
+  auto h1 = s.Submit(Req("hello world", 5), Into(&cached));  // 12 prompt tokens
+  GenerationRequest r = Req("hello world", 5);
+  r.return_prompt_logprobs = true;
+  auto h2 = s.Submit(r, Into(&scored));
+  ASSERT_TRUE(h1.ok() && h2.ok());
+  RunUntilIdle(s);
+  EXPECT_EQ(e.match_limits, (std::vector<int64_t>{12, 0})) << "a prompt-logprobs request needs every position's logits";
+  for (const Collected* c : {&cached, &scored}) {
+    ASSERT_TRUE(c->done());
+    EXPECT_EQ(c->text, Expected("abcdefghij", 12, 5)) << "the cached positions still count";
+  }
+  EXPECT_EQ(cached.last().usage.cached_prompt_tokens, 8);
+  EXPECT_EQ(scored.last().usage.cached_prompt_tokens, 0);
+  EXPECT_EQ(scored.updates[0].prompt_logprobs.size(), 11u);
+  std::map<SeqId, int64_t> fed;
+  for (const auto& step : e.steps) {
+    for (const auto& c : step) fed[c.id] += static_cast<int64_t>(c.tokens.size());
+  }
+  EXPECT_EQ(fed[static_cast<SeqId>(*h1)], 4 + 4) << "the 4 uncached prompt tokens and 4 generated ones";
+  EXPECT_EQ(fed[static_cast<SeqId>(*h2)], 12 + 4);
+  EXPECT_EQ(cached.last().usage.routed_computed() + cached.last().usage.routed_skipped(), 4 + 4)
+      << "usage counts the tokens processed for the request";
+  EXPECT_EQ(e.FreeBlocks(), 1000);
+}
+
 TEST(Scheduler, LogprobsComeWithEachTokenOnlyWhenAsked) {
   FakeEngine e(1000, 4);  // logits: 10 for the script's next byte, 0 for the other 257 ids
   Scheduler s(&e, {});

@@ -296,6 +296,37 @@ TEST_F(ServerE2E, PenaltiesGiveTheReferenceTokens) {
   EXPECT_EQ(s.ids, want_ids);
 }
 
+// Prefix caching: a prompt that begins like an earlier one starts from the
+// K/V of their shared whole blocks, says so in its usage and the metrics, and
+// still gives the reference tokens.
+TEST_F(ServerE2E, APromptBeginningLikeAnEarlierOneReusesItsKvAndGivesTheReferenceTokens) {
+  constexpr int kTokens = 24;
+  const std::string shared = "Prefix test: the Fulton County Grand Jury said Friday an investigation of recent primary elections ";
+  ASSERT_EQ(shared.size(), 99u);  // with BOS, 100 tokens: 6 whole blocks of 16
+  auto model = LoadCheckpoint(kModel);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const auto before = Metrics();
+  struct Case {
+    std::string tail;
+    int cached;
+  };
+  int64_t hits = 0;
+  for (const Case& c : {Case{"produced no evidence.", 0}, Case{"produced no evidence.", 112}, Case{"was on time.", 96}}) {
+    SCOPED_TRACE(c.tail);
+    v1::GenerateResponse u;
+    ASSERT_TRUE(Unary(Request(shared + c.tail, kTokens), &u).ok());
+    const auto want = ReferenceGenerate(*model, ByteTokenizer(256, 257).Encode(shared + c.tail, /*add_bos=*/true), kTokens, {});
+    EXPECT_EQ(std::vector<int64_t>(u.token_ids().begin(), u.token_ids().end()), want.tokens);
+    EXPECT_EQ(u.usage().cached_prompt_tokens(), c.cached);
+    EXPECT_EQ(u.usage().routed_computed() + u.usage().routed_skipped(), 3 * (u.usage().prompt_tokens() - c.cached + kTokens - 1))
+        << "usage counts the tokens the engine ran for the request";
+    hits += c.cached;
+  }
+  const auto after = Metrics();
+  EXPECT_EQ(after.at("modserve_prefix_cache_hits_total") - before.at("modserve_prefix_cache_hits_total"), static_cast<double>(hits));
+  EXPECT_GE(after.at("modserve_prefix_cache_queries_total") - before.at("modserve_prefix_cache_queries_total"), 3 * 100.0);
+}
+
 // min_tokens holds EOS back, logit_bias shifts the logits, ignore_eos
 // generates past EOS; each against the reference generation or plain greedy.
 TEST_F(ServerE2E, MinTokensLogitBiasAndIgnoreEos) {
