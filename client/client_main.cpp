@@ -179,6 +179,7 @@ Status Run(int argc, char** argv) {
   f.Define("requests", "64", "bench: requests to send");
   f.Define("rate", "0", "bench: Poisson arrival rate, requests/s (0: closed loop)");
   f.Define("prompt-bytes", "64", "bench: prompt length in bytes");
+  f.Define("shared-prefix-bytes", "0", "bench: bytes of text every prompt starts with, before its own --prompt-bytes");
   f.Define("json", "false", "bench: print the report as JSON", true);
   MODSERVE_RETURN_IF_ERROR(f.Parse(argc, argv));
   if (f.help_requested()) return Status::Ok();
@@ -271,6 +272,7 @@ Status Run(int argc, char** argv) {
     MODSERVE_RETURN_IF_ERROR(f.Get("requests", &o.requests));
     MODSERVE_RETURN_IF_ERROR(f.Get("rate", &o.rate));
     MODSERVE_RETURN_IF_ERROR(f.Get("prompt-bytes", &o.prompt_bytes));
+    MODSERVE_RETURN_IF_ERROR(f.Get("shared-prefix-bytes", &o.shared_prefix_bytes));
     MODSERVE_RETURN_IF_ERROR(f.Get("temperature", &o.temperature));
     o.ignore_eos = f.Bool("ignore-eos");
     int64_t max_tokens = 0;
@@ -280,6 +282,7 @@ Status Run(int argc, char** argv) {
     if (o.requests < 1) return InvalidArgument("--requests must be >= 1");
     if (o.rate < 0) return InvalidArgument("--rate must be >= 0");
     if (o.prompt_bytes < 1) return InvalidArgument("--prompt-bytes must be >= 1");
+    if (o.shared_prefix_bytes < 0) return InvalidArgument("--shared-prefix-bytes must be >= 0");
     LoadReport rep = RunLoad(*conn, o);
     std::cout << (f.Bool("json") ? rep.ToJson() + "\n" : rep.ToText());
     return Status::Ok();

@@ -22,6 +22,17 @@ using SteadyClock = std::chrono::steady_clock;
 double Since(SteadyClock::time_point a, SteadyClock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
 // Prompts cut from a fixed English passage, each starting at a different word.
+// `bytes` bytes of an instruction text, repeated as needed: what --shared-prefix-bytes puts before every prompt.
+std::string SharedPrefix(int64_t bytes) {
+  static const std::string text =
+      "You are the court reporter of a city newspaper in 1961. Report what the grand jury said, in plain words, "
+      "naming the people and the places, and quoting the presentments where they are short. ";
+  std::string out;
+  while (static_cast<int64_t>(out.size()) < bytes) out += text;
+  out.resize(static_cast<size_t>(bytes));
+  return out;
+}
+
 std::string MakePrompt(int64_t i, int64_t bytes) {
   static const std::string text =
       "The jury further said in term-end presentments that the City Executive Committee, which had over-all "
@@ -146,6 +157,7 @@ LoadReport RunLoad(const ClientConnection& connection, const LoadOptions& o) {
 
   // Starts request i once it has arrived and fewer than `concurrency` calls
   // are in flight; then waits for the last ones.
+  const std::string shared_prefix = SharedPrefix(o.shared_prefix_bytes);
   Tracker tracker;
   const auto start = SteadyClock::now();
   for (int64_t i = 0; i < o.requests; ++i) {
@@ -157,7 +169,7 @@ LoadReport RunLoad(const ClientConnection& connection, const LoadOptions& o) {
       ++tracker.in_flight;
     }
     v1::GenerateRequest req;
-    req.set_prompt(MakePrompt(i, o.prompt_bytes));
+    req.set_prompt(shared_prefix + MakePrompt(i, o.prompt_bytes));
     req.set_max_tokens(static_cast<int32_t>(o.max_tokens));
     req.set_ignore_eos(o.ignore_eos);
     req.set_temperature(static_cast<float>(o.temperature));

@@ -24,6 +24,7 @@ struct LoadOptions {
   int64_t requests = 64;
   double rate = 0;              // requests/s with Poisson arrivals; 0: closed loop
   int64_t prompt_bytes = 64;
+  int64_t shared_prefix_bytes = 0;  // the same text before every prompt (a "system prompt")
   int64_t max_tokens = 64;
   double temperature = 0;
   bool ignore_eos = false;      // every request generates max_tokens tokens

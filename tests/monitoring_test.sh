@@ -45,7 +45,7 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 # Load from the load generator (streaming requests, 8 at a time).
-"$bin/mod-client" --server "127.0.0.1:$grpc_port" bench --concurrency 8 --requests 48 --prompt-bytes 32 --max-tokens 32 \
+"$bin/mod-client" --server "127.0.0.1:$grpc_port" bench --concurrency 8 --requests 48 --shared-prefix-bytes 48 --prompt-bytes 32 --max-tokens 32 \
   | sed -n '1,3p'
 fetch "http://127.0.0.1:$metrics_port/metrics" >"$work/metrics.txt"
 
