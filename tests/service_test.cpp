@@ -51,9 +51,12 @@ TEST(ServerConfig, DefaultsServeTheShippedModelOnLoopback) {
 }
 
 TEST(ServerConfig, YamlThenFlagsOverride) {
-  const std::string path = WriteTemp("good.yaml", "max_queue: 7\nlisten: 127.0.0.1:6000\nmax_tokens: 99\ndrain_grace_seconds: 2.5\n");
+  const std::string path =
+      WriteTemp("good.yaml", "max_queue: 7\nlisten: 127.0.0.1:6000\nmax_tokens: 99\ndrain_grace_seconds: 2.5\nprefix_caching: false\n");
   auto c = LoadArgs({"--config", path, "--max-queue", "9"});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_FALSE(c->prefix_caching);
+  EXPECT_TRUE(ServerConfig().prefix_caching) << "on by default";
   EXPECT_EQ(c->max_queue, 9);
   EXPECT_EQ(c->listen, "127.0.0.1:6000");
   EXPECT_EQ(c->limits.max_tokens, 99);
@@ -94,6 +97,8 @@ TEST(ServerConfig, ErrorsNameTheKeyFlagOrFile) {
       {"dtype: float8\n", {}, "dtype must be float32 or bfloat16"},
       {"kv_dtype: int8\n", {}, "kv_dtype must be auto, float32 or bfloat16, got \"int8\""},
       {"io_priority: low\n", {}, "io_priority must be auto, idle or normal, got \"low\""},
+      {"prefix_caching: maybe\n", {}, "key \"prefix_caching\": expected true or false, got \"maybe\""},
+      {"", {"--prefix-caching", "1"}, "--prefix-caching: expected true or false, got \"1\""},
       {"default_max_tokens: 5000\n", {}, "default_max_tokens must be in [1, 1024]"},
       {"{{{\n", {}, "not valid YAML"},
       {"- a\n- b\n", {}, "expected a mapping"},
