@@ -21,7 +21,6 @@ using SteadyClock = std::chrono::steady_clock;
 
 double Since(SteadyClock::time_point a, SteadyClock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-// Prompts cut from a fixed English passage, each starting at a different word.
 // `bytes` bytes of an instruction text, repeated as needed: what --shared-prefix-bytes puts before every prompt.
 std::string SharedPrefix(int64_t bytes) {
   static const std::string text =
@@ -33,6 +32,7 @@ std::string SharedPrefix(int64_t bytes) {
   return out;
 }
 
+// Prompts cut from a fixed English passage, each starting at a different word.
 std::string MakePrompt(int64_t i, int64_t bytes) {
   static const std::string text =
       "The jury further said in term-end presentments that the City Executive Committee, which had over-all "

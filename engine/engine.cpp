@@ -153,6 +153,8 @@ void Engine::ClearPrefixCache() {
   if (impl_->prefix) impl_->prefix->Clear();
 }
 
+bool Engine::prefix_caching() const { return impl_->prefix != nullptr; }
+
 int64_t Engine::NumTokens(SeqId id) const {
   auto it = impl_->positions.find(id);
   return it == impl_->positions.end() ? -1 : it->second;

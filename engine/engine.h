@@ -42,13 +42,13 @@ struct EngineOptions {
                                   // pool, and decode attention reads half the bytes)
   int threads = 0;            // threads of the engine's own kernels: the few-row GEMM and decode
                               // attention, most of a decode step (0: one per hardware thread)
+  int torch_threads = 0;      // LibTorch intra-op threads: everything else, e.g. long prefill
+                              // chunks' general GEMM (0: the same as threads). Both counts are
+                              // process-wide settings.
   // Prefix caching: prefixes (in whole blocks of tokens) that sequences ran
   // stay in the pool after release, until their blocks are needed, and
   // MatchPrefix starts a new sequence from the longest one it begins with.
   bool prefix_caching = false;
-  int torch_threads = 0;      // LibTorch intra-op threads: everything else, e.g. long prefill
-                              // chunks' general GEMM (0: the same as threads). Both counts are
-                              // process-wide settings.
 };
 
 struct SequenceChunk {
@@ -124,6 +124,7 @@ class Engine {
   // position (0: nothing cached, caching off, or the pool is short).
   int64_t MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit);
   void ClearPrefixCache();  // drops every cached prefix (their blocks return to the pool)
+  bool prefix_caching() const;
 
   StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch, bool return_all_logits = false);
 

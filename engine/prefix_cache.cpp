@@ -84,7 +84,9 @@ void PrefixCache::Insert(SeqId id, const std::vector<int64_t>& tokens, const std
         const auto n = static_cast<size_t>((e.rows[l] + bs - 1) / bs);
         if (n > table.size()) throw std::logic_error("PrefixCache: sequence " + std::to_string(id) + " holds fewer rows than recorded");
         e.blocks.emplace_back(table.begin(), table.begin() + static_cast<std::ptrdiff_t>(n));
-        for (int64_t b : e.blocks.back()) blocks_->Hold(b);
+      }
+      for (const auto& layer : e.blocks) {
+        for (int64_t b : layer) blocks_->Hold(b);  // after every check: a throw takes no hold
       }
       found = next_id_++;
       if (parent >= 0) {

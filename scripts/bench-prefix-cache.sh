@@ -46,7 +46,7 @@ serve() {
   echo
   hits=$(metric "$metrics_port" modserve_prefix_cache_hits_total)
   queries=$(metric "$metrics_port" modserve_prefix_cache_queries_total)
-  awk -v h="$hits" -v q="$queries" 'BEGIN {printf "%.3f\n", (q > 0 ? h / q : 0)}'
+  awk -v h="$hits" -v q="$queries" 'BEGIN {if (q > 0) printf "%.3f\n", h / q; else print "n/a"}'
   kill -TERM "$server"
   wait "$server"
   server=""
@@ -72,7 +72,7 @@ echo "shipped model, concurrency $CONCURRENCY, $REQUESTS requests: $SHARED share
 for caching in true false; do
   m() { tr ' ' '\n' <<<"$1" | grep . | median; }
   awk -v c="$caching" -v t="$(m "${tps[$caching]}")" -v r="$(m "${rps[$caching]}")" -v a="$(m "${p50[$caching]}")" \
-      -v b="$(m "${p99[$caching]}")" -v h="$(m "${hit[$caching]}")" -v runs="${tps[$caching]}" 'BEGIN {
-    printf "prefix_caching %-5s: %7.1f output tok/s (runs: %s), %5.2f requests/s, TTFT p50 %6.1f ms, p99 %6.1f ms, hit rate %.3f\n", c, t, runs, r, a * 1e3, b * 1e3, h
+      -v b="$(m "${p99[$caching]}")" -v h="${hit[$caching]}" -v runs="${tps[$caching]}" 'BEGIN {
+    printf "prefix_caching %-5s: %7.1f output tok/s (runs: %s), %5.2f requests/s, TTFT p50 %6.1f ms, p99 %6.1f ms, hit rate (runs): %s\n", c, t, runs, r, a * 1e3, b * 1e3, h
   }'
 done

@@ -30,6 +30,7 @@ class EngineAdapter final : public StepEngine {
     info.total_blocks = occ.total_blocks;
     info.max_context = c.max_context;
     info.vocab_size = c.vocab_size;
+    info.prefix_caching = engine_->prefix_caching();
     return info;
   }
   Status AddSequence(SeqId id) override { return engine_->AddSequence(id); }

@@ -91,7 +91,7 @@ StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string&
                         .Add({});
   m->queue = &prometheus::BuildGauge().Name("modserve_queue_requests").Help("Requests waiting to be admitted").Register(reg).Add({});
   m->running = &prometheus::BuildGauge().Name("modserve_running_requests").Help("Requests in the engine").Register(reg).Add({});
-  m->kv_usage = &prometheus::BuildGauge().Name("modserve_kv_cache_usage_ratio").Help("Used / total KV cache blocks").Register(reg).Add({});
+  m->kv_usage = &prometheus::BuildGauge().Name("modserve_kv_cache_usage_ratio").Help("Used / total KV cache blocks (blocks only the prefix cache holds count as free)").Register(reg).Add({});
   // Buckets span CPU (tens of ms per step) and GPU (sub-millisecond) latencies.
   const Histogram::BucketBoundaries latency = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
   const Histogram::BucketBoundaries request = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};

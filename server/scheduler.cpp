@@ -41,7 +41,8 @@ struct Scheduler::Active {
   int64_t cached = 0;           // tokens the engine holds for this request
   int64_t routes_counted = 0;   // tokens whose routes are in `usage` (recomputation counts once)
   bool in_engine = false;
-  bool admitted = false;        // ever admitted (a preempted request comes back)
+  bool ran = false;             // a step of it applied (a preempted request comes back)
+  int64_t lookup_queried = -1;  // tokens looked up in the prefix cache at the last admission; -1: none pending
   size_t text_sent = 0;         // bytes of gen.text() already passed to utf8
   Clock::time_point arrival = Clock::now();
   Clock::time_point last_token;
@@ -262,12 +263,26 @@ void Scheduler::Finish(Active& a, Status status) {
 }
 
 void Scheduler::Admit(Active& a) {
-  // Positions whose logits a prompt-logprobs request still needs cannot come from the cache.
-  const auto limit = a.wants_prompt_logits() ? a.prompt_scored : static_cast<int64_t>(a.tokens.size());
+  if (!info_.prefix_caching) return;
+  // Positions whose logits a prompt-logprobs request still needs cannot come
+  // from the cache, nor can the last token (it is stepped for its logits).
+  const auto limit = std::min<int64_t>(a.wants_prompt_logits() ? a.prompt_scored : static_cast<int64_t>(a.tokens.size()),
+                                       static_cast<int64_t>(a.tokens.size()) - 1);
+  if (limit <= 0) return;
   a.cached = engine_->MatchPrefix(static_cast<SeqId>(a.handle), a.tokens, limit);
-  if (!a.admitted) a.usage.cached_prompt_tokens = std::min<int64_t>(a.cached, static_cast<int64_t>(a.req.prompt.size()));
-  a.admitted = true;
-  if (observer_ != nullptr) observer_->OnPrefixLookup(static_cast<int64_t>(a.tokens.size()), a.cached);
+  a.lookup_queried = limit;
+}
+
+void Scheduler::NoteFirstRun(Active& a) {
+  // Only a request's first run counts: cached_prompt_tokens are prompt tokens
+  // this request never ran (an admission whose step failed does not count),
+  // and a preempted request's recomputation is not a prompt lookup.
+  if (!a.ran && a.lookup_queried >= 0) {
+    a.usage.cached_prompt_tokens = std::min<int64_t>(a.cached, static_cast<int64_t>(a.req.prompt.size()));
+    if (observer_ != nullptr) observer_->OnPrefixLookup(a.lookup_queried, a.cached);
+  }
+  a.ran = true;
+  a.lookup_queried = -1;
 }
 
 void Scheduler::Preempt(Active& a) {
@@ -310,7 +325,7 @@ bool Scheduler::Step() {
   for (auto& [h, a] : running_) {
     if (static_cast<int64_t>(a->tokens.size()) - a->cached > 1) plan(*a);
   }
-  const int64_t free_blocks = engine_->FreeBlocks();
+  int64_t free_blocks = engine_->FreeBlocks();
   while (!waiting_.empty() && std::min(budget, prefill_budget) > 0 && static_cast<int64_t>(running_.size()) < opts_.max_running) {
     Active& a = *waiting_.front();
     const int64_t n = std::min<int64_t>(static_cast<int64_t>(a.tokens.size()), std::min(budget, prefill_budget));
@@ -325,6 +340,7 @@ bool Scheduler::Step() {
     owned->in_engine = true;
     Active* raw = owned.get();
     Admit(*raw);
+    free_blocks = engine_->FreeBlocks();  // a prefix match takes cached blocks and copies partial ones
     running_.emplace(raw->handle, std::move(owned));
     plan(*raw);
   }
@@ -421,6 +437,7 @@ void Scheduler::ApplyResult(const std::vector<Active*>& planned, const std::vect
     if (a.usage.layers.empty()) {
       for (int64_t l : info_.routed_layers) a.usage.layers.push_back({l, 0, 0});
     }
+    NoteFirstRun(a);
     for (size_t j = 0; j < routes.size(); ++j) {
       const int64_t position = a.cached + static_cast<int64_t>(j);
       if (position < a.routes_counted) continue;

@@ -82,6 +82,8 @@ class Scheduler {
   void Finish(Active& a, Status status);
   // A request entering the engine: its start from the prefix cache, if any.
   void Admit(Active& a);
+  // A step of `a` applied: on its first, its cached prompt tokens are final.
+  void NoteFirstRun(Active& a);
   void Preempt(Active& a);
   int64_t EstimateBlocks(int64_t cached, int64_t new_tokens) const;
   // Scores the prompt tokens that this step's chunk of `a` (at a.cached, its

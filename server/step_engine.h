@@ -25,6 +25,7 @@ struct StepEngineInfo {
   int64_t total_blocks = 0;
   int64_t max_context = 0;
   int64_t vocab_size = 0;
+  bool prefix_caching = false;  // MatchPrefix can find cached prefixes
 };
 
 class StepEngine {

@@ -35,6 +35,7 @@ class FakeEngine : public StepEngine {
     i.total_blocks = total_;
     i.max_context = ctx_;
     i.vocab_size = 258;
+    i.prefix_caching = prefix_hit > 0;
     return i;
   }
   Status AddSequence(SeqId id) override {
@@ -44,8 +45,9 @@ class FakeEngine : public StepEngine {
   }
   void Release(SeqId id) override { seqs_.erase(id); }
   int64_t FreeBlocks() const override { return total_ - Used(seqs_); }
-  // A stand-in prefix cache: every new sequence finds its first `prefix_hit`
-  // tokens cached (at most `limit`, never its last token).
+  // A stand-in prefix cache (Info().prefix_caching once prefix_hit > 0):
+  // every new sequence finds its first `prefix_hit` tokens cached (at most
+  // `limit`, never its last token).
   int64_t MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit) override {
     match_limits.push_back(limit);
     const int64_t n = std::max<int64_t>(0, std::min({prefix_hit, limit, static_cast<int64_t>(tokens.size()) - 1}));

@@ -162,5 +162,84 @@ TEST(KvBlockManager, AnAppendShortOfPoolBlocksEvictsUntilItFits) {
   EXPECT_EQ(m.free_blocks(), 4);
 }
 
+TEST(KvBlockManager, RandomSharingHoldsAndEvictionKeepTheCountsExact) {
+  const int64_t kBlocks = 48, kBs = 2, kLayers = 2;
+  KvBlockManager m({kBlocks, kBs, kLayers});
+  std::mt19937 rng(3);
+  std::multiset<int64_t> holds;  // the "cache": one entry per hold
+  m.set_evictor([&] {
+    if (holds.empty()) return false;
+    auto it = std::next(holds.begin(), static_cast<long>(rng() % holds.size()));
+    m.Unhold(*it);
+    holds.erase(it);
+    return true;
+  });
+  std::set<SeqId> seqs;
+  SeqId next = 0;
+  for (int op = 0; op < 4000; ++op) {
+    const int kind = static_cast<int>(rng() % 10);
+    auto pick = [&] { return *std::next(seqs.begin(), static_cast<long>(rng() % seqs.size())); };
+    const int64_t layer = static_cast<int64_t>(rng() % kLayers);
+    if (kind == 0 || seqs.empty()) {
+      ASSERT_TRUE(m.AddSequence(next).ok());
+      seqs.insert(next++);
+    } else if (kind == 1) {
+      const SeqId id = pick();
+      m.Release(id);
+      seqs.erase(id);
+    } else if (kind <= 4) {
+      (void)m.Append(pick(), layer, 1 + static_cast<int64_t>(rng() % 4));
+    } else if (kind == 5) {  // a new sequence starts from another's full blocks
+      const SeqId from = pick();
+      const auto& table = m.BlockTable(from, layer);
+      std::vector<int64_t> full(table.begin(), table.begin() + m.NumTokens(from, layer) / kBs);
+      ASSERT_TRUE(m.AddSequence(next).ok());
+      ASSERT_TRUE(m.Share(next, layer, full).ok());
+      seqs.insert(next++);
+    } else if (kind <= 7) {  // the cache holds a block some table has
+      const SeqId id = pick();
+      const auto& table = m.BlockTable(id, layer);
+      if (!table.empty()) {
+        const int64_t b = table[rng() % table.size()];
+        m.Hold(b);
+        holds.insert(b);
+      }
+    } else if (!holds.empty()) {
+      auto it = std::next(holds.begin(), static_cast<long>(rng() % holds.size()));
+      m.Unhold(*it);
+      holds.erase(it);
+    }
+    // The counts follow from the tables and the holds alone.
+    std::map<int64_t, int64_t> layer_of;  // block -> the layer of the tables that have it
+    for (SeqId id : seqs) {
+      for (int64_t l = 0; l < kLayers; ++l) {
+        const auto& table = m.BlockTable(id, l);
+        ASSERT_EQ(static_cast<int64_t>(table.size()), (m.NumTokens(id, l) + kBs - 1) / kBs);
+        for (int64_t b : table) {
+          auto [it, fresh] = layer_of.emplace(b, l);
+          ASSERT_EQ(it->second, l) << "block " << b << " in tables of two layers";
+        }
+      }
+    }
+    int64_t cached = 0;
+    for (int64_t b : std::set<int64_t>(holds.begin(), holds.end())) cached += layer_of.count(b) == 0;
+    ASSERT_EQ(m.used_blocks(), static_cast<int64_t>(layer_of.size()));
+    ASSERT_EQ(m.cached_blocks(), cached);
+    ASSERT_EQ(m.used_blocks(0) + m.used_blocks(1), m.used_blocks());
+  }
+  for (SeqId id : seqs) m.Release(id);
+  while (!holds.empty()) {
+    m.Unhold(*holds.begin());
+    holds.erase(holds.begin());
+  }
+  EXPECT_EQ(m.free_blocks(), kBlocks);
+  EXPECT_EQ(m.cached_blocks(), 0);
+  // Every block can be handed out again, once.
+  ASSERT_TRUE(m.AddSequence(next).ok());
+  auto all = m.Append(next, 0, kBlocks * kBs);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(std::set<int64_t>(m.BlockTable(next, 0).begin(), m.BlockTable(next, 0).end()).size(), static_cast<size_t>(kBlocks));
+}
+
 }  // namespace
 }  // namespace modserve

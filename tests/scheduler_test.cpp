@@ -96,7 +96,7 @@ TEST(Scheduler, ACachedPrefixIsNotFedAgainAndCountsAsCachedPromptTokens) {
   auto h2 = s.Submit(r, Into(&scored));
   ASSERT_TRUE(h1.ok() && h2.ok());
   RunUntilIdle(s);
-  EXPECT_EQ(e.match_limits, (std::vector<int64_t>{12, 0})) << "a prompt-logprobs request needs every position's logits";
+  EXPECT_EQ(e.match_limits, (std::vector<int64_t>{11})) << "all but the last token; none for a prompt-logprobs request";
   for (const Collected* c : {&cached, &scored}) {
     ASSERT_TRUE(c->done());
     EXPECT_EQ(c->text, Expected("abcdefghij", 12, 5)) << "the cached positions still count";
@@ -389,6 +389,39 @@ TEST(Scheduler, PreemptsAndRecomputesWhenBlocksRunOut) {
     EXPECT_EQ(got[i].last().usage.routed_computed() + got[i].last().usage.routed_skipped(), 10 + 19);
   }
   EXPECT_EQ(small.sequences(), 0);
+  EXPECT_EQ(small.FreeBlocks(), 24);
+}
+
+struct PrefixLookups : SchedulerObserver {
+  int64_t calls = 0, queried = 0, hit = 0;
+  void OnPrefixLookup(int64_t q, int64_t h) override {
+    ++calls;
+    queried += q;
+    hit += h;
+  }
+};
+
+TEST(Scheduler, CachedPromptTokensAndLookupsCountEachRequestsFirstRunOnlyThroughPreemption) {
+  FakeEngine small(24, 4);  // as above: preemptions
+  small.prefix_hit = 4;
+  SchedulerOptions o;
+  o.max_batch_tokens = 64;
+  PrefixLookups seen;
+  Scheduler s(&small, o, &seen);
+  std::vector<Collected> got(6);
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(s.Submit(Req("prompt" + std::to_string(i) + "xx", 20), Into(&got[i])).ok());
+  RunUntilIdle(s);
+  EXPECT_GT(small.match_limits.size(), 6u) << "preempted requests looked the cache up again";
+  EXPECT_EQ(seen.calls, 6) << "a recomputation is not a prompt lookup";
+  EXPECT_EQ(seen.queried, 6 * 9);
+  EXPECT_EQ(seen.hit, 6 * 4);
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(got[i].done());
+    EXPECT_EQ(got[i].text, Expected("abcdefghij", 10, 20)) << "request " << i;
+    EXPECT_EQ(got[i].last().usage.cached_prompt_tokens, 4);
+    EXPECT_EQ(got[i].last().usage.routed_computed() + got[i].last().usage.routed_skipped(), 10 - 4 + 19)
+        << "request " << i << ": every token it ran, once";
+  }
   EXPECT_EQ(small.FreeBlocks(), 24);
 }
 
