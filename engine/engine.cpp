@@ -142,10 +142,10 @@ void Engine::Release(SeqId id) {
   if (impl_->prefix) impl_->prefix->Release(id);
 }
 
-int64_t Engine::MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit) {
+int64_t Engine::MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit, const std::string& cache_salt) {
   auto it = impl_->positions.find(id);
-  if (!impl_->prefix || it == impl_->positions.end() || it->second != 0 || tokens.empty()) return 0;
-  it->second = impl_->prefix->Attach(id, tokens, std::min<int64_t>(limit, static_cast<int64_t>(tokens.size()) - 1));
+  if (!impl_->prefix || it == impl_->positions.end() || it->second != 0) return 0;
+  it->second = impl_->prefix->Attach(id, tokens, std::min<int64_t>(limit, static_cast<int64_t>(tokens.size()) - 1), cache_salt);
   return it->second;
 }
 

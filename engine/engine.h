@@ -119,10 +119,12 @@ class Engine {
   int64_t NumTokens(SeqId id) const;  // tokens (positions) the sequence has processed; -1 if unknown
   // With prefix caching: gives the new sequence `id` (nothing processed yet)
   // the cached K/V of the longest prefix of tokens[0, limit) that a sequence
-  // ran, at most tokens.size() - 1 tokens (the last one is stepped for its
-  // logits), in whole blocks; returns its length, now the sequence's
-  // position (0: nothing cached, caching off, or the pool is short).
-  int64_t MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit);
+  // with the same `cache_salt` ran, at most tokens.size() - 1 tokens (the
+  // last one is stepped for its logits), in whole blocks; returns its length,
+  // now the sequence's position (0: nothing cached, caching off, or the pool
+  // is short). The sequence's prefixes are cached under `cache_salt` (a
+  // sequence never matched: under "").
+  int64_t MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit, const std::string& cache_salt = "");
   void ClearPrefixCache();  // drops every cached prefix (their blocks return to the pool)
   bool prefix_caching() const;
 

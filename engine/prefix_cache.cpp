@@ -1,18 +1,26 @@
 #include "engine/prefix_cache.h"
 
 #include <algorithm>
+#include <random>
 #include <stdexcept>
 #include <string>
 
 namespace modserve {
 
 namespace {
-constexpr uint64_t kRootHash = 0xcbf29ce484222325ULL;  // FNV-1a offset basis
-constexpr uint64_t kPrime = 0x100000001b3ULL;         // FNV-1a prime
+constexpr uint64_t kPrime = 0x100000001b3ULL;  // FNV-1a prime
 }  // namespace
 
 PrefixCache::PrefixCache(KvBlockManager* blocks, int64_t granularity) : blocks_(blocks), granularity_(granularity) {
   if (granularity <= 0) throw std::invalid_argument("PrefixCache: granularity must be positive, got " + std::to_string(granularity));
+  std::random_device device;
+  seed_ = (static_cast<uint64_t>(device()) << 32) ^ device();
+}
+
+uint64_t PrefixCache::RootHash(const std::string& salt) const {
+  uint64_t h = seed_;
+  for (unsigned char ch : salt) h = (h ^ ch) * kPrime;
+  return (h ^ salt.size()) * kPrime;
 }
 
 PrefixCache::~PrefixCache() { Clear(); }
@@ -26,11 +34,13 @@ uint64_t PrefixCache::LinkHash(uint64_t parent_hash, const std::vector<int64_t>&
   return h;
 }
 
-int64_t PrefixCache::Find(uint64_t hash, int64_t parent, const std::vector<int64_t>& tokens, int64_t begin) const {
+int64_t PrefixCache::Find(uint64_t hash, int64_t parent, const std::vector<int64_t>& tokens, int64_t begin,
+                          const std::string& salt) const {
   auto it = by_hash_.find(hash);
   if (it == by_hash_.end()) return -1;
   const Entry& e = entries_.at(it->second);
   if (e.parent != parent || !std::equal(e.tokens.begin(), e.tokens.end(), tokens.begin() + begin)) return -1;
+  if (parent < 0 && e.salt != salt) return -1;
   return it->second;
 }
 
@@ -41,14 +51,14 @@ void PrefixCache::Touch(int64_t id) {
   if (e.children == 0) leaves_.insert({e.last_use, id});
 }
 
-PrefixMatch PrefixCache::Match(const std::vector<int64_t>& tokens, int64_t limit) {
+PrefixMatch PrefixCache::Match(const std::vector<int64_t>& tokens, int64_t limit, const std::string& salt) {
   PrefixMatch m;
   limit = std::min<int64_t>(limit, static_cast<int64_t>(tokens.size()));
-  uint64_t hash = kRootHash;
+  uint64_t hash = RootHash(salt);
   int64_t parent = -1;
   for (int64_t end = granularity_; end <= limit; end += granularity_) {
     hash = LinkHash(hash, tokens, end - granularity_);
-    const int64_t id = Find(hash, parent, tokens, end - granularity_);
+    const int64_t id = Find(hash, parent, tokens, end - granularity_, salt);
     if (id < 0) break;
     Touch(id);
     m.boundary_rows.push_back(entries_.at(id).rows);
@@ -63,20 +73,22 @@ PrefixMatch PrefixCache::Match(const std::vector<int64_t>& tokens, int64_t limit
   return m;
 }
 
-void PrefixCache::Insert(SeqId id, const std::vector<int64_t>& tokens, const std::vector<std::vector<int64_t>>& boundary_rows) {
+void PrefixCache::Insert(SeqId id, const std::vector<int64_t>& tokens, const std::vector<std::vector<int64_t>>& boundary_rows,
+                         const std::string& salt) {
   const int64_t bs = blocks_->block_size();
-  uint64_t hash = kRootHash;
+  uint64_t hash = RootHash(salt);
   int64_t parent = -1;
   for (size_t k = 0; k < boundary_rows.size(); ++k) {
     const int64_t begin = static_cast<int64_t>(k) * granularity_;
     if (begin + granularity_ > static_cast<int64_t>(tokens.size())) return;
     hash = LinkHash(hash, tokens, begin);
-    int64_t found = Find(hash, parent, tokens, begin);
+    int64_t found = Find(hash, parent, tokens, begin, salt);
     if (found < 0) {
       if (by_hash_.count(hash)) return;  // another prefix with this hash: leave it
       Entry e;
       e.hash = hash;
       e.parent = parent;
+      if (parent < 0) e.salt = salt;
       e.tokens.assign(tokens.begin() + begin, tokens.begin() + begin + granularity_);
       e.rows = boundary_rows[k];
       for (size_t l = 0; l < e.rows.size(); ++l) {

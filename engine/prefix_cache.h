@@ -16,6 +16,10 @@
 // Entries form a tree: an entry's parent is the entry one granularity shorter.
 // Lookup hashes the chain of token groups and checks each link's own tokens
 // and parent, so a hash collision can never hand out another prefix's K/V.
+// A root also carries a salt: prefixes recorded under one salt are found only
+// under the same salt (tenants that must not learn of each other's prompts).
+// The hash starts from a per-process random seed, so a client cannot craft a
+// prompt that collides with another's to keep it out of the cache.
 // Each entry holds (KvBlockManager::Hold) every block it lists; eviction
 // drops the least recently used leaf, so a reachable entry's parents stay.
 //
@@ -24,6 +28,7 @@
 
 #include <cstdint>
 #include <set>
+#include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -49,11 +54,12 @@ class PrefixCache {
   PrefixCache& operator=(const PrefixCache&) = delete;
 
   // The longest cached prefix of tokens[0, limit); marks its entries used.
-  PrefixMatch Match(const std::vector<int64_t>& tokens, int64_t limit);
+  PrefixMatch Match(const std::vector<int64_t>& tokens, int64_t limit, const std::string& salt = "");
   // Records the prefixes of sequence `id` (which holds at least these rows)
   // ending at each boundary: boundary_rows[k][layer] are the rows of the
   // prefix of (k + 1) * granularity tokens. Entries already there are marked used.
-  void Insert(SeqId id, const std::vector<int64_t>& tokens, const std::vector<std::vector<int64_t>>& boundary_rows);
+  void Insert(SeqId id, const std::vector<int64_t>& tokens, const std::vector<std::vector<int64_t>>& boundary_rows,
+              const std::string& salt = "");
   // Drops the least recently used leaf; false when the cache is empty.
   bool EvictOne();
   void Clear();
@@ -65,20 +71,24 @@ class PrefixCache {
   struct Entry {
     uint64_t hash = 0;
     int64_t parent = -1;          // entry id, -1 for a root
+    std::string salt;             // a root's salt
     std::vector<int64_t> tokens;  // this link's granularity tokens
     std::vector<int64_t> rows;
     std::vector<std::vector<int64_t>> blocks;
     int64_t children = 0;
     uint64_t last_use = 0;
   };
+  uint64_t RootHash(const std::string& salt) const;
   // The hash of the link after `parent_hash` made of tokens[begin, begin + granularity).
   uint64_t LinkHash(uint64_t parent_hash, const std::vector<int64_t>& tokens, int64_t begin) const;
-  // The entry for that link if it is exactly that link under `parent`; -1 otherwise.
-  int64_t Find(uint64_t hash, int64_t parent, const std::vector<int64_t>& tokens, int64_t begin) const;
+  // The entry for that link if it is exactly that link under `parent` (a
+  // root: under `salt`); -1 otherwise.
+  int64_t Find(uint64_t hash, int64_t parent, const std::vector<int64_t>& tokens, int64_t begin, const std::string& salt) const;
   void Touch(int64_t id);
 
   KvBlockManager* blocks_;
   int64_t granularity_;
+  uint64_t seed_;
   int64_t next_id_ = 0;
   uint64_t clock_ = 0;
   std::unordered_map<int64_t, Entry> entries_;

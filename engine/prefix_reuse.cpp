@@ -39,14 +39,15 @@ void PrefixReuse::Record(const std::vector<SequenceChunk>& batch, const std::vec
       for (int64_t l = 0; l < L; ++l) rows[static_cast<size_t>(l)] += Writes(l, routes[static_cast<size_t>(i)]);
       if ((starts[b] + i + 1) % G == 0) s.boundary_rows.push_back(rows);
     }
-    cache_.Insert(c.id, s.tokens, s.boundary_rows);
+    cache_.Insert(c.id, s.tokens, s.boundary_rows, s.salt);
   }
 }
 
-int64_t PrefixReuse::Attach(SeqId id, const std::vector<int64_t>& tokens, int64_t limit) {
+int64_t PrefixReuse::Attach(SeqId id, const std::vector<int64_t>& tokens, int64_t limit, const std::string& salt) {
   auto it = seqs_.find(id);
   if (it == seqs_.end() || !it->second.tokens.empty()) return 0;
-  PrefixMatch match = cache_.Match(tokens, limit);
+  it->second.salt = salt;
+  PrefixMatch match = cache_.Match(tokens, limit, salt);
   if (match.length == 0) return 0;
   KvBlockManager& m = kv_->manager();
   const int64_t bs = m.block_size(), L = static_cast<int64_t>(match.rows.size());

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -30,16 +31,18 @@ class PrefixReuse {
   void Release(SeqId id) { seqs_.erase(id); }
   // After a step that applied: `starts[b]` is chunk b's first position.
   void Record(const std::vector<SequenceChunk>& batch, const std::vector<int64_t>& starts, const StepResult& result);
-  // Gives the new, empty sequence `id` the K/V of the longest cached prefix of
-  // tokens[0, limit); returns its length (0: none, or the pool cannot spare
-  // the blocks its partial rows need).
-  int64_t Attach(SeqId id, const std::vector<int64_t>& tokens, int64_t limit);
+  // Gives the new, empty sequence `id` the K/V of the longest prefix of
+  // tokens[0, limit) cached under `salt`; returns its length (0: none, or the
+  // pool cannot spare the blocks its partial rows need). The sequence's own
+  // prefixes are recorded under `salt` from now on.
+  int64_t Attach(SeqId id, const std::vector<int64_t>& tokens, int64_t limit, const std::string& salt);
 
   int64_t entries() const { return cache_.size(); }
   void Clear() { cache_.Clear(); }
 
  private:
   struct Seq {
+    std::string salt;
     std::vector<int64_t> tokens;
     std::vector<std::vector<int64_t>> boundary_rows;  // per block_size-th position: rows per layer
   };

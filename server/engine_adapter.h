@@ -38,8 +38,8 @@ class EngineAdapter final : public StepEngine {
   StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch, bool all_logits) override {
     return engine_->Step(batch, all_logits);
   }
-  int64_t MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit) override {
-    return engine_->MatchPrefix(id, tokens, limit);
+  int64_t MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit, const std::string& salt) override {
+    return engine_->MatchPrefix(id, tokens, limit, salt);
   }
   int64_t FreeBlocks() const override {
     const KvOccupancy occ = engine_->Occupancy();

@@ -23,6 +23,7 @@ StatusOr<v1::GenerateRequest> DecodeGenerateRequest(std::string_view wire) {
   MODSERVE_RETURN_IF_ERROR(CheckUtf8("prompt", w.prompt()));
   for (int i = 0; i < w.stop_size(); ++i) MODSERVE_RETURN_IF_ERROR(CheckUtf8("stop[" + std::to_string(i) + "]", w.stop(i)));
   if (w.has_request_id()) MODSERVE_RETURN_IF_ERROR(CheckUtf8("request_id", w.request_id()));
+  MODSERVE_RETURN_IF_ERROR(CheckUtf8("cache_salt", w.cache_salt()));
   v1::GenerateRequest r;
   if (!r.ParseFromArray(wire.data(), static_cast<int>(wire.size()))) {
     return InvalidArgument("the request is not a valid modserve.v1.GenerateRequest message");

@@ -125,9 +125,14 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
     }
     if (!IsValidRequestId(id)) return InvalidArgument("request_id must be printable ASCII without spaces");
   }
+  if (r.cache_salt().size() > kMaxCacheSaltBytes) {
+    return InvalidArgument("cache_salt is " + std::to_string(r.cache_salt().size()) + " bytes; the limit is " +
+                           std::to_string(kMaxCacheSaltBytes));
+  }
 
   GenerationRequest g;
   g.request_id = r.has_request_id() ? r.request_id() : fallback_id;
+  g.cache_salt = r.cache_salt();
   g.prompt = ByteTokenizer(ctx.bos_id, ctx.eos_id).Encode(r.prompt(), /*add_bos=*/true);
   g.sampling.temperature = r.temperature();
   g.sampling.top_k = r.top_k();

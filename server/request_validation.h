@@ -18,6 +18,7 @@ namespace modserve {
 // 20, as OpenAI's API allows, or the vocabulary size if that is smaller.
 constexpr int64_t kMaxTopLogprobs = 20;
 inline int64_t MaxTopLogprobs(int64_t vocab_size) { return vocab_size < kMaxTopLogprobs ? vocab_size : kMaxTopLogprobs; }
+inline constexpr size_t kMaxCacheSaltBytes = 256;  // longest GenerateRequest.cache_salt
 
 // What validation needs to know about the served model.
 struct ValidationContext {

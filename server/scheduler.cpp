@@ -268,9 +268,9 @@ void Scheduler::Admit(Active& a) {
   // from the cache, nor can the last token (it is stepped for its logits).
   const auto limit = std::min<int64_t>(a.wants_prompt_logits() ? a.prompt_scored : static_cast<int64_t>(a.tokens.size()),
                                        static_cast<int64_t>(a.tokens.size()) - 1);
-  if (limit <= 0) return;
-  a.cached = engine_->MatchPrefix(static_cast<SeqId>(a.handle), a.tokens, limit);
-  a.lookup_queried = limit;
+  // Called even with nothing to look up: it sets the salt the request's own prefixes are cached under.
+  a.cached = engine_->MatchPrefix(static_cast<SeqId>(a.handle), a.tokens, limit, a.req.cache_salt);
+  if (limit > 0) a.lookup_queried = limit;
 }
 
 void Scheduler::NoteFirstRun(Active& a) {

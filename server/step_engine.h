@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "engine/engine.h"
@@ -39,9 +40,12 @@ class StepEngine {
   virtual StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch, bool all_logits) = 0;
   virtual int64_t FreeBlocks() const = 0;
   // Prefix caching: starts the new sequence `id` from the K/V of the longest
-  // cached prefix of tokens[0, limit) and returns its length (the tokens the
-  // sequence then holds; 0: none). An engine without a prefix cache has none.
-  virtual int64_t MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit) { return 0; }
+  // prefix of tokens[0, limit) cached under `salt` and returns its length (the
+  // tokens the sequence then holds; 0: none); the sequence's own prefixes are
+  // cached under `salt`. An engine without a prefix cache has none.
+  virtual int64_t MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit, const std::string& salt) {
+    return 0;
+  }
 };
 
 }  // namespace modserve

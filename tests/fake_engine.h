@@ -48,8 +48,9 @@ class FakeEngine : public StepEngine {
   // A stand-in prefix cache (Info().prefix_caching once prefix_hit > 0):
   // every new sequence finds its first `prefix_hit` tokens cached (at most
   // `limit`, never its last token).
-  int64_t MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit) override {
+  int64_t MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit, const std::string& salt) override {
     match_limits.push_back(limit);
+    match_salts.push_back(salt);
     const int64_t n = std::max<int64_t>(0, std::min({prefix_hit, limit, static_cast<int64_t>(tokens.size()) - 1}));
     Seq& s = seqs_.at(id);
     s.tokens = n;
@@ -107,6 +108,7 @@ class FakeEngine : public StepEngine {
   int64_t sequences() const { return static_cast<int64_t>(seqs_.size()); }
   int64_t prefix_hit = 0;
   std::vector<int64_t> match_limits;  // the limit of every MatchPrefix call
+  std::vector<std::string> match_salts;
   int all_logits_steps = 0;  // steps asked for every token's logits
   bool record_steps = true;
   int steps_run = 0;  // successful steps

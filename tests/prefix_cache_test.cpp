@@ -67,6 +67,21 @@ TEST(PrefixCache, AGroupSeenUnderAnotherParentDoesNotMatch) {
   EXPECT_EQ(f.cache.Match({1, 1, 1, 1, 2, 2, 2, 2, 5}, 9).blocks[0][0], f.blocks.BlockTable(1, 0)[0]);
 }
 
+TEST(PrefixCache, PrefixesAreFoundOnlyUnderTheSaltTheyWereRecordedWith) {
+  Fixture f;
+  ASSERT_TRUE(f.blocks.AddSequence(1).ok());
+  ASSERT_TRUE(f.blocks.Append(1, 0, 8).ok());
+  ASSERT_TRUE(f.blocks.Append(1, 1, 4).ok());
+  f.cache.Insert(1, Iota(8), {{4, 2}, {8, 4}}, "tenant-a");
+  EXPECT_EQ(f.cache.Match(Iota(9), 9, "tenant-a").length, 8);
+  EXPECT_EQ(f.cache.Match(Iota(9), 9).length, 0) << "not under the empty salt";
+  EXPECT_EQ(f.cache.Match(Iota(9), 9, "tenant-b").length, 0);
+  EXPECT_EQ(f.cache.Match(Iota(9), 9, "tenant-").length, 0);
+  f.cache.Insert(1, Iota(8), {{4, 2}, {8, 4}});
+  EXPECT_EQ(f.cache.size(), 4) << "the same tokens under another salt are another prefix";
+  EXPECT_EQ(f.cache.Match(Iota(9), 9).length, 8);
+}
+
 TEST(PrefixCache, EntriesHoldTheirBlocksUntilEvictedLeastRecentlyUsedLeafFirst) {
   Fixture f;
   f.Run(1, Iota(8));       // entries A (4), A/B (8)

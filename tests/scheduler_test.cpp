@@ -93,10 +93,12 @@ TEST(Scheduler, ACachedPrefixIsNotFedAgainAndCountsAsCachedPromptTokens) {
   auto h1 = s.Submit(Req("hello world", 5), Into(&cached));  // 12 prompt tokens
   GenerationRequest r = Req("hello world", 5);
   r.return_prompt_logprobs = true;
+  r.cache_salt = "tenant-b";
   auto h2 = s.Submit(r, Into(&scored));
   ASSERT_TRUE(h1.ok() && h2.ok());
   RunUntilIdle(s);
-  EXPECT_EQ(e.match_limits, (std::vector<int64_t>{11})) << "all but the last token; none for a prompt-logprobs request";
+  EXPECT_EQ(e.match_limits, (std::vector<int64_t>{11, 0})) << "all but the last token; none for a prompt-logprobs request";
+  EXPECT_EQ(e.match_salts, (std::vector<std::string>{"", "tenant-b"})) << "each request's prefixes are cached under its salt";
   for (const Collected* c : {&cached, &scored}) {
     ASSERT_TRUE(c->done());
     EXPECT_EQ(c->text, Expected("abcdefghij", 12, 5)) << "the cached positions still count";

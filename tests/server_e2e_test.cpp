@@ -325,6 +325,20 @@ TEST_F(ServerE2E, APromptBeginningLikeAnEarlierOneReusesItsKvAndGivesTheReferenc
   const auto after = Metrics();
   EXPECT_EQ(after.at("modserve_prefix_cache_hits_total") - before.at("modserve_prefix_cache_hits_total"), static_cast<double>(hits));
   EXPECT_GE(after.at("modserve_prefix_cache_queries_total") - before.at("modserve_prefix_cache_queries_total"), 3 * 100.0);
+
+  // Under a cache_salt the same prompt is another tenant's: it finds nothing
+  // unsalted, and what it runs is found only under its salt.
+  auto cached_under = [&](const std::string& salt) {
+    v1::GenerateRequest r = Request(shared + "produced no evidence.", kTokens);
+    r.set_cache_salt(salt);
+    v1::GenerateResponse u;
+    EXPECT_TRUE(Unary(r, &u).ok());
+    return u.usage().cached_prompt_tokens();
+  };
+  EXPECT_EQ(cached_under("tenant-a"), 0);
+  EXPECT_EQ(cached_under("tenant-a"), 112);
+  EXPECT_EQ(cached_under("tenant-b"), 0);
+  EXPECT_EQ(cached_under(""), 112) << "the unsalted prefix is still there";
 }
 
 // min_tokens holds EOS back, logit_bias shifts the logits, ignore_eos
@@ -495,6 +509,8 @@ TEST_F(ServerE2E, EveryInvalidRequestGetsAClearErrorAndTheNextRequestIsServed) {
       {[](Wire* r) { r->set_min_tokens(5); }, invalid, "min_tokens must be in [0, max_tokens = 4], got 5"},
       {[](Wire* r) { (*r->mutable_logit_bias())[300] = 1; }, invalid, "logit_bias has token id 300"},
       {[](Wire* r) { (*r->mutable_logit_bias())[65] = -101; }, invalid, "logit_bias[65] must be in [-100, 100]"},
+      {[](Wire* r) { r->set_cache_salt(std::string(300, 's')); }, invalid, "cache_salt is 300 bytes; the limit is 256"},
+      {[](Wire* r) { r->set_cache_salt("t\xFF"); }, invalid, "cache_salt is not valid UTF-8"},
   };
   auto check = [&](const std::string& wire, grpc::StatusCode code, const std::string& expect) {
     SCOPED_TRACE(expect);

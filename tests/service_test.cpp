@@ -231,6 +231,7 @@ TEST(RequestValidation, EveryBadFieldIsNamed) {
       {[](auto* r) { (*r->mutable_logit_bias())[5] = 1; (*r->mutable_logit_bias())[-3] = 1; }, "logit_bias has token id -3"},
       {[](auto* r) { (*r->mutable_logit_bias())[65] = 100.5f; }, "logit_bias[65] must be in [-100, 100], got 100.5"},
       {[nan](auto* r) { (*r->mutable_logit_bias())[9] = 0; (*r->mutable_logit_bias())[7] = nan; }, "logit_bias[7] must be in [-100, 100], got nan"},
+      {[](auto* r) { r->set_cache_salt(std::string(257, 's')); }, "cache_salt is 257 bytes; the limit is 256"},
   };
   for (const auto& c : cases) {
     v1::GenerateRequest r;

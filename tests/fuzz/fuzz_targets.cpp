@@ -52,6 +52,7 @@ void RequestValidation(const uint8_t* data, size_t size) {
   for (const auto& [id, bias] : g->sampling.logit_bias) {
     FUZZ_CHECK(id >= 0 && id < ctx.vocab_size && std::fabs(bias) <= 100);
   }
+  FUZZ_CHECK(g->cache_salt == req->cache_salt() && g->cache_salt.size() <= kMaxCacheSaltBytes);
   FUZZ_CHECK(IsValidUtf8(req->prompt()));
 }
 
