@@ -92,6 +92,7 @@ Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
   req->set_min_tokens(static_cast<int32_t>(min_tokens));
   req->set_ignore_eos(f.Bool("ignore-eos"));
   MODSERVE_RETURN_IF_ERROR(ParseLogitBias(f.Str("logit-bias"), req->mutable_logit_bias()));
+  req->set_cache_salt(f.Str("cache-salt"));
   req->set_return_routes(f.Bool("routes"));
   int64_t logprobs = -1;
   MODSERVE_RETURN_IF_ERROR(f.Get("logprobs", &logprobs));
@@ -171,6 +172,7 @@ Status Run(int argc, char** argv) {
   f.Define("ignore-eos", "false", "generate, stream, bench: generate past EOS (until max tokens or the stop string)", true);
   f.Define("logit-bias", "", "generate, stream: ID:BIAS,... added to those token ids' logits (-100 .. 100)");
   f.Define("routes", "false", "stream: show which routed layers each token computed", true);
+  f.Define("cache-salt", "", "generate, stream: reuse (and leave) cached prompt prefixes only under this salt");
   f.Define("logprobs", "-1",
            "generate, stream: also print each token's log-probability and this many alternatives (-1: none)");
   f.Define("prompt-logprobs", "false",

@@ -72,7 +72,17 @@ grep -q "finish: eos; prompt [0-9]* tokens ([0-9]* cached), completion 4 tokens"
 "$bin/mod-client" --server "$address" generate --max-tokens 6 --ignore-eos --logit-bias 257:100 2>"$work/eos.err" >/dev/null
 grep -q "finish: length; prompt [0-9]* tokens ([0-9]* cached), completion 6 tokens" "$work/eos.err" ||
   { echo "FAIL: --ignore-eos with EOS forced:"; cat "$work/eos.err"; exit 1; }
-for bad in 65=1 65:1, 65:1x :1 65: 65:1,65:2; do
+echo "== mod-client --cache-salt"
+long="The jury further said in term-end presentments that the City Executive Committee had charge of it."
+cached() {
+  "$bin/mod-client" --server "$address" generate --prompt "$long" --max-tokens 2 "$@" 2>&1 >/dev/null |
+    grep -o '([0-9]* cached)' | tr -dc 0-9
+}
+cached --cache-salt clients-test >/dev/null
+[[ "$(cached --cache-salt clients-test)" == 96 ]] || { echo "FAIL: the second call under a salt found no cached prefix"; exit 1; }
+[[ "$(cached --cache-salt other-tenant)" == 0 ]] || { echo "FAIL: another salt found the prefix"; exit 1; }
+echo "PASS: mod-client --cache-salt"
+for bad in 65=1 '65:1,' 65:1x :1 65: 65:1,65:2; do
   if "$bin/mod-client" --server "$address" generate --logit-bias "$bad" 2>"$work/bad.err"; then
     echo "FAIL: --logit-bias $bad was accepted"; exit 1
   fi
