@@ -17,9 +17,8 @@ REQUESTS=${REQUESTS:-64}
 CONCURRENCY=${CONCURRENCY:-8}
 ROUNDS=${ROUNDS:-3}
 scripts/build.sh >/dev/null
-work=$(mktemp -d)
-server=""
-trap 'if [[ -n "$server" ]]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+# shellcheck source=scripts/serving-lib.sh
+source scripts/serving-lib.sh
 
 # One metric's value from the server's /metrics (bash's /dev/tcp: no curl needed).
 metric() {
@@ -35,23 +34,16 @@ metric() {
 serve() {
   local caching=$1
   shift
-  build/bin/mod-server --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --prefix-caching "$caching" "$@" 2>"$work/server.log" &
-  server=$!
-  for _ in $(seq 1 300); do grep -q '(port [0-9]*)' "$work/server.log" && break; sleep 0.1; done
-  local grpc_port metrics_port hits queries
-  grpc_port=$(grep -o '(port [0-9]*)' "$work/server.log" | head -1 | tr -dc 0-9)
-  metrics_port=$(grep -o '(port [0-9]*)' "$work/server.log" | tail -1 | tr -dc 0-9)
+  start_server --prefix-caching "$caching" "$@"
+  local hits queries
   build/bin/mod-client --server "127.0.0.1:$grpc_port" bench --concurrency "$CONCURRENCY" --requests "$REQUESTS" \
     --shared-prefix-bytes "$SHARED" --prompt-bytes "$PROMPT" --max-tokens "$OUTPUT" --ignore-eos --json | tr -d ' \n'
   echo
   hits=$(metric "$metrics_port" modserve_prefix_cache_hits_total)
   queries=$(metric "$metrics_port" modserve_prefix_cache_queries_total)
   awk -v h="$hits" -v q="$queries" 'BEGIN {if (q > 0) printf "%.3f\n", h / q; else print "n/a"}'
-  kill -TERM "$server"
-  wait "$server"
-  server=""
+  stop_server
 }
-median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 field() { grep -o "\"$1\":[0-9.e+-]*" | head -1 | cut -d: -f2; }
 ttft() { grep -o '"ttft_seconds":{[^}]*}' | grep -o "\"$1\":[0-9.e+-]*" | cut -d: -f2; }
 

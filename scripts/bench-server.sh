@@ -23,9 +23,8 @@ REQUESTS=${REQUESTS:-128}
 ROUNDS=${ROUNDS:-3}
 CONCURRENCY=32
 scripts/build.sh >/dev/null
-work=$(mktemp -d)
-server=""
-trap 'if [[ -n "$server" ]]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+# shellcheck source=scripts/serving-lib.sh
+source scripts/serving-lib.sh
 
 # Prints the engine's decode tokens/s and its p99 step time in ms.
 engine() {
@@ -56,17 +55,11 @@ for ((i = 0; i + 1 < ${#args[@]}; i++)); do
 done
 
 serve() {
-  build/bin/mod-server --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 "$@" 2>"$work/server.log" &
-  server=$!
-  for _ in $(seq 1 300); do grep -q '(port [0-9]*)' "$work/server.log" && break; sleep 0.1; done
-  local port
-  port=$(grep -o '(port [0-9]*)' "$work/server.log" | head -1 | tr -dc 0-9)
-  build/bin/mod-client --server "127.0.0.1:$port" bench --concurrency "$CONCURRENCY" --requests "$REQUESTS" \
+  start_server "$@"
+  build/bin/mod-client --server "127.0.0.1:$grpc_port" bench --concurrency "$CONCURRENCY" --requests "$REQUESTS" \
     --prompt-bytes "$PROMPT" --max-tokens "$OUTPUT" --json | tr -d ' \n'
-  kill -TERM "$server"
-  wait "$server"
+  stop_server
 }
-median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 engines=() same=() outs=() itls=() ttfts=() errors="" step_p99s=()
 run_engines() {
