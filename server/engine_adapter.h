@@ -41,6 +41,7 @@ class EngineAdapter final : public StepEngine {
   int64_t MatchPrefix(SeqId id, const std::vector<int64_t>& tokens, int64_t limit, const std::string& salt) override {
     return engine_->MatchPrefix(id, tokens, limit, salt);
   }
+  int64_t CachedBlocks() const override { return engine_->Occupancy().cached_blocks; }
   int64_t FreeBlocks() const override {
     const KvOccupancy occ = engine_->Occupancy();
     return occ.total_blocks - occ.used_blocks;

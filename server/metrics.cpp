@@ -43,6 +43,7 @@ struct ServerMetrics::Impl {
   Gauge* queue = nullptr;
   Gauge* running = nullptr;
   Gauge* kv_usage = nullptr;
+  Gauge* prefix_usage = nullptr;
   Histogram* ttft = nullptr;
   Histogram* itl = nullptr;
   Histogram* duration = nullptr;
@@ -89,6 +90,11 @@ StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string&
                         .Help("Tokens of those lookups whose K/V the prefix cache held (hit rate = hits / queries)")
                         .Register(reg)
                         .Add({});
+  m->prefix_usage = &prometheus::BuildGauge()
+                         .Name("modserve_prefix_cache_usage_ratio")
+                         .Help("KV blocks only the prefix cache holds / total (free to take: evicted on demand)")
+                         .Register(reg)
+                         .Add({});
   m->queue = &prometheus::BuildGauge().Name("modserve_queue_requests").Help("Requests waiting to be admitted").Register(reg).Add({});
   m->running = &prometheus::BuildGauge().Name("modserve_running_requests").Help("Requests in the engine").Register(reg).Add({});
   m->kv_usage = &prometheus::BuildGauge().Name("modserve_kv_cache_usage_ratio").Help("Used / total KV cache blocks (blocks only the prefix cache holds count as free)").Register(reg).Add({});
@@ -173,6 +179,7 @@ void ServerMetrics::OnStep(const StepReport& r) {
 }
 
 void ServerMetrics::OnKvUsage(double ratio) { impl_->kv_usage->Set(ratio); }
+void ServerMetrics::OnPrefixCacheUsage(double ratio) { impl_->prefix_usage->Set(ratio); }
 
 void ServerMetrics::OnPrefixLookup(int64_t queried, int64_t hit) {
   impl_->prefix_queries->Increment(static_cast<double>(queried));

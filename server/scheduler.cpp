@@ -146,7 +146,9 @@ void Scheduler::SyncCounts() {
   }
   PublishCounts();
   if (observer_ != nullptr && info_.total_blocks > 0) {
-    observer_->OnKvUsage(static_cast<double>(info_.total_blocks - engine_->FreeBlocks()) / static_cast<double>(info_.total_blocks));
+    const auto total = static_cast<double>(info_.total_blocks);
+    observer_->OnKvUsage(static_cast<double>(info_.total_blocks - engine_->FreeBlocks()) / total);
+    if (info_.prefix_caching) observer_->OnPrefixCacheUsage(static_cast<double>(engine_->CachedBlocks()) / total);
   }
 }
 

@@ -31,6 +31,8 @@ class SchedulerObserver {
   virtual void OnStep(const StepReport& report) {}
   // Used / total KV blocks, after every step and after requests end.
   virtual void OnKvUsage(double ratio) {}
+  // With prefix caching, at the same times: blocks only the cache holds / total.
+  virtual void OnPrefixCacheUsage(double ratio) {}
   // A request (or a preempted one coming back) was admitted: `queried` tokens
   // looked up in the prefix cache, `hit` of them found there.
   virtual void OnPrefixLookup(int64_t queried, int64_t hit) {}

@@ -67,6 +67,8 @@ ServedModel DescribeModel(const ServerConfig& cfg, const ModelConfig& mc, const 
   p.set_server_version(MODSERVE_VERSION);
   p.set_dtype(cfg.dtype);
   p.set_device(cfg.device);
+  p.set_prefix_caching(info.prefix_caching);
+  p.set_kv_block_size(static_cast<int32_t>(info.block_size));
   auto* lim = p.mutable_limits();
   lim->set_max_prompt_bytes(static_cast<int32_t>(cfg.limits.max_prompt_bytes));
   lim->set_max_tokens(static_cast<int32_t>(cfg.limits.max_tokens));

@@ -38,7 +38,8 @@ class StepEngine {
   // All-or-nothing: on error nothing changed (RESOURCE_EXHAUSTED: KV pool short).
   // With all_logits, StepResult::all_logits holds every token's logits too.
   virtual StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch, bool all_logits) = 0;
-  virtual int64_t FreeBlocks() const = 0;
+  virtual int64_t FreeBlocks() const = 0;  // blocks only the prefix cache holds included
+  virtual int64_t CachedBlocks() const { return 0; }  // blocks only the prefix cache holds
   // Prefix caching: starts the new sequence `id` from the K/V of the longest
   // prefix of tokens[0, limit) cached under `salt` and returns its length (the
   // tokens the sequence then holds; 0: none); the sequence's own prefixes are

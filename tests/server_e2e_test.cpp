@@ -325,6 +325,8 @@ TEST_F(ServerE2E, APromptBeginningLikeAnEarlierOneReusesItsKvAndGivesTheReferenc
   const auto after = Metrics();
   EXPECT_EQ(after.at("modserve_prefix_cache_hits_total") - before.at("modserve_prefix_cache_hits_total"), static_cast<double>(hits));
   EXPECT_GE(after.at("modserve_prefix_cache_queries_total") - before.at("modserve_prefix_cache_queries_total"), 3 * 100.0);
+  EXPECT_GT(after.at("modserve_prefix_cache_usage_ratio"), 0) << "the prompts' blocks stay cached after the requests end";
+  EXPECT_EQ(after.at("modserve_kv_cache_usage_ratio"), 0) << "cached blocks count as free";
 
   // Under a cache_salt the same prompt is another tenant's: it finds nothing
   // unsalted, and what it runs is found only under its salt.
@@ -557,6 +559,8 @@ TEST_F(ServerE2E, HealthModelInfoAndReflection) {
     EXPECT_DOUBLE_EQ(info.capacity(), 0.125);
     EXPECT_EQ(info.limits().max_tokens(), 1024);
     EXPECT_EQ(info.limits().max_top_logprobs(), 20);
+    EXPECT_TRUE(info.prefix_caching());
+    EXPECT_EQ(info.kv_block_size(), 16);
   }
   namespace refl = modserve::testing::reflection;
   const grpc::internal::RpcMethod method("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
