@@ -109,9 +109,9 @@ StatusOr<std::unique_ptr<Engine>> CreateEngine(MoDTransformer model, const Engin
     bo.block_size = opts.block_size;
     bo.n_layers = cfg.n_layers;
     impl->kv = std::make_unique<KvCache>(bo, cfg.n_heads, cfg.head_dim(), torch::TensorOptions().dtype(kv_dtype).device(impl->device));
-    if (opts.prefix_caching) impl->prefix = std::make_unique<PrefixReuse>(impl->kv.get(), cfg);
     int64_t ordinal = 0;
     for (int64_t l = 0; l < cfg.n_layers; ++l) impl->routed_ordinal.push_back(cfg.IsRouted(l) ? ordinal++ : -1);
+    if (opts.prefix_caching) impl->prefix = std::make_unique<PrefixReuse>(impl->kv.get(), cfg, impl->routed_ordinal);
     std::tie(impl->rope_cos, impl->rope_sin) = RopeCosSin(torch::arange(cfg.max_context, torch::kLong), cfg.head_dim(), cfg.rope_theta);
   } catch (const c10::Error& e) {
     return Internal(std::string("engine start-up failed: ") + e.what_without_backtrace());

@@ -4,12 +4,9 @@
 
 namespace modserve {
 
-PrefixReuse::PrefixReuse(KvCache* kv, const ModelConfig& cfg) : kv_(kv), cache_(&kv->manager(), kv->manager().block_size()) {
-  int64_t ordinal = 0;
-  for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    writes_all_.push_back(!cfg.SkipsAttention(l));
-    route_bit_.push_back(cfg.IsRouted(l) ? ordinal++ : -1);
-  }
+PrefixReuse::PrefixReuse(KvCache* kv, const ModelConfig& cfg, const std::vector<int64_t>& routed_ordinal)
+    : kv_(kv), route_bit_(routed_ordinal), cache_(&kv->manager(), kv->manager().block_size()) {
+  for (int64_t l = 0; l < cfg.n_layers; ++l) writes_all_.push_back(!cfg.SkipsAttention(l));
   kv_->manager().set_evictor([this] { return cache_.EvictOne(); });
 }
 

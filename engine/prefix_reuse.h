@@ -24,7 +24,8 @@ namespace modserve {
 class PrefixReuse {
  public:
   // `kv` outlives this; registers itself as the pool's evictor.
-  PrefixReuse(KvCache* kv, const ModelConfig& cfg);
+  // routed_ordinal: per layer, its route bit among the routed layers, or -1.
+  PrefixReuse(KvCache* kv, const ModelConfig& cfg, const std::vector<int64_t>& routed_ordinal);
   ~PrefixReuse();
 
   void Add(SeqId id) { seqs_[id] = {}; }

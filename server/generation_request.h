@@ -43,8 +43,8 @@ struct LayerUsage {
 struct RequestUsage {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
-  // Prompt tokens whose K/V came from the prefix cache when the request was
-  // first admitted: the engine did not run them for this request.
+  // Prompt tokens whose K/V came from the prefix cache at the admission of
+  // the request's first step that applied: the engine did not run them for it.
   int64_t cached_prompt_tokens = 0;
   // Per routed layer, over every token the engine processed for the request
   // (counted from the per-token routes, once per token even if recomputed

@@ -82,7 +82,7 @@ StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string&
   m->preemptions = &prometheus::BuildCounter().Name("modserve_preemptions_total").Help("Requests preempted for KV memory (recomputed later)").Register(reg).Add({});
   m->prefix_queries = &prometheus::BuildCounter()
                            .Name("modserve_prefix_cache_queries_total")
-                           .Help("Tokens looked up in the prefix cache as requests entered the engine (preempted ones again)")
+                           .Help("Tokens looked up in the prefix cache as requests entered the engine (once per request)")
                            .Register(reg)
                            .Add({});
   m->prefix_hits = &prometheus::BuildCounter()

@@ -33,8 +33,9 @@ class SchedulerObserver {
   virtual void OnKvUsage(double ratio) {}
   // With prefix caching, at the same times: blocks only the cache holds / total.
   virtual void OnPrefixCacheUsage(double ratio) {}
-  // A request (or a preempted one coming back) was admitted: `queried` tokens
-  // looked up in the prefix cache, `hit` of them found there.
+  // A request's first step applied: when it was admitted, `queried` tokens
+  // were looked up in the prefix cache and `hit` of them found there. Once per
+  // request (a recomputation after a preemption is not a lookup).
   virtual void OnPrefixLookup(int64_t queried, int64_t hit) {}
   virtual void OnFirstToken(double seconds_since_arrival) {}
   virtual void OnInterToken(double seconds) {}
