@@ -31,6 +31,7 @@ struct GenerationRequest {
   int64_t top_logprobs = 0;  // alternatives per token, with return_logprobs or return_prompt_logprobs
   bool return_prompt_logprobs = false;
   std::string cache_salt;  // prefix caching: shares cached K/V only with requests of the same salt
+  int32_t priority = 0;    // lower: served first (Scheduler)
   Clock::time_point deadline = Clock::time_point::max();
 };
 

@@ -38,6 +38,7 @@ struct ServerMetrics::Impl {
   Counter* prompt_tokens = nullptr;
   Counter* generated_tokens = nullptr;
   Counter* preemptions = nullptr;
+  Counter* priority_preemptions = nullptr;
   Counter* prefix_queries = nullptr;
   Counter* prefix_hits = nullptr;
   Gauge* queue = nullptr;
@@ -80,6 +81,11 @@ StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string&
   m->prompt_tokens = &prometheus::BuildCounter().Name("modserve_prompt_tokens_total").Help("Prompt tokens of requests that ended (BOS included)").Register(reg).Add({});
   m->generated_tokens = &prometheus::BuildCounter().Name("modserve_generated_tokens_total").Help("Tokens generated").Register(reg).Add({});
   m->preemptions = &prometheus::BuildCounter().Name("modserve_preemptions_total").Help("Requests preempted for KV memory (recomputed later)").Register(reg).Add({});
+  m->priority_preemptions = &prometheus::BuildCounter()
+                                 .Name("modserve_priority_preemptions_total")
+                                 .Help("Requests preempted for a waiting request of higher priority (recomputed later)")
+                                 .Register(reg)
+                                 .Add({});
   m->prefix_queries = &prometheus::BuildCounter()
                            .Name("modserve_prefix_cache_queries_total")
                            .Help("Tokens looked up in the prefix cache as requests entered the engine (once per request)")
@@ -175,10 +181,13 @@ void ServerMetrics::OnStep(const StepReport& r) {
   }
   impl_->batch_tokens->Observe(static_cast<double>(r.batch_tokens));
   (r.decode_only ? impl_->decode_step : impl_->mixed_step)->Observe(r.engine_seconds);
-  if (r.preemptions > 0) impl_->preemptions->Increment(static_cast<double>(r.preemptions));
 }
 
 void ServerMetrics::OnKvUsage(double ratio) { impl_->kv_usage->Set(ratio); }
+
+void ServerMetrics::OnPreempted(bool for_priority) {
+  (for_priority ? impl_->priority_preemptions : impl_->preemptions)->Increment();
+}
 void ServerMetrics::OnPrefixCacheUsage(double ratio) { impl_->prefix_usage->Set(ratio); }
 
 void ServerMetrics::OnPrefixLookup(int64_t queried, int64_t hit) {

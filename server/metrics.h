@@ -40,6 +40,7 @@ class ServerMetrics : public SchedulerObserver {
   void OnQueueChanged(int64_t waiting, int64_t running) override;
   void OnStep(const StepReport& report) override;
   void OnKvUsage(double ratio) override;
+  void OnPreempted(bool for_priority) override;
   void OnPrefixCacheUsage(double ratio) override;
   void OnPrefixLookup(int64_t queried, int64_t hit) override;
   void OnFirstToken(double seconds) override;

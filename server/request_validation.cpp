@@ -129,10 +129,15 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
     return InvalidArgument("cache_salt is " + std::to_string(r.cache_salt().size()) + " bytes; the limit is " +
                            std::to_string(kMaxCacheSaltBytes));
   }
+  if (r.priority() != 0 && !ctx.priority_scheduling) {
+    return InvalidArgument("priority is " + std::to_string(r.priority()) +
+                           " but the server runs scheduling_policy: fcfs, where it must be 0");
+  }
 
   GenerationRequest g;
   g.request_id = r.has_request_id() ? r.request_id() : fallback_id;
   g.cache_salt = r.cache_salt();
+  g.priority = r.priority();
   g.prompt = ByteTokenizer(ctx.bos_id, ctx.eos_id).Encode(r.prompt(), /*add_bos=*/true);
   g.sampling.temperature = r.temperature();
   g.sampling.top_k = r.top_k();

@@ -27,6 +27,7 @@ struct ValidationContext {
   int64_t vocab_size = 0;
   int64_t bos_id = 256;
   int64_t eos_id = 257;
+  bool priority_scheduling = false;  // scheduling_policy: priority (else a request's priority must be 0)
 };
 
 // Whether `id` may be a request_id: 1 to 128 printable ASCII characters, no spaces.

@@ -163,10 +163,31 @@ void Scheduler::PublishCounts() {
   observer_->OnQueueChanged(w, r);
 }
 
+bool Scheduler::Outranks(const Active& a, const Active& b) {
+  return a.req.priority != b.req.priority ? a.req.priority < b.req.priority : a.handle < b.handle;
+}
+
+void Scheduler::Enqueue(ActivePtr a) {
+  // After every request that outranks it: a newcomer of the lowest priority
+  // goes to the end (first come, first served), a preempted request before
+  // the later arrivals of its priority.
+  auto at = std::upper_bound(waiting_.begin(), waiting_.end(), a,
+                             [](const ActivePtr& x, const ActivePtr& y) { return Outranks(*x, *y); });
+  waiting_.insert(at, std::move(a));
+}
+
+Scheduler::Active* Scheduler::LowestRunning() const {
+  Active* lowest = nullptr;
+  for (const auto& [h, a] : running_) {
+    if (lowest == nullptr || Outranks(*lowest, *a)) lowest = a.get();
+  }
+  return lowest;
+}
+
 void Scheduler::TakeInbox() {
   std::lock_guard<std::mutex> lock(mu_);
   while (!inbox_.empty()) {
-    waiting_.push_back(std::move(inbox_.front()));
+    Enqueue(std::move(inbox_.front()));
     inbox_.pop_front();
   }
 }
@@ -287,10 +308,14 @@ void Scheduler::NoteFirstRun(Active& a) {
   a.lookup_queried = -1;
 }
 
-void Scheduler::Preempt(Active& a) {
+void Scheduler::Preempt(Active& a, bool for_priority) {
+  if (observer_ != nullptr) observer_->OnPreempted(for_priority);
   engine_->Release(a.handle);
   a.in_engine = false;
   a.cached = 0;  // recomputed later from prompt + generated tokens
+  ActivePtr owned = std::move(running_.at(a.handle));
+  running_.erase(a.handle);
+  Enqueue(std::move(owned));
 }
 
 bool Scheduler::Step() {
@@ -320,6 +345,18 @@ bool Scheduler::Step() {
     budget -= n;
     reserve += EstimateBlocks(a.cached, n);
   };
+  // Takes `a` out of this step's plan (it is being preempted), giving back what it took.
+  auto unplan = [&](Active& a) {
+    auto pos = std::find(planned.begin(), planned.end(), &a);
+    if (pos == planned.end()) return;
+    const auto i = pos - planned.begin();
+    const auto n = static_cast<int64_t>(batch[static_cast<size_t>(i)].tokens.size());
+    if (static_cast<int64_t>(a.tokens.size()) - a.cached > 1) prefill_budget += n;
+    budget += n;
+    reserve -= EstimateBlocks(a.cached, n);
+    batch.erase(batch.begin() + i);
+    planned.erase(pos);
+  };
   for (auto& [h, a] : running_) {
     if (static_cast<int64_t>(a->tokens.size()) - a->cached == 1) plan(*a);
   }
@@ -328,10 +365,20 @@ bool Scheduler::Step() {
     if (static_cast<int64_t>(a->tokens.size()) - a->cached > 1) plan(*a);
   }
   int64_t free_blocks = engine_->FreeBlocks();
-  while (!waiting_.empty() && std::min(budget, prefill_budget) > 0 && static_cast<int64_t>(running_.size()) < opts_.max_running) {
+  while (!waiting_.empty() && std::min(budget, prefill_budget) > 0) {
     Active& a = *waiting_.front();
     const int64_t n = std::min<int64_t>(static_cast<int64_t>(a.tokens.size()), std::min(budget, prefill_budget));
-    if (!running_.empty() && reserve + EstimateBlocks(0, n) > free_blocks) break;  // wait for blocks
+    const bool room = static_cast<int64_t>(running_.size()) < opts_.max_running &&
+                      (running_.empty() || reserve + EstimateBlocks(0, n) <= free_blocks);
+    if (!room) {
+      // Wait for a slot or blocks, unless a running request ranks below it.
+      Active* victim = LowestRunning();
+      if (victim == nullptr || victim->req.priority <= a.req.priority) break;
+      unplan(*victim);
+      Preempt(*victim, /*for_priority=*/true);  // queued behind `a`: it ranks lower
+      free_blocks = engine_->FreeBlocks();
+      continue;
+    }
     Status s = engine_->AddSequence(static_cast<SeqId>(a.handle));
     ActivePtr owned = std::move(waiting_.front());
     waiting_.pop_front();
@@ -349,23 +396,14 @@ bool Scheduler::Step() {
   SyncCounts();
   if (batch.empty()) return !running_.empty();
 
-  // Run; when the pool is short, preempt the newest running request and retry.
-  int64_t preemptions = 0;
+  // Run; when the pool is short, preempt the lowest-ranked (newest of the lowest priority) and retry.
   const auto engine_start = Clock::now();
   const bool all_logits = std::any_of(planned.begin(), planned.end(), [](const Active* a) { return a->wants_prompt_logits(); });
   StatusOr<StepResult> result = engine_->Step(batch, all_logits);
   while (!result.ok() && result.status().code() == StatusCode::kResourceExhausted && running_.size() > 1) {
-    auto newest = std::prev(running_.end());
-    Active* victim = newest->second.get();
-    auto pos = std::find(planned.begin(), planned.end(), victim);
-    if (pos != planned.end()) {
-      batch.erase(batch.begin() + (pos - planned.begin()));
-      planned.erase(pos);
-    }
-    Preempt(*victim);
-    waiting_.push_front(std::move(newest->second));
-    running_.erase(newest);
-    ++preemptions;
+    Active* victim = LowestRunning();
+    unplan(*victim);
+    Preempt(*victim, /*for_priority=*/false);
     if (batch.empty()) break;
     result = engine_->Step(batch, all_logits);
   }
@@ -393,7 +431,6 @@ bool Scheduler::Step() {
     report.stats = &result->stats;
     report.batch_tokens = result->stats.tokens;
     report.running = static_cast<int64_t>(running_.size());
-    report.preemptions = preemptions;
     observer_->OnStep(report);
   }
   ApplyResult(planned, batch, *result);

@@ -9,10 +9,18 @@
 //
 // Admission is route-aware: a request's KV need is estimated with the routed
 // layers' observed compute fraction, not a dense worst case. If the engine
-// still runs out of blocks, the newest running request is preempted (its
-// blocks freed) and later recomputed from its prompt and the tokens it has
-// generated so far; accepted requests never fail for memory. A request that
-// could not fit even in an empty pool is refused at Submit.
+// still runs out of blocks, the lowest-ranked running request is preempted
+// (its blocks freed) and later recomputed from its prompt and the tokens it
+// has generated so far; accepted requests never fail for memory. A request
+// that could not fit even in an empty pool is refused at Submit.
+//
+// Requests rank by priority (lower first), then arrival: the waiting queue
+// is kept in that order, and memory preemption takes the newest request of
+// the lowest priority. A waiting request that finds no room (max_running or
+// blocks) preempts the lowest-ranked running request if its priority is
+// strictly lower; a request is never preempted for one of its own priority,
+// so nothing bounces. With every priority 0 this is first come, first
+// served, and the newest request is preempted for memory.
 //
 // Thread-safety: Submit, Cancel, StopAdmitting, CancelAll and the counters
 // may be called from any thread. Step and WaitForWork are called by one
@@ -84,7 +92,14 @@ class Scheduler {
   void Admit(Active& a);
   // A step of `a` applied: on its first, its cached prompt tokens are final.
   void NoteFirstRun(Active& a);
-  void Preempt(Active& a);
+  // Back to the waiting queue, its blocks freed; recomputed when readmitted.
+  void Preempt(Active& a, bool for_priority);
+  // Whether `a` is served before `b`: lower priority value, then earlier arrival.
+  static bool Outranks(const Active& a, const Active& b);
+  // Into the waiting queue, after every request that outranks it.
+  void Enqueue(ActivePtr a);
+  // The running request every other running one outranks (null: none).
+  Active* LowestRunning() const;
   int64_t EstimateBlocks(int64_t cached, int64_t new_tokens) const;
   // Scores the prompt tokens that this step's chunk of `a` (at a.cached, its
   // logits `rows` [chunk tokens * vocab]) predicts and that are not scored yet.
@@ -116,7 +131,7 @@ class Scheduler {
   int64_t running_count_ = 0;
 
   // Step thread only.
-  std::deque<ActivePtr> waiting_;            // FIFO; preempted requests go to the front
+  std::deque<ActivePtr> waiting_;            // ordered by Outranks: priority, then arrival
   std::map<Handle, ActivePtr> running_;      // ordered by arrival (handles increase)
 };
 

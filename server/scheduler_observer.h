@@ -19,7 +19,6 @@ struct StepReport {
   const StepStats* stats = nullptr;  // the engine's stats for this step
   int64_t batch_tokens = 0;
   int64_t running = 0;               // requests running in this step
-  int64_t preemptions = 0;           // requests preempted while building this step
   double engine_seconds = 0;         // time in the engine's Step (retries included)
   bool decode_only = false;          // every chunk was one decode token
 };
@@ -31,6 +30,9 @@ class SchedulerObserver {
   virtual void OnStep(const StepReport& report) {}
   // Used / total KV blocks, after every step and after requests end.
   virtual void OnKvUsage(double ratio) {}
+  // A running request was preempted (to be recomputed later): for KV memory,
+  // or to make room for a waiting request of higher priority.
+  virtual void OnPreempted(bool for_priority) {}
   // With prefix caching, at the same times: blocks only the cache holds / total.
   virtual void OnPrefixCacheUsage(double ratio) {}
   // A request's first step applied: when it was admitted, `queried` tokens

@@ -49,6 +49,7 @@ ServedModel DescribeModel(const ServerConfig& cfg, const ModelConfig& mc, const 
   m.validation.vocab_size = mc.vocab_size;
   m.validation.bos_id = mc.bos_id;
   m.validation.eos_id = mc.eos_id;
+  m.validation.priority_scheduling = cfg.scheduling_policy == "priority";
   m.routed_layers = info.routed_layers;
   v1::ModelInfo& p = m.info;
   p.set_architecture("mod-transformer");
@@ -69,6 +70,7 @@ ServedModel DescribeModel(const ServerConfig& cfg, const ModelConfig& mc, const 
   p.set_device(cfg.device);
   p.set_prefix_caching(info.prefix_caching);
   p.set_kv_block_size(static_cast<int32_t>(info.block_size));
+  p.set_scheduling_policy(cfg.scheduling_policy);
   auto* lim = p.mutable_limits();
   lim->set_max_prompt_bytes(static_cast<int32_t>(cfg.limits.max_prompt_bytes));
   lim->set_max_tokens(static_cast<int32_t>(cfg.limits.max_tokens));

@@ -90,6 +90,8 @@ const std::vector<Key>& Keys() {
              [](ServerConfig* c) { return &c->max_prefill_tokens; }),
       BoolKey("prefix_caching", "reuse the K/V of prompt prefixes earlier requests ran (true or false)",
               &ServerConfig::prefix_caching),
+      StringKey("scheduling_policy", "fcfs (every request's priority must be 0) or priority (lower values served first)",
+                &ServerConfig::scheduling_policy),
       StringKey("io_priority",
                 "threads but the step thread (gRPC, metrics, kernel workers): idle (SCHED_IDLE, on the cores the step thread leaves), normal, or auto (idle for a CPU engine with one LibTorch thread on 2+ CPUs)",
                 &ServerConfig::io_priority),
@@ -166,6 +168,9 @@ Status ServerConfig::Validate() const {
   if (dtype != "float32" && dtype != "bfloat16") return InvalidArgument("dtype must be float32 or bfloat16, got \"" + dtype + "\"");
   if (kv_dtype != "auto" && kv_dtype != "float32" && kv_dtype != "bfloat16") {
     return InvalidArgument("kv_dtype must be auto, float32 or bfloat16, got \"" + kv_dtype + "\"");
+  }
+  if (scheduling_policy != "fcfs" && scheduling_policy != "priority") {
+    return InvalidArgument("scheduling_policy must be fcfs or priority, got \"" + scheduling_policy + "\"");
   }
   if (io_priority != "auto" && io_priority != "idle" && io_priority != "normal") {
     return InvalidArgument("io_priority must be auto, idle or normal, got \"" + io_priority + "\"");

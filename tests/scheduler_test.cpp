@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -468,6 +469,162 @@ TEST(Scheduler, PenaltiesKeepTheirCountsThroughPreemption) {
 // position before it, all on the update with the first token; exact through
 // chunked prefill and preemption; and the engine is asked for every token's
 // logits only while a request still needs them.
+// --- priority scheduling ------------------------------------------------------
+
+GenerationRequest Prio(const std::string& prompt, int64_t max_tokens, int32_t priority) {
+  GenerationRequest r = Req(prompt, max_tokens);
+  r.priority = priority;
+  return r;
+}
+
+struct Preemptions : SchedulerObserver {
+  int memory = 0, priority = 0;
+  void OnPreempted(bool for_priority) override { ++(for_priority ? priority : memory); }
+};
+
+// The ids of the sequences in the order of their first step.
+std::vector<SeqId> FirstStepOrder(const FakeEngine& e) {
+  std::vector<SeqId> order;
+  for (const auto& step : e.steps) {
+    for (const auto& c : step) {
+      if (std::find(order.begin(), order.end(), c.id) == order.end()) order.push_back(c.id);
+    }
+  }
+  return order;
+}
+
+TEST(Scheduler, WaitingRequestsEnterByPriorityThenArrival) {
+  FakeEngine e(1000, 4);
+  SchedulerOptions o;
+  o.max_running = 1;
+  Preemptions seen;
+  Scheduler s(&e, o, &seen);
+  std::vector<Collected> got(5);
+  const std::vector<int32_t> priority = {5, 0, 5, -1, 0};
+  std::vector<Scheduler::Handle> handle;
+  for (int i = 0; i < 5; ++i) {
+    auto h = s.Submit(Prio("p" + std::to_string(i), 3, priority[i]), Into(&got[i]));
+    ASSERT_TRUE(h.ok());
+    handle.push_back(*h);
+  }
+  RunUntilIdle(s);
+  std::vector<SeqId> want;
+  for (int i : {3, 1, 4, 0, 2}) want.push_back(static_cast<SeqId>(handle[i]));
+  EXPECT_EQ(FirstStepOrder(e), want) << "lower values first; equal ones first come, first served";
+  EXPECT_EQ(seen.priority, 0) << "no running request ranked below a waiting one";
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(got[i].text, Expected("abcdefghij", 3, 3)) << "request " << i;
+}
+
+TEST(Scheduler, AHigherPriorityRequestPreemptsTheNewestOfTheLowestRunning) {
+  FakeEngine e(1000, 4);
+  SchedulerOptions o;
+  o.max_running = 3;
+  Preemptions seen;
+  Scheduler s(&e, o, &seen);
+  std::vector<Collected> got(5);
+  // Running: 0 (priority 1), 1 and 2 (priority 2, 2 the newer).
+  auto h0 = s.Submit(Prio("first", 12, 1), Into(&got[0]));
+  auto h1 = s.Submit(Prio("second", 12, 2), Into(&got[1]));
+  auto h2 = s.Submit(Prio("third", 12, 2), Into(&got[2]));
+  ASSERT_TRUE(h0.ok() && h1.ok() && h2.ok());
+  for (int i = 0; i < 3; ++i) s.Step();
+  ASSERT_EQ(e.sequences(), 3);
+  // Equal to the lowest running: waits. Then one above them all: preempts 2.
+  ASSERT_TRUE(s.Submit(Prio("equal", 4, 2), Into(&got[3])).ok());
+  s.Step();
+  EXPECT_EQ(seen.priority, 0) << "a request never preempts one of its own priority";
+  auto h4 = s.Submit(Prio("urgent", 4, 0), Into(&got[4]));
+  ASSERT_TRUE(h4.ok());
+  s.Step();
+  EXPECT_EQ(seen.priority, 1);
+  std::set<SeqId> last_step;
+  for (const auto& c : e.steps.back()) last_step.insert(c.id);
+  EXPECT_EQ(last_step, (std::set<SeqId>{static_cast<SeqId>(*h0), static_cast<SeqId>(*h1), static_cast<SeqId>(*h4)}))
+      << "the urgent request took the slot of the newest lowest-priority one";
+  int order = 0;
+  std::vector<int> done_at(5, -1);
+  for (int step = 0; step < 1000 && !s.idle(); ++step) {
+    s.Step();
+    for (int i = 0; i < 5; ++i) {
+      if (done_at[i] < 0 && got[i].done()) done_at[i] = order++;
+    }
+  }
+  ASSERT_TRUE(s.idle());
+  EXPECT_LT(done_at[4], done_at[2]) << "the urgent request finished before the one it preempted";
+  EXPECT_EQ(seen.priority, 1) << "the preempted request did not bounce back and forth";
+  EXPECT_EQ(seen.memory, 0);
+  const std::vector<std::pair<std::string, int64_t>> want = {{"first", 12}, {"second", 12}, {"third", 12}, {"equal", 4}, {"urgent", 4}};
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(got[i].done()) << "request " << i;
+    EXPECT_TRUE(got[i].last().status.ok()) << "preempted, never failed: " << got[i].last().status.ToString();
+    const auto prompt_tokens = static_cast<int64_t>(want[i].first.size()) + 1;
+    EXPECT_EQ(got[i].text, Expected("abcdefghij", prompt_tokens, want[i].second)) << "request " << i;
+    EXPECT_EQ(got[i].last().usage.routed_computed() + got[i].last().usage.routed_skipped(), prompt_tokens + want[i].second - 1)
+        << "request " << i << ": recomputed tokens count once";
+  }
+  EXPECT_EQ(RecomputedSequences(e), 1);
+  EXPECT_EQ(e.FreeBlocks(), 1000);
+}
+
+TEST(Scheduler, AHigherPriorityRequestPreemptsForKvBlocks) {
+  // 64 blocks of 4 tokens: two low-priority requests of 15 + 30 tokens fit
+  // (at most 30 blocks each), but near their end leave too few for a third.
+  FakeEngine e(64, 4);
+  Preemptions seen;
+  Scheduler s(&e, {}, &seen);
+  std::vector<Collected> got(3);
+  ASSERT_TRUE(s.Submit(Prio("background one", 30, 1), Into(&got[0])).ok());
+  ASSERT_TRUE(s.Submit(Prio("background two", 30, 1), Into(&got[1])).ok());
+  for (int i = 0; i < 40 && e.FreeBlocks() > 8; ++i) s.Step();
+  ASSERT_LE(e.FreeBlocks(), 8);
+  ASSERT_FALSE(got[0].done() || got[1].done());
+  ASSERT_TRUE(s.Submit(Prio("urgent request", 2, 0), Into(&got[2])).ok());
+  std::vector<int> done_at(3, -1);
+  int order = 0;
+  for (int step = 0; step < 1000 && !s.idle(); ++step) {
+    s.Step();
+    for (int i = 0; i < 3; ++i) {
+      if (done_at[i] < 0 && got[i].done()) done_at[i] = order++;
+    }
+  }
+  ASSERT_TRUE(s.idle());
+  EXPECT_EQ(seen.priority, 1) << "the urgent request made room by preempting one";
+  EXPECT_LT(done_at[2], done_at[1]) << "and finished before the one it preempted";
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(got[i].done());
+    EXPECT_TRUE(got[i].last().status.ok()) << got[i].last().status.ToString();
+    EXPECT_EQ(got[i].text, Expected("abcdefghij", 15, i == 2 ? 2 : 30)) << "request " << i;
+  }
+  EXPECT_EQ(RecomputedSequences(e), 1);
+  EXPECT_EQ(e.FreeBlocks(), 64);
+}
+
+TEST(Scheduler, MemoryPreemptionSparesTheHighestPriority) {
+  // As PreemptsAndRecomputesWhenBlocksRunOut, but the newest request ranks
+  // first: memory preemption takes the newest of the lowest priority instead.
+  FakeEngine small(24, 4);
+  Preemptions seen;
+  SchedulerOptions o;
+  o.max_batch_tokens = 64;
+  Scheduler s(&small, o, &seen);
+  std::vector<Collected> got(6);
+  std::vector<Scheduler::Handle> handle;
+  for (int i = 0; i < 6; ++i) {
+    auto h = s.Submit(Prio("prompt" + std::to_string(i) + "xx", 20, i == 5 ? -1 : 0), Into(&got[i]));
+    ASSERT_TRUE(h.ok());
+    handle.push_back(*h);
+  }
+  RunUntilIdle(s);
+  EXPECT_GT(seen.memory, 0);
+  std::map<SeqId, int> starts;
+  for (const auto& step : small.steps) {
+    for (const auto& c : step) starts[c.id] += c.tokens[0] == 256;
+  }
+  EXPECT_EQ(starts[static_cast<SeqId>(handle[5])], 1) << "the highest-priority request was never preempted";
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(got[i].text, Expected("abcdefghij", 10, 20)) << "request " << i;
+  EXPECT_EQ(small.FreeBlocks(), 24);
+}
+
 TEST(Scheduler, PromptLogprobsScoreEachPromptTokenOnceThroughChunksAndPreemption) {
   const std::string script = "abcdefghij";
   // Prompt token i (BOS is 0) is predicted by the logits after i tokens: 10

@@ -513,6 +513,7 @@ TEST_F(ServerE2E, EveryInvalidRequestGetsAClearErrorAndTheNextRequestIsServed) {
       {[](Wire* r) { (*r->mutable_logit_bias())[65] = -101; }, invalid, "logit_bias[65] must be in [-100, 100]"},
       {[](Wire* r) { r->set_cache_salt(std::string(300, 's')); }, invalid, "cache_salt is 300 bytes; the limit is 256"},
       {[](Wire* r) { r->set_cache_salt("t\xFF"); }, invalid, "cache_salt is not valid UTF-8"},
+      {[](Wire* r) { r->set_priority(1); }, invalid, "priority is 1 but the server runs scheduling_policy: fcfs"},
   };
   auto check = [&](const std::string& wire, grpc::StatusCode code, const std::string& expect) {
     SCOPED_TRACE(expect);
@@ -561,6 +562,7 @@ TEST_F(ServerE2E, HealthModelInfoAndReflection) {
     EXPECT_EQ(info.limits().max_top_logprobs(), 20);
     EXPECT_TRUE(info.prefix_caching());
     EXPECT_EQ(info.kv_block_size(), 16);
+    EXPECT_EQ(info.scheduling_policy(), "fcfs");
   }
   namespace refl = modserve::testing::reflection;
   const grpc::internal::RpcMethod method("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",

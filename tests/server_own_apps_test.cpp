@@ -1,7 +1,8 @@
 // End-to-end tests that each start a mod-server of their own (in process, or
 // the mod-server binary): overload with a queue of 2, a MoDE checkpoint's
-// expert counters, preemption under a tiny KV pool, SIGTERM drain of the real
-// process, the request log, and a bad model path at start.
+// expert counters, preemption under a tiny KV pool, priority preemption,
+// SIGTERM drain of the real process, the request log, and a bad model path
+// at start.
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 #include <poll.h>
@@ -177,6 +178,82 @@ TEST(ServerMemoryPressure, PreemptedRequestsStillGetTheirSoloTokens) {
   }
   auto m = Scrape(app->metrics_port());
   EXPECT_GT(m["modserve_preemptions_total"], 0);  // the pool really was too small
+  EXPECT_EQ(m["modserve_kv_cache_usage_ratio"], 0);
+}
+
+TEST(ServerPriority, AnUrgentRequestOvertakesRunningBackgroundOnesThatStillFinishExactly) {
+  ServerConfig c = TestConfig();
+  c.scheduling_policy = "priority";
+  c.max_running = 2;
+  auto app = StartApp(c);
+  ASSERT_NE(app, nullptr);
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()), grpc::InsecureChannelCredentials());
+  auto stub = v1::Generator::NewStub(channel);
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(10));
+    v1::ModelInfo info;
+    ASSERT_TRUE(stub->GetModelInfo(&ctx, {}, &info).ok());
+    EXPECT_EQ(info.scheduling_policy(), "priority");
+  }
+  auto background = [](int i) {
+    v1::GenerateRequest r = Request("Background job " + std::to_string(i) + " reads", 200);
+    r.set_ignore_eos(true);
+    r.set_priority(5);
+    return r;
+  };
+  // Two background streams fill max_running; each tells when it has a token and when it ends.
+  std::vector<std::vector<int>> ids(2);
+  std::atomic<int> streaming{0};
+  std::atomic<bool> ended[2] = {false, false};
+  std::vector<grpc::Status> status(2);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 2; ++i) {
+    threads.emplace_back([&, i] {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(In(120));
+      auto reader = stub->GenerateStream(&ctx, background(i));
+      v1::GenerateResponse m;
+      bool first = true;
+      while (reader->Read(&m)) {
+        ids[i].insert(ids[i].end(), m.token_ids().begin(), m.token_ids().end());
+        if (first && m.token_ids_size() > 0) {
+          first = false;
+          ++streaming;
+        }
+      }
+      status[i] = reader->Finish();
+      ended[i] = true;
+    });
+  }
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (streaming < 2 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_EQ(streaming, 2);
+  // No slot is free: the urgent request preempts the newer background one.
+  v1::GenerateRequest urgent = Request("Urgent:", 8);
+  urgent.set_priority(-1);
+  v1::GenerateResponse u;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(60));
+    grpc::Status st = stub->Generate(&ctx, urgent, &u);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  EXPECT_EQ(u.token_ids_size(), 8);
+  EXPECT_FALSE(ended[0] || ended[1]) << "it did not wait for a 200-token background request to end";
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 2; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_TRUE(status[i].ok()) << "preempted, not failed: " << status[i].error_message();
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(120));
+    v1::GenerateResponse solo;
+    ASSERT_TRUE(stub->Generate(&ctx, background(i), &solo).ok());
+    EXPECT_EQ(ids[i], std::vector<int>(solo.token_ids().begin(), solo.token_ids().end()))
+        << "the preempted request's tokens are those it gets alone";
+  }
+  auto m = Scrape(app->metrics_port());
+  EXPECT_EQ(m["modserve_priority_preemptions_total"], 1);
   EXPECT_EQ(m["modserve_kv_cache_usage_ratio"], 0);
 }
 

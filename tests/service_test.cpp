@@ -97,6 +97,8 @@ TEST(ServerConfig, ErrorsNameTheKeyFlagOrFile) {
       {"dtype: float8\n", {}, "dtype must be float32 or bfloat16"},
       {"kv_dtype: int8\n", {}, "kv_dtype must be auto, float32 or bfloat16, got \"int8\""},
       {"io_priority: low\n", {}, "io_priority must be auto, idle or normal, got \"low\""},
+      {"scheduling_policy: lifo\n", {}, "scheduling_policy must be fcfs or priority, got \"lifo\""},
+      {"", {"--scheduling-policy", "Priority"}, "scheduling_policy must be fcfs or priority, got \"Priority\""},
       {"prefix_caching: maybe\n", {}, "key \"prefix_caching\": expected true or false, got \"maybe\""},
       {"", {"--prefix-caching", "1"}, "--prefix-caching: expected true or false, got \"1\""},
       {"default_max_tokens: 5000\n", {}, "default_max_tokens must be in [1, 1024]"},
@@ -159,6 +161,24 @@ TEST(RequestValidation, AcceptsAGoodRequestAndFillsDefaults) {
   EXPECT_EQ(g->sampling.eos_id, 257) << "min_tokens holds back EOS";
   EXPECT_EQ(g->stop.eos_id, 257);
   EXPECT_TRUE(g->sampling.logit_bias.empty());
+  EXPECT_EQ(g->priority, 0);
+}
+
+TEST(RequestValidation, PriorityIsTakenUnderThePriorityPolicy) {
+  v1::GenerateRequest r;
+  r.set_prompt("hi");
+  ValidationContext ctx = Ctx();
+  ctx.priority_scheduling = true;
+  for (int32_t p : {std::numeric_limits<int32_t>::min(), -1, 0, 7, std::numeric_limits<int32_t>::max()}) {
+    r.set_priority(p);
+    auto g = ValidateGenerateRequest(r, ctx, 0, "x");
+    ASSERT_TRUE(g.ok()) << g.status().ToString();
+    EXPECT_EQ(g->priority, p);
+  }
+  EXPECT_EQ(ServerConfig().scheduling_policy, "fcfs") << "the default, as vLLM's";
+  auto c = LoadArgs({"--scheduling-policy", "priority"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->scheduling_policy, "priority");
 }
 
 TEST(RequestValidation, MinTokensIgnoreEosAndLogitBiasReachTheSamplerAndTheStop) {
@@ -232,6 +252,7 @@ TEST(RequestValidation, EveryBadFieldIsNamed) {
       {[](auto* r) { (*r->mutable_logit_bias())[65] = 100.5f; }, "logit_bias[65] must be in [-100, 100], got 100.5"},
       {[nan](auto* r) { (*r->mutable_logit_bias())[9] = 0; (*r->mutable_logit_bias())[7] = nan; }, "logit_bias[7] must be in [-100, 100], got nan"},
       {[](auto* r) { r->set_cache_salt(std::string(257, 's')); }, "cache_salt is 257 bytes; the limit is 256"},
+      {[](auto* r) { r->set_priority(-3); }, "priority is -3 but the server runs scheduling_policy: fcfs, where it must be 0"},
   };
   for (const auto& c : cases) {
     v1::GenerateRequest r;
