@@ -62,6 +62,15 @@ Status ParseLogitBias(const std::string& text, google::protobuf::Map<int32_t, fl
   }
 }
 
+// --priority, an int32.
+Status GetPriority(const Flags& f, int32_t* priority) {
+  int64_t p = 0;
+  MODSERVE_RETURN_IF_ERROR(f.Get("priority", &p));
+  if (p < INT32_MIN || p > INT32_MAX) return InvalidArgument("--priority must be in [-2^31, 2^31 - 1]");
+  *priority = static_cast<int32_t>(p);
+  return Status::Ok();
+}
+
 Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
   req->set_prompt(f.Str("prompt"));
   int64_t max_tokens = 0, top_k = 0;
@@ -93,6 +102,9 @@ Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
   req->set_ignore_eos(f.Bool("ignore-eos"));
   MODSERVE_RETURN_IF_ERROR(ParseLogitBias(f.Str("logit-bias"), req->mutable_logit_bias()));
   req->set_cache_salt(f.Str("cache-salt"));
+  int32_t priority = 0;
+  MODSERVE_RETURN_IF_ERROR(GetPriority(f, &priority));
+  req->set_priority(priority);
   req->set_return_routes(f.Bool("routes"));
   int64_t logprobs = -1;
   MODSERVE_RETURN_IF_ERROR(f.Get("logprobs", &logprobs));
@@ -173,6 +185,7 @@ Status Run(int argc, char** argv) {
   f.Define("logit-bias", "", "generate, stream: ID:BIAS,... added to those token ids' logits (-100 .. 100)");
   f.Define("routes", "false", "stream: show which routed layers each token computed", true);
   f.Define("cache-salt", "", "generate, stream: reuse (and leave) cached prompt prefixes only under this salt");
+  f.Define("priority", "0", "generate, stream, bench: scheduling priority, lower first (server scheduling_policy: priority)");
   f.Define("logprobs", "-1",
            "generate, stream: also print each token's log-probability and this many alternatives (-1: none)");
   f.Define("prompt-logprobs", "false",
@@ -277,6 +290,7 @@ Status Run(int argc, char** argv) {
     MODSERVE_RETURN_IF_ERROR(f.Get("shared-prefix-bytes", &o.shared_prefix_bytes));
     MODSERVE_RETURN_IF_ERROR(f.Get("temperature", &o.temperature));
     o.ignore_eos = f.Bool("ignore-eos");
+    MODSERVE_RETURN_IF_ERROR(GetPriority(f, &o.priority));
     int64_t max_tokens = 0;
     MODSERVE_RETURN_IF_ERROR(f.Get("max-tokens", &max_tokens));
     if (max_tokens > 0) o.max_tokens = max_tokens;

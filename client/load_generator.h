@@ -28,6 +28,7 @@ struct LoadOptions {
   int64_t max_tokens = 64;
   double temperature = 0;
   bool ignore_eos = false;      // every request generates max_tokens tokens
+  int32_t priority = 0;         // GenerateRequest.priority of every request
   double timeout_seconds = 120; // deadline of every call
   uint64_t seed = 1;
 };

@@ -20,16 +20,6 @@ scripts/build.sh >/dev/null
 # shellcheck source=scripts/serving-lib.sh
 source scripts/serving-lib.sh
 
-# One metric's value from the server's /metrics (bash's /dev/tcp: no curl needed).
-metric() {
-  local text
-  exec 3<>"/dev/tcp/127.0.0.1/$1"
-  printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
-  text=$(cat <&3)
-  exec 3<&-
-  awk -v name="$2" '$1 == name {print $2}' <<<"$text"
-}
-
 # $1: true|false, then extra server flags. Prints the bench's JSON on one line, then the hit rate.
 serve() {
   local caching=$1

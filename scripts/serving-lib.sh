@@ -1,6 +1,7 @@
 # shellcheck shell=bash disable=SC2034  # sets variables for the scripts that source it
-# Sourced by the serving benchmarks (bench-server.sh, bench-prefix-cache.sh):
-# a work directory removed at exit, and mod-server on free loopback ports.
+# Sourced by the serving benchmarks (bench-server.sh, bench-prefix-cache.sh,
+# bench-priority.sh): a work directory removed at exit, mod-server on free
+# loopback ports, and its metrics.
 # Run from the repository root, after scripts/build.sh.
 work=$(mktemp -d)
 server=""
@@ -29,3 +30,13 @@ stop_server() {
 }
 
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+
+# One metric's value from the server's /metrics (bash's /dev/tcp: no curl needed).
+metric() {
+  local text
+  exec 3<>"/dev/tcp/127.0.0.1/$1"
+  printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+  text=$(cat <&3)
+  exec 3<&-
+  awk -v name="$2" '$1 == name {print $2}' <<<"$text"
+}

@@ -4,7 +4,8 @@
 # and must get the same tokens both ways. Python stubs are generated from
 # proto/ here; the Node packages are installed from npm into a scratch folder.
 # Then mod-client's --logprobs prints a line per generated token, and its
-# --logit-bias, --min-tokens and --ignore-eos reach the server.
+# --logit-bias, --min-tokens, --ignore-eos, --cache-salt and --priority reach
+# the server.
 # Usage: tests/clients_test.sh BIN_DIR SOURCE_DIR
 set -euo pipefail
 bin=$1
@@ -82,6 +83,19 @@ cached --cache-salt clients-test >/dev/null
 [[ "$(cached --cache-salt clients-test)" == 96 ]] || { echo "FAIL: the second call under a salt found no cached prefix"; exit 1; }
 [[ "$(cached --cache-salt other-tenant)" == 0 ]] || { echo "FAIL: another salt found the prefix"; exit 1; }
 echo "PASS: mod-client --cache-salt"
+echo "== mod-client --priority"
+# This server runs scheduling_policy: fcfs, so a priority is refused, naming the field.
+if "$bin/mod-client" --server "$address" generate --max-tokens 2 --priority 3 2>"$work/prio.err" >/dev/null; then
+  echo "FAIL: --priority 3 was accepted by an fcfs server"; exit 1
+fi
+grep -q "INVALID_ARGUMENT.*priority is 3 but the server runs scheduling_policy: fcfs" "$work/prio.err" ||
+  { echo "FAIL: --priority message:"; cat "$work/prio.err"; exit 1; }
+"$bin/mod-client" --server "$address" generate --max-tokens 2 --priority 0 >/dev/null 2>&1 || { echo "FAIL: --priority 0 refused"; exit 1; }
+if "$bin/mod-client" --server "$address" generate --priority 9999999999 2>"$work/prio.err"; then
+  echo "FAIL: --priority past int32 was accepted"; exit 1
+fi
+grep -q -- "--priority must be in" "$work/prio.err" || { echo "FAIL: --priority range message:"; cat "$work/prio.err"; exit 1; }
+echo "PASS: mod-client --priority"
 for bad in 65=1 '65:1,' 65:1x :1 65: 65:1,65:2; do
   if "$bin/mod-client" --server "$address" generate --logit-bias "$bad" 2>"$work/bad.err"; then
     echo "FAIL: --logit-bias $bad was accepted"; exit 1
