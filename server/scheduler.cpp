@@ -364,16 +364,35 @@ bool Scheduler::Step() {
   for (auto& [h, a] : running_) {
     if (static_cast<int64_t>(a->tokens.size()) - a->cached > 1) plan(*a);
   }
+  // The blocks `r` would give back if preempted now: those it holds (as
+  // estimated) and its reservation in this step's plan.
+  auto reclaimable = [&](const Active& r) {
+    int64_t n = EstimateBlocks(0, r.cached);
+    auto pos = std::find(planned.begin(), planned.end(), &r);
+    if (pos != planned.end()) n += EstimateBlocks(r.cached, static_cast<int64_t>(batch[static_cast<size_t>(pos - planned.begin())].tokens.size()));
+    return n;
+  };
   int64_t free_blocks = engine_->FreeBlocks();
+  std::vector<const Active*> preempted;  // for priority in this step: not readmitted in it
   while (!waiting_.empty() && std::min(budget, prefill_budget) > 0) {
     Active& a = *waiting_.front();
+    if (std::find(preempted.begin(), preempted.end(), &a) != preempted.end()) break;
     const int64_t n = std::min<int64_t>(static_cast<int64_t>(a.tokens.size()), std::min(budget, prefill_budget));
-    const bool room = static_cast<int64_t>(running_.size()) < opts_.max_running &&
-                      (running_.empty() || reserve + EstimateBlocks(0, n) <= free_blocks);
-    if (!room) {
+    const bool slot = static_cast<int64_t>(running_.size()) < opts_.max_running;
+    const int64_t short_by = running_.empty() ? 0 : reserve + EstimateBlocks(0, n) - free_blocks;
+    if (!slot || short_by > 0) {
       // Wait for a slot or blocks, unless a running request ranks below it.
       Active* victim = LowestRunning();
       if (victim == nullptr || victim->req.priority <= a.req.priority) break;
+      if (slot) {
+        // Short of blocks only: preempt nothing unless all those below `a` could make room.
+        int64_t below = 0;
+        for (const auto& [h, r] : running_) {
+          if (r->req.priority > a.req.priority) below += reclaimable(*r);
+        }
+        if (below < short_by) break;
+      }
+      preempted.push_back(victim);
       unplan(*victim);
       Preempt(*victim, /*for_priority=*/true);  // queued behind `a`: it ranks lower
       free_blocks = engine_->FreeBlocks();

@@ -18,9 +18,12 @@
 // is kept in that order, and memory preemption takes the newest request of
 // the lowest priority. A waiting request that finds no room (max_running or
 // blocks) preempts the lowest-ranked running request if its priority is
-// strictly lower; a request is never preempted for one of its own priority,
-// so nothing bounces. With every priority 0 this is first come, first
-// served, and the newest request is preempted for memory.
+// strictly lower, and for blocks only if preempting every running request
+// below it could make room; a request is never preempted for one of its own
+// priority, nor readmitted in the step that preempted it. There is no aging:
+// a steady stream of higher priorities can hold a low one back
+// indefinitely. With every priority 0 this is first come, first served, and
+// the newest request is preempted for memory.
 //
 // Thread-safety: Submit, Cancel, StopAdmitting, CancelAll and the counters
 // may be called from any thread. Step and WaitForWork are called by one

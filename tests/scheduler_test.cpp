@@ -465,10 +465,7 @@ TEST(Scheduler, PenaltiesKeepTheirCountsThroughPreemption) {
   EXPECT_NE(std::string(alone[0].begin(), alone[0].end() - 1), plain) << "the penalties change the text";
 }
 
-// Prompt logprobs: one per prompt token after BOS, from the logits of the
-// position before it, all on the update with the first token; exact through
-// chunked prefill and preemption; and the engine is asked for every token's
-// logits only while a request still needs them.
+
 // --- priority scheduling ------------------------------------------------------
 
 GenerationRequest Prio(const std::string& prompt, int64_t max_tokens, int32_t priority) {
@@ -481,6 +478,15 @@ struct Preemptions : SchedulerObserver {
   int memory = 0, priority = 0;
   void OnPreempted(bool for_priority) override { ++(for_priority ? priority : memory); }
 };
+
+// Per sequence, the steps that fed it from BOS: its first start, then one per recomputation.
+std::map<SeqId, int> Starts(const FakeEngine& e) {
+  std::map<SeqId, int> starts;
+  for (const auto& step : e.steps) {
+    for (const auto& c : step) starts[c.id] += c.tokens[0] == 256;
+  }
+  return starts;
+}
 
 // The ids of the sequences in the order of their first step.
 std::vector<SeqId> FirstStepOrder(const FakeEngine& e) {
@@ -574,11 +580,15 @@ TEST(Scheduler, AHigherPriorityRequestPreemptsForKvBlocks) {
   Scheduler s(&e, {}, &seen);
   std::vector<Collected> got(3);
   ASSERT_TRUE(s.Submit(Prio("background one", 30, 1), Into(&got[0])).ok());
-  ASSERT_TRUE(s.Submit(Prio("background two", 30, 1), Into(&got[1])).ok());
+  auto two = s.Submit(Prio("background two", 30, 1), Into(&got[1]));
+  ASSERT_TRUE(two.ok());
   for (int i = 0; i < 40 && e.FreeBlocks() > 8; ++i) s.Step();
   ASSERT_LE(e.FreeBlocks(), 8);
   ASSERT_FALSE(got[0].done() || got[1].done());
   ASSERT_TRUE(s.Submit(Prio("urgent request", 2, 0), Into(&got[2])).ok());
+  s.Step();
+  ASSERT_EQ(seen.priority, 1);
+  for (const auto& c : e.steps.back()) EXPECT_NE(c.id, static_cast<SeqId>(*two)) << "not readmitted in the step that preempted it";
   std::vector<int> done_at(3, -1);
   int order = 0;
   for (int step = 0; step < 1000 && !s.idle(); ++step) {
@@ -589,6 +599,8 @@ TEST(Scheduler, AHigherPriorityRequestPreemptsForKvBlocks) {
   }
   ASSERT_TRUE(s.idle());
   EXPECT_EQ(seen.priority, 1) << "the urgent request made room by preempting one";
+  EXPECT_EQ(seen.memory, 0) << "the preempted request did not come back too soon and run the pool out";
+  EXPECT_EQ(Starts(e)[static_cast<SeqId>(*two)], 2) << "started once, recomputed once";
   EXPECT_LT(done_at[2], done_at[1]) << "and finished before the one it preempted";
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(got[i].done());
@@ -597,6 +609,31 @@ TEST(Scheduler, AHigherPriorityRequestPreemptsForKvBlocks) {
   }
   EXPECT_EQ(RecomputedSequences(e), 1);
   EXPECT_EQ(e.FreeBlocks(), 64);
+}
+
+TEST(Scheduler, NoPreemptionWhereItCouldNotMakeRoom) {
+  // The blocks are held by a request of higher priority than the newcomer:
+  // preempting the one below it would not free enough, so nothing is preempted.
+  FakeEngine e(120, 4);
+  SchedulerOptions o;
+  o.max_prefill_tokens = 0;  // the newcomer's whole prompt in one chunk
+  Preemptions seen;
+  Scheduler s(&e, o, &seen);
+  std::vector<Collected> got(3);
+  ASSERT_TRUE(s.Submit(Prio("background one", 80, 0), Into(&got[0])).ok());
+  ASSERT_TRUE(s.Submit(Prio("b", 80, 5), Into(&got[1])).ok());
+  for (int i = 0; i < 41; ++i) s.Step();
+  ASSERT_FALSE(got[0].done() || got[1].done());
+  const int64_t free_before = e.FreeBlocks();
+  ASSERT_LT(free_before, 90) << "too few blocks for the 151-token prompt (about 95 by the estimate)";
+  ASSERT_TRUE(s.Submit(Prio(std::string(150, 'x'), 4, 1), Into(&got[2])).ok());
+  RunUntilIdle(s);
+  EXPECT_EQ(seen.priority, 0) << "preempting the priority-5 request alone could not make room";
+  EXPECT_EQ(seen.memory, 0);
+  EXPECT_EQ(got[0].text, Expected("abcdefghij", 15, 80));
+  EXPECT_EQ(got[1].text, Expected("abcdefghij", 2, 80));
+  EXPECT_EQ(got[2].text, Expected("abcdefghij", 151, 4));
+  EXPECT_EQ(e.FreeBlocks(), 120);
 }
 
 TEST(Scheduler, MemoryPreemptionSparesTheHighestPriority) {
@@ -616,15 +653,15 @@ TEST(Scheduler, MemoryPreemptionSparesTheHighestPriority) {
   }
   RunUntilIdle(s);
   EXPECT_GT(seen.memory, 0);
-  std::map<SeqId, int> starts;
-  for (const auto& step : small.steps) {
-    for (const auto& c : step) starts[c.id] += c.tokens[0] == 256;
-  }
-  EXPECT_EQ(starts[static_cast<SeqId>(handle[5])], 1) << "the highest-priority request was never preempted";
+  EXPECT_EQ(Starts(small)[static_cast<SeqId>(handle[5])], 1) << "the highest-priority request was never preempted";
   for (int i = 0; i < 6; ++i) EXPECT_EQ(got[i].text, Expected("abcdefghij", 10, 20)) << "request " << i;
   EXPECT_EQ(small.FreeBlocks(), 24);
 }
 
+// Prompt logprobs: one per prompt token after BOS, from the logits of the
+// position before it, all on the update with the first token; exact through
+// chunked prefill and preemption; and the engine is asked for every token's
+// logits only while a request still needs them.
 TEST(Scheduler, PromptLogprobsScoreEachPromptTokenOnceThroughChunksAndPreemption) {
   const std::string script = "abcdefghij";
   // Prompt token i (BOS is 0) is predicted by the logits after i tokens: 10
