@@ -345,17 +345,20 @@ bool Scheduler::Step() {
     budget -= n;
     reserve += EstimateBlocks(a.cached, n);
   };
+  // Where `a` is in this step's plan, and the tokens of its chunk there (0: not planned).
+  auto find_planned = [&](const Active& a) -> std::pair<size_t, int64_t> {
+    const auto i = static_cast<size_t>(std::find(planned.begin(), planned.end(), &a) - planned.begin());
+    return {i, i < planned.size() ? static_cast<int64_t>(batch[i].tokens.size()) : 0};
+  };
   // Takes `a` out of this step's plan (it is being preempted), giving back what it took.
   auto unplan = [&](Active& a) {
-    auto pos = std::find(planned.begin(), planned.end(), &a);
-    if (pos == planned.end()) return;
-    const auto i = pos - planned.begin();
-    const auto n = static_cast<int64_t>(batch[static_cast<size_t>(i)].tokens.size());
+    const auto [i, n] = find_planned(a);
+    if (n == 0) return;
     if (static_cast<int64_t>(a.tokens.size()) - a.cached > 1) prefill_budget += n;
     budget += n;
     reserve -= EstimateBlocks(a.cached, n);
-    batch.erase(batch.begin() + i);
-    planned.erase(pos);
+    batch.erase(batch.begin() + static_cast<std::ptrdiff_t>(i));
+    planned.erase(planned.begin() + static_cast<std::ptrdiff_t>(i));
   };
   for (auto& [h, a] : running_) {
     if (static_cast<int64_t>(a->tokens.size()) - a->cached == 1) plan(*a);
@@ -366,12 +369,7 @@ bool Scheduler::Step() {
   }
   // The blocks `r` would give back if preempted now: those it holds (as
   // estimated) and its reservation in this step's plan.
-  auto reclaimable = [&](const Active& r) {
-    int64_t n = EstimateBlocks(0, r.cached);
-    auto pos = std::find(planned.begin(), planned.end(), &r);
-    if (pos != planned.end()) n += EstimateBlocks(r.cached, static_cast<int64_t>(batch[static_cast<size_t>(pos - planned.begin())].tokens.size()));
-    return n;
-  };
+  auto reclaimable = [&](const Active& r) { return EstimateBlocks(0, r.cached) + EstimateBlocks(r.cached, find_planned(r).second); };
   int64_t free_blocks = engine_->FreeBlocks();
   std::vector<const Active*> preempted;  // for priority in this step: not readmitted in it
   while (!waiting_.empty() && std::min(budget, prefill_budget) > 0) {
