@@ -114,6 +114,10 @@ Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
     req->set_top_logprobs(static_cast<int32_t>(logprobs));
   }
   req->set_return_prompt_logprobs(f.Bool("prompt-logprobs"));
+  int64_t n = 1;
+  MODSERVE_RETURN_IF_ERROR(f.Get("n", &n));
+  if (n < 1 || n > INT32_MAX) return InvalidArgument("--n must be >= 1 (completions of the prompt), got " + std::to_string(n));
+  req->set_n(static_cast<int32_t>(n));
   return Status::Ok();
 }
 
@@ -161,6 +165,16 @@ void PrintUsage(const v1::GenerateResponse& r) {
                static_cast<long long>(u.routed_computed()), static_cast<long long>(u.routed_skipped()));
 }
 
+// One completion of a request with --n > 1, whole: a header, its text, its
+// logprobs and its usage (`last`: the message with its finish reason).
+void PrintCompletion(int index, const std::string& text, const std::vector<v1::TokenLogprobs>& logprobs,
+                     const v1::GenerateResponse& last) {
+  std::cout << (index == 0 ? "" : "\n") << "--- completion " << index << " ---\n" << text << std::flush;
+  if (!logprobs.empty()) std::cout << "\n";
+  PrintLogprobs("token", logprobs);
+  PrintUsage(last);
+}
+
 Status Run(int argc, char** argv) {
   Flags f("mod-client", kSummary);
   f.Define("server", "127.0.0.1:50051", "server address host:port");
@@ -185,6 +199,7 @@ Status Run(int argc, char** argv) {
   f.Define("logit-bias", "", "generate, stream: ID:BIAS,... added to those token ids' logits (-100 .. 100)");
   f.Define("routes", "false", "stream: show which routed layers each token computed", true);
   f.Define("cache-salt", "", "generate, stream: reuse (and leave) cached prompt prefixes only under this salt");
+  f.Define("n", "1", "generate, stream: completions of the prompt (completion i samples with seed + i), each printed whole");
   f.Define("priority", "0", "generate, stream, bench: scheduling priority, lower first (server scheduling_policy: priority)");
   f.Define("logprobs", "-1",
            "generate, stream: also print each token's log-probability and this many alternatives (-1: none)");
@@ -224,6 +239,13 @@ Status Run(int argc, char** argv) {
       v1::GenerateResponse resp;
       grpc::Status s = stub->Generate(&ctx, req, &resp);
       if (!s.ok()) return RpcError("Generate", s);
+      if (resp.completions_size() > 0) {  // --n > 1
+        PrintLogprobs("prompt token", {resp.prompt_logprobs().begin(), resp.prompt_logprobs().end()});
+        for (const auto& c : resp.completions()) {
+          PrintCompletion(c.index(), c.text(), {c.logprobs().begin(), c.logprobs().end()}, c);
+        }
+        return Status::Ok();
+      }
       std::cout << resp.text() << std::flush;
       if (req.return_logprobs() || req.return_prompt_logprobs()) std::cout << "\n";
       PrintLogprobs("prompt token", {resp.prompt_logprobs().begin(), resp.prompt_logprobs().end()});
@@ -234,6 +256,24 @@ Status Run(int argc, char** argv) {
     auto reader = stub->GenerateStream(&ctx, req);
     v1::GenerateResponse msg, last;
     std::vector<v1::TokenLogprobs> logprobs, prompt_logprobs;
+    if (req.n() > 1) {  // completions interleave: each is printed whole once the stream ends
+      std::vector<std::string> texts(static_cast<size_t>(req.n()));
+      std::vector<std::vector<v1::TokenLogprobs>> lps(texts.size());
+      std::vector<v1::GenerateResponse> lasts(texts.size());
+      while (reader->Read(&msg)) {
+        const auto i = static_cast<size_t>(msg.index());
+        if (i >= texts.size()) return InvalidArgument("the server sent a message of completion " + std::to_string(i));
+        texts[i] += msg.text();
+        lps[i].insert(lps[i].end(), msg.logprobs().begin(), msg.logprobs().end());
+        prompt_logprobs.insert(prompt_logprobs.end(), msg.prompt_logprobs().begin(), msg.prompt_logprobs().end());
+        if (msg.has_usage()) lasts[i] = msg;
+      }
+      grpc::Status s = reader->Finish();
+      if (!s.ok()) return RpcError("GenerateStream", s);
+      PrintLogprobs("prompt token", prompt_logprobs);
+      for (size_t i = 0; i < texts.size(); ++i) PrintCompletion(static_cast<int>(i), texts[i], lps[i], lasts[i]);
+      return Status::Ok();
+    }
     while (reader->Read(&msg)) {
       logprobs.insert(logprobs.end(), msg.logprobs().begin(), msg.logprobs().end());
       prompt_logprobs.insert(prompt_logprobs.end(), msg.prompt_logprobs().begin(), msg.prompt_logprobs().end());

@@ -1,5 +1,6 @@
 #include "server/generator_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <atomic>
 #include <deque>
@@ -28,8 +29,8 @@ v1::FinishReason ToProto(FinishReason r) {
 class UpdateTarget {
  public:
   virtual ~UpdateTarget() = default;
-  // On the step thread: take the update in (cheap; no gRPC calls).
-  virtual void DeliverLocked(RequestUpdate u) = 0;
+  // On the step thread: take in an update of completion `index` (cheap; no gRPC calls).
+  virtual void DeliverLocked(int index, RequestUpdate u) = 0;
   // On the write dispatcher's thread: start the write or finish the RPC.
   virtual void FlushLocked() = 0;
 };
@@ -45,22 +46,24 @@ struct Link {
   UpdateTarget* target = nullptr;
 };
 
-UpdateSink MakeSink(std::shared_ptr<Link> link) {
-  return [link](RequestUpdate u) {
+UpdateSink MakeSink(std::shared_ptr<Link> link, int index) {
+  return [link, index](RequestUpdate u) {
     std::lock_guard<std::mutex> lock(link->mu);
-    if (link->target != nullptr) link->target->DeliverLocked(std::move(u));
+    if (link->target != nullptr) link->target->DeliverLocked(index, std::move(u));
   };
 }
 
-// What both Generate reactors share: the request goes to the scheduler with
-// a sink bound to this reactor; a client cancel is passed on; before the
-// reactor is deleted it unlinks itself from the sink and, with a request log,
-// writes the call's line.
+// What both Generate reactors share: the request's n completions go to the
+// scheduler with sinks bound to this reactor; a client cancel is passed on
+// to all of them; before the reactor is deleted it unlinks itself from the
+// sinks and, with a request log, writes the call's line.
 template <typename Base>
 class RequestReactor : public Base, public UpdateTarget {
  public:
   void OnCancel() override {
-    if (handle_ != 0) svc_->Cancel(handle_);
+    if (submitted_.load(std::memory_order_acquire)) {
+      for (Scheduler::Handle h : handles_) svc_->Cancel(h);
+    }
   }
 
   void OnDone() override {
@@ -73,6 +76,11 @@ class RequestReactor : public Base, public UpdateTarget {
           record_.message = "the call ended before the server answered";
         }
         record_.duration_seconds = std::chrono::duration<double>(Clock::now() - arrival_).count();
+        if (record_.code == "OK") {
+          std::string reasons;  // each completion's, in index order
+          for (const std::string& r : finish_reasons_) reasons += (reasons.empty() ? "" : ",") + r;
+          record_.finish_reason = reasons;
+        }
         svc_->request_log()->Write(FormatRequestRecord(record_, std::chrono::system_clock::now()));
       }
     }
@@ -93,18 +101,30 @@ class RequestReactor : public Base, public UpdateTarget {
   }
 
   // Every update passes here first (under link_->mu): the request log's
-  // first-token time and, on the last update, the finish reason and usage.
-  void NoteUpdateLocked(const RequestUpdate& u) {
+  // first-token time and, on each completion's last update, its finish
+  // reason and usage (the prompt's tokens once, the rest summed).
+  void NoteUpdateLocked(int index, const RequestUpdate& u) {
     if (!u.token_ids.empty() && record_.ttft_seconds < 0) {
       record_.ttft_seconds = std::chrono::duration<double>(Clock::now() - arrival_).count();
     }
     if (!u.finished || !u.status.ok()) return;
-    record_.finish_reason = FinishReasonName(u.finish_reason);
+    finish_reasons_[static_cast<size_t>(index)] = FinishReasonName(u.finish_reason);
+    auto add = [](int64_t* total, int64_t v) { *total = std::max<int64_t>(*total, 0) + v; };
     record_.prompt_tokens = u.usage.prompt_tokens;
-    record_.completion_tokens = u.usage.completion_tokens;
-    record_.cached_prompt_tokens = u.usage.cached_prompt_tokens;
-    record_.routed_computed = u.usage.routed_computed();
-    record_.routed_skipped = u.usage.routed_skipped();
+    add(&record_.completion_tokens, u.usage.completion_tokens);
+    add(&record_.cached_prompt_tokens, u.usage.cached_prompt_tokens);
+    add(&record_.routed_computed, u.usage.routed_computed());
+    add(&record_.routed_skipped, u.usage.routed_skipped());
+  }
+
+  // The client is gone (under link_->mu): every completion is stopped (at
+  // once if they are submitted, else as soon as Start has their handles).
+  void StopCompletionsLocked() {
+    if (submitted_.load(std::memory_order_relaxed)) {
+      for (Scheduler::Handle h : handles_) svc_->Cancel(h);  // a no-op for those already ended
+    } else {
+      stop_on_submit_ = true;
+    }
   }
 
   // Ends the RPC with `s` (under link_->mu), noting it for the request log.
@@ -133,13 +153,26 @@ class RequestReactor : public Base, public UpdateTarget {
   // Validates and submits (updates may arrive on the step thread at once).
   Status Start(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& req) {
     ctx_ = ctx;
-    auto h = svc_->Submit(ctx, req, MakeSink(link_), &request_id_);
+    GeneratorService::Submission sub;
+    const Status prepared = svc_->Prepare(ctx, req, &sub);
     {
       std::lock_guard<std::mutex> lock(link_->mu);
-      record_.request_id = request_id_;
+      request_id_ = sub.request_id;
+      record_.request_id = sub.request_id;
+      record_.n = static_cast<int64_t>(sub.requests.size());
+      record_.priority = sub.requests.empty() ? 0 : sub.requests.front().priority;
+      completions_ = std::max<int>(1, static_cast<int>(sub.requests.size()));
+      finish_reasons_.assign(static_cast<size_t>(completions_), "");
     }
-    if (!h.ok()) return h.status();
-    handle_ = *h;
+    if (!prepared.ok()) return prepared;
+    std::vector<UpdateSink> sinks;
+    for (int i = 0; i < completions_; ++i) sinks.push_back(MakeSink(link_, i));
+    auto handles = svc_->Enqueue(std::move(sub.requests), std::move(sinks));
+    std::lock_guard<std::mutex> lock(link_->mu);
+    if (!handles.ok()) return handles.status();
+    handles_ = std::move(*handles);
+    submitted_.store(true, std::memory_order_release);
+    if (stop_on_submit_) StopCompletionsLocked();
     return Status::Ok();
   }
 
@@ -154,17 +187,23 @@ class RequestReactor : public Base, public UpdateTarget {
 
   GeneratorService* svc_;
   std::shared_ptr<Link> link_;
-  std::string request_id_;
-  std::atomic<Scheduler::Handle> handle_{0};
+  std::string request_id_;       // set by Start, before any update is delivered to the reactor's state
+  int completions_ = 1;          // n, set by Start
+  // The completions' handles: written once by Start, then submitted_ is set.
+  std::vector<Scheduler::Handle> handles_;
+  std::atomic<bool> submitted_{false};
   grpc::CallbackServerContext* ctx_ = nullptr;
+  bool stop_on_submit_ = false;  // under link_->mu: the client went away before Start had the handles
   bool flush_posted_ = false;    // under link_->mu
   bool metadata_added_ = false;  // under link_->mu
   bool finish_called_ = false;   // under link_->mu
   Clock::time_point arrival_ = Clock::now();
   RequestRecord record_;         // under link_->mu (filled only with a request log)
+  std::vector<std::string> finish_reasons_;  // under link_->mu: per completion, for the log
 };
 
-// Unary Generate: collects every update into one response.
+// Unary Generate: collects every update into one response (n > 1: one per
+// completion, in `completions`).
 class UnaryReactor final : public RequestReactor<grpc::ServerUnaryReactor> {
  public:
   UnaryReactor(GeneratorService* svc, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
@@ -179,12 +218,14 @@ class UnaryReactor final : public RequestReactor<grpc::ServerUnaryReactor> {
     }
   }
 
-  void DeliverLocked(RequestUpdate u) override {
+  void DeliverLocked(int index, RequestUpdate u) override {
     if (finished_) return;
-    NoteUpdateLocked(u);
-    svc_->AppendUpdate(u, request_id_, &response_);
+    if (responses_.empty()) responses_.resize(static_cast<size_t>(completions_));
+    NoteUpdateLocked(index, u);
+    svc_->AppendUpdate(u, request_id_, index, &responses_[static_cast<size_t>(index)]);
     if (!u.finished) return;
-    finished_ = true;
+    if (u.status.ok() && ++ended_ < completions_) return;
+    finished_ = true;  // all ended, or one failed (the scheduler stops the others)
     final_ = ToGrpcStatus(u.status);
     ScheduleFlushLocked();
   }
@@ -192,13 +233,22 @@ class UnaryReactor final : public RequestReactor<grpc::ServerUnaryReactor> {
   void FlushLocked() override {
     flush_posted_ = false;
     AddInitialMetadataLocked(/*send_now=*/false);
-    if (final_.ok()) *resp_ = Serialize(response_);
+    if (final_.ok() && responses_.size() == 1) {
+      *resp_ = Serialize(responses_.front());
+    } else if (final_.ok()) {
+      v1::GenerateResponse all;
+      all.set_request_id(request_id_);
+      all.mutable_prompt_logprobs()->Swap(responses_.front().mutable_prompt_logprobs());
+      for (auto& r : responses_) all.add_completions()->Swap(&r);
+      *resp_ = Serialize(all);
+    }
     FinishLocked(final_);
   }
 
  private:
   grpc::ByteBuffer* resp_;
-  v1::GenerateResponse response_;  // under link_->mu
+  std::vector<v1::GenerateResponse> responses_;  // under link_->mu: per completion
+  int ended_ = 0;          // under link_->mu: completions ended OK
   bool finished_ = false;  // under link_->mu
   grpc::Status final_;     // under link_->mu
 };
@@ -218,19 +268,28 @@ class StreamReactor final : public RequestReactor<grpc::ServerWriteReactor<grpc:
     }
   }
 
-  void DeliverLocked(RequestUpdate u) override {
+  void DeliverLocked(int index, RequestUpdate u) override {
     if (final_known_) return;
-    NoteUpdateLocked(u);
-    if (u.finished) {
+    NoteUpdateLocked(index, u);
+    if (u.finished && !u.status.ok()) {
       final_known_ = true;
       final_ = ToGrpcStatus(u.status);
-      if (!u.status.ok()) pending_.clear();  // failed: nothing more to send but the status
+      pending_.clear();  // failed: nothing more to send but the status (the scheduler stops the others)
+    } else if (u.finished && ++ended_ == completions_) {
+      final_known_ = true;
+      final_ = grpc::Status::OK;
     }
     if (u.status.ok()) {
-      // While a write is in flight, updates merge into the last queued
-      // message: a slow reader gets fewer, larger messages, never a backlog.
-      if (pending_.empty()) pending_.emplace_back();
-      svc_->AppendUpdate(u, request_id_, &pending_.back());
+      // While a write is in flight, updates merge into the newest queued
+      // message of the same completion: a slow reader gets fewer, larger
+      // messages, never a backlog (n > 1: at most one queued message per
+      // completion, and its last). A completion's last message is never merged into.
+      auto open = std::find_if(pending_.rbegin(), pending_.rend(), [index](const v1::GenerateResponse& m) { return m.index() == index; });
+      if (open == pending_.rend() || open->has_usage()) {
+        pending_.emplace_back();
+        open = pending_.rbegin();
+      }
+      svc_->AppendUpdate(u, request_id_, index, &*open);
     }
     if (!writing_) ScheduleFlushLocked();
   }
@@ -244,7 +303,7 @@ class StreamReactor final : public RequestReactor<grpc::ServerWriteReactor<grpc:
     std::lock_guard<std::mutex> lock(link_->mu);
     writing_ = false;
     if (!ok) {  // the stream is broken (client gone): stop the request
-      if (!final_known_ && handle_ != 0) svc_->Cancel(handle_);
+      if (!final_known_) StopCompletionsLocked();
       final_known_ = true;
       final_ = grpc::Status(grpc::StatusCode::CANCELLED, "stream write failed: the client went away");
       pending_.clear();
@@ -271,6 +330,7 @@ class StreamReactor final : public RequestReactor<grpc::ServerWriteReactor<grpc:
   grpc::ByteBuffer current_;  // the message being written
   bool writing_ = false;
   bool final_known_ = false;
+  int ended_ = 0;  // completions ended OK
   grpc::Status final_;
 };
 
@@ -292,8 +352,7 @@ Status GeneratorService::Authenticate(const grpc::CallbackServerContext* ctx) co
   return auth_.Check(value);
 }
 
-StatusOr<Scheduler::Handle> GeneratorService::Submit(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& bytes,
-                                                     UpdateSink sink, std::string* request_id) {
+Status GeneratorService::Prepare(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& bytes, Submission* sub) {
   Scheduler* scheduler = scheduler_.load();
   if (Status auth = Authenticate(ctx); !auth.ok()) {
     if (scheduler != nullptr) metrics_->CountRejected(auth.code());
@@ -313,7 +372,7 @@ StatusOr<Scheduler::Handle> GeneratorService::Submit(grpc::CallbackServerContext
     return request.status();
   }
   // The client's id, when usable, names the call even if validation refuses it.
-  if (request->has_request_id() && IsValidRequestId(request->request_id())) *request_id = request->request_id();
+  if (request->has_request_id() && IsValidRequestId(request->request_id())) sub->request_id = request->request_id();
   const uint64_t n = next_id_.fetch_add(1);
   auto g = ValidateGenerateRequest(*request, model_->validation, seed_base_ + n * 0x9E3779B97F4A7C15ull,
                                    "req-" + std::to_string(n));
@@ -321,12 +380,26 @@ StatusOr<Scheduler::Handle> GeneratorService::Submit(grpc::CallbackServerContext
     metrics_->CountRejected(g.status().code());
     return g.status();
   }
-  *request_id = g->request_id;
+  sub->request_id = g->request_id;
   const auto deadline = ctx->deadline();
   if (deadline != std::chrono::system_clock::time_point::max()) {
     g->deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - std::chrono::system_clock::now());
   }
-  auto h = scheduler->Submit(std::move(*g), std::move(sink));
+  // Completion i samples with seed + i; the prompt is scored once, with completion 0.
+  const int completions = std::max(1, request->n());
+  for (int i = 1; i < completions; ++i) {
+    GenerationRequest copy = *g;
+    copy.sampling.seed += static_cast<uint64_t>(i);
+    copy.return_prompt_logprobs = false;
+    sub->requests.push_back(std::move(copy));
+  }
+  sub->requests.insert(sub->requests.begin(), std::move(*g));
+  return Status::Ok();
+}
+
+StatusOr<std::vector<Scheduler::Handle>> GeneratorService::Enqueue(std::vector<GenerationRequest> requests,
+                                                                   std::vector<UpdateSink> sinks) {
+  auto h = scheduler_.load()->SubmitGroup(std::move(requests), std::move(sinks));
   if (!h.ok()) metrics_->CountRejected(h.status().code());
   return h;
 }
@@ -336,9 +409,10 @@ void GeneratorService::Cancel(Scheduler::Handle h) {
   if (scheduler != nullptr) scheduler->Cancel(h);
 }
 
-void GeneratorService::AppendUpdate(const RequestUpdate& u, const std::string& request_id,
+void GeneratorService::AppendUpdate(const RequestUpdate& u, const std::string& request_id, int index,
                                     v1::GenerateResponse* out) const {
   out->set_request_id(request_id);
+  out->set_index(index);
   out->mutable_text()->append(u.text);
   for (int64_t t : u.token_ids) out->add_token_ids(static_cast<int32_t>(t));
   const auto& routed = model_->routed_layers;

@@ -70,14 +70,23 @@ class GeneratorService final : public GeneratorServiceBase {
 
   // UNAUTHENTICATED unless the call carries the bearer token (when one is set).
   Status Authenticate(const grpc::CallbackServerContext* ctx) const;
-  // For reactors: authenticates, decodes, validates and submits; `sink` receives the updates.
-  StatusOr<Scheduler::Handle> Submit(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& request,
-                                     UpdateSink sink, std::string* request_id);
+  // A call's request, validated: its id and its n completions (completion i
+  // samples with seed + i; only completion 0 scores the prompt).
+  struct Submission {
+    std::string request_id;  // known even when Prepare fails, if the request named a valid one
+    std::vector<GenerationRequest> requests;
+  };
+  // For reactors: authenticates, decodes and validates the call's request into `sub`.
+  Status Prepare(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& request, Submission* sub);
+  // Queues a prepared request's completions, all or none, one sink each
+  // (updates may arrive on the step thread before this returns).
+  StatusOr<std::vector<Scheduler::Handle>> Enqueue(std::vector<GenerationRequest> requests, std::vector<UpdateSink> sinks);
   void Cancel(Scheduler::Handle h);
   // Runs `task` on the write dispatcher's thread (gRPC writes leave the step thread).
   void PostWrite(std::function<void()> task) { writes_.Post(std::move(task)); }
-  // Appends an update to `out` (text, ids, routes, logprobs; on the last one finish reason and usage).
-  void AppendUpdate(const RequestUpdate& u, const std::string& request_id, v1::GenerateResponse* out) const;
+  // Appends an update of completion `index` to `out` (text, ids, routes,
+  // logprobs; on its last one finish reason and usage).
+  void AppendUpdate(const RequestUpdate& u, const std::string& request_id, int index, v1::GenerateResponse* out) const;
 
   // Generate and GenerateStream calls whose reactor has not reached OnDone
   // (their status not yet sent). The drain waits for none to be left before

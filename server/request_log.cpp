@@ -43,6 +43,8 @@ std::string FormatRequestRecord(const RequestRecord& r, std::chrono::system_cloc
   j["code"] = r.code;
   if (!r.message.empty()) j["message"] = r.message;
   if (!r.finish_reason.empty()) j["finish_reason"] = r.finish_reason;
+  if (r.n > 1) j["n"] = r.n;
+  if (r.priority != 0) j["priority"] = r.priority;
   if (r.prompt_tokens >= 0) j["prompt_tokens"] = r.prompt_tokens;
   if (r.completion_tokens >= 0) j["completion_tokens"] = r.completion_tokens;
   if (r.cached_prompt_tokens >= 0) j["cached_prompt_tokens"] = r.cached_prompt_tokens;

@@ -28,9 +28,13 @@ struct RequestRecord {
   std::string peer;        // gRPC's peer string, e.g. "ipv4:127.0.0.1:40312"
   std::string code;        // gRPC code name, e.g. "OK", "INVALID_ARGUMENT"
   std::string message;     // the error message (empty for OK)
-  std::string finish_reason;  // "length", "eos", "stop"; empty unless the call succeeded
-  int64_t prompt_tokens = -1;      // -1: unknown (the call did not finish OK)
-  int64_t completion_tokens = -1;
+  // "length", "eos", "stop"; empty unless the call succeeded. With n > 1:
+  // each completion's, in index order, joined by commas ("length,eos").
+  std::string finish_reason;
+  int64_t n = 1;                   // completions asked for (GenerateRequest.n); written when > 1
+  int32_t priority = 0;            // GenerateRequest.priority; written when not 0
+  int64_t prompt_tokens = -1;      // -1: unknown (the call did not finish OK); the prompt's, once
+  int64_t completion_tokens = -1;  // this and the rest: summed over the n completions
   int64_t cached_prompt_tokens = -1;
   int64_t routed_computed = -1;
   int64_t routed_skipped = -1;

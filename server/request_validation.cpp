@@ -129,6 +129,10 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
     return InvalidArgument("cache_salt is " + std::to_string(r.cache_salt().size()) + " bytes; the limit is " +
                            std::to_string(kMaxCacheSaltBytes));
   }
+  if (r.n() < 0 || r.n() > lim.max_n) {
+    return InvalidArgument("n must be in [0, " + std::to_string(lim.max_n) + "] (0: one completion), got " +
+                           std::to_string(r.n()));
+  }
   if (r.priority() != 0 && !ctx.priority_scheduling) {
     return InvalidArgument("priority is " + std::to_string(r.priority()) +
                            " but the server runs scheduling_policy: fcfs, where it must be 0");

@@ -43,6 +43,12 @@ struct Scheduler::Active {
   bool in_engine = false;
   bool ran = false;             // a step of it applied (a preempted request comes back)
   int64_t lookup_queried = -1;  // tokens looked up in the prefix cache at the last admission; -1: none pending
+  // A group (SubmitGroup) holds the handles [group, group + group_size).
+  Handle group = 0;
+  int64_t group_size = 1;
+  // With prefix caching, a later completion of a group: the group's first
+  // request, whose prompt it waits to find in the cache (0: none).
+  Handle leader = 0;
   size_t text_sent = 0;         // bytes of gen.text() already passed to utf8
   Clock::time_point arrival = Clock::now();
   Clock::time_point last_token;
@@ -67,28 +73,63 @@ Scheduler::Scheduler(StepEngine* engine, SchedulerOptions opts, SchedulerObserve
 Scheduler::~Scheduler() = default;
 
 StatusOr<Scheduler::Handle> Scheduler::Submit(GenerationRequest request, UpdateSink sink) {
-  // A request must fit in an empty pool even if every routed layer were dense.
-  const int64_t max_len = std::min<int64_t>(info_.max_context, static_cast<int64_t>(request.prompt.size()) + request.stop.max_tokens);
-  const int64_t worst = info_.n_layers * ((max_len + info_.block_size - 1) / info_.block_size);
-  if (worst > info_.total_blocks) {
-    return ResourceExhausted("request needs up to " + std::to_string(worst) + " KV blocks but the pool holds " +
-                             std::to_string(info_.total_blocks) + "; lower max_tokens or the prompt length");
+  std::vector<GenerationRequest> one;
+  one.push_back(std::move(request));
+  std::vector<UpdateSink> sinks;
+  sinks.push_back(std::move(sink));
+  auto handles = SubmitGroup(std::move(one), std::move(sinks));
+  if (!handles.ok()) return handles.status();
+  return handles->front();
+}
+
+StatusOr<std::vector<Scheduler::Handle>> Scheduler::SubmitGroup(std::vector<GenerationRequest> requests,
+                                                                std::vector<UpdateSink> sinks) {
+  if (requests.empty() || requests.size() != sinks.size()) {
+    return InvalidArgument("a group needs one sink per request and at least one request");
   }
-  Handle h;
+  for (const GenerationRequest& request : requests) {
+    // A request must fit in an empty pool even if every routed layer were dense.
+    const int64_t max_len = std::min<int64_t>(info_.max_context, static_cast<int64_t>(request.prompt.size()) + request.stop.max_tokens);
+    const int64_t worst = info_.n_layers * ((max_len + info_.block_size - 1) / info_.block_size);
+    if (worst > info_.total_blocks) {
+      return ResourceExhausted("request needs up to " + std::to_string(worst) + " KV blocks but the pool holds " +
+                               std::to_string(info_.total_blocks) + "; lower max_tokens or the prompt length");
+    }
+  }
+  const auto n = static_cast<int64_t>(requests.size());
+  if (n > opts_.max_queue) {
+    return InvalidArgument("n = " + std::to_string(n) + " completions can never be queued together: the queue holds " +
+                           std::to_string(opts_.max_queue) + " requests (max_queue)");
+  }
+  // Later completions wait for the first only if there is a whole block of prompt to share.
+  const bool share = info_.prefix_caching && static_cast<int64_t>(requests.front().prompt.size()) > info_.block_size;
+  std::vector<Handle> handles;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!admitting_) return Unavailable("server is shutting down and accepts no new requests");
-    if (waiting_count_ >= opts_.max_queue) {
-      return ResourceExhausted("request queue is full (" + std::to_string(opts_.max_queue) +
-                               " waiting requests); retry later");
+    if (waiting_count_ + n > opts_.max_queue) {
+      if (n == 1) {
+        return ResourceExhausted("request queue is full (" + std::to_string(opts_.max_queue) +
+                                 " waiting requests); retry later");
+      }
+      return ResourceExhausted("request queue has room for " + std::to_string(opts_.max_queue - waiting_count_) +
+                               " of its " + std::to_string(opts_.max_queue) + " waiting requests, and this request's n = " +
+                               std::to_string(n) + " completions need " + std::to_string(n) + "; retry later");
     }
-    h = next_handle_++;
-    inbox_.push_back(std::make_unique<Active>(h, std::move(request), std::move(sink)));
-    ++waiting_count_;
+    for (int64_t i = 0; i < n; ++i) {
+      const Handle h = next_handle_++;
+      auto a = std::make_unique<Active>(h, std::move(requests[static_cast<size_t>(i)]), std::move(sinks[static_cast<size_t>(i)]));
+      if (i > 0 && share) a->leader = handles.front();
+      a->group = i == 0 ? h : handles.front();
+      a->group_size = n;
+      handles.push_back(h);
+      inbox_.push_back(std::move(a));
+    }
+    waiting_count_ += n;
   }
   cv_.notify_one();
   PublishCounts();
-  return h;
+  return handles;
 }
 
 void Scheduler::Cancel(Handle h) {
@@ -208,28 +249,36 @@ void Scheduler::EndExpiredAndCancelled() {
     if (all) return all_status;
     if (cancel.count(a.handle)) return Cancelled("request cancelled by the client");
     if (now >= a.req.deadline) return DeadlineExceeded("deadline expired after " + std::to_string(a.gen.tokens().size()) + " generated tokens");
+    if (const auto it = group_failed_.find(a.handle); it != group_failed_.end()) return it->second;
     return Status::Ok();
   };
-  for (auto it = running_.begin(); it != running_.end();) {
-    Status s = verdict(*it->second);
-    if (s.ok()) {
-      ++it;
-      continue;
+  // Another sweep while requests of a failed group are left (one that ended
+  // may have been passed over already in this sweep).
+  size_t ended = 0;
+  do {
+    const size_t before = running_.size() + waiting_.size();
+    for (auto it = running_.begin(); it != running_.end();) {
+      Status s = verdict(*it->second);
+      if (s.ok()) {
+        ++it;
+        continue;
+      }
+      ActivePtr a = std::move(it->second);
+      it = running_.erase(it);
+      Finish(*a, s);
     }
-    ActivePtr a = std::move(it->second);
-    it = running_.erase(it);
-    Finish(*a, s);
-  }
-  for (auto it = waiting_.begin(); it != waiting_.end();) {
-    Status s = verdict(**it);
-    if (s.ok()) {
-      ++it;
-      continue;
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      Status s = verdict(**it);
+      if (s.ok()) {
+        ++it;
+        continue;
+      }
+      ActivePtr a = std::move(*it);
+      it = waiting_.erase(it);
+      Finish(*a, s);
     }
-    ActivePtr a = std::move(*it);
-    it = waiting_.erase(it);
-    Finish(*a, s);
-  }
+    ended = before - running_.size() - waiting_.size();
+  } while (!group_failed_.empty() && ended > 0);
 }
 
 int64_t Scheduler::EstimateBlocks(int64_t cached, int64_t new_tokens) const {
@@ -274,6 +323,8 @@ void Scheduler::Finish(Active& a, Status status) {
     engine_->Release(a.handle);
     a.in_engine = false;
   }
+  group_failed_.erase(a.handle);
+  if (!status.ok() && a.group_size > 1) StopGroup(a, status);
   // Counted, and its blocks and slot shown as free, before the final update
   // goes out, so a client that has it finds the request in /metrics.
   SyncCounts();
@@ -306,6 +357,24 @@ void Scheduler::NoteFirstRun(Active& a) {
   }
   a.ran = true;
   a.lookup_queried = -1;
+}
+
+void Scheduler::StopGroup(const Active& failed, const Status& why) {
+  const Status stop = Cancelled("another completion of the request ended first with " + std::string(StatusCodeName(why.code())) +
+                                ": " + why.message());
+  for (Handle h = failed.group; h < failed.group + static_cast<Handle>(failed.group_size); ++h) {
+    const bool alive = running_.count(h) != 0 ||
+                       std::any_of(waiting_.begin(), waiting_.end(), [h](const ActivePtr& w) { return w->handle == h; });
+    if (h != failed.handle && alive) group_failed_.emplace(h, stop);
+  }
+}
+
+bool Scheduler::WaitsForLeader(const Active& a) const {
+  if (a.leader == 0 || a.ran) return false;
+  // The leader ranks before it (same priority, earlier handle), so with `a`
+  // at the head of the queue it is running or gone; gone (ended): no wait.
+  const auto it = running_.find(a.leader);
+  return it != running_.end() && it->second->cached < static_cast<int64_t>(it->second->req.prompt.size());
 }
 
 void Scheduler::Preempt(Active& a, bool for_priority) {
@@ -375,6 +444,14 @@ bool Scheduler::Step() {
   while (!waiting_.empty() && std::min(budget, prefill_budget) > 0) {
     Active& a = *waiting_.front();
     if (std::find(preempted.begin(), preempted.end(), &a) != preempted.end()) break;
+    if (const auto failed = group_failed_.find(a.handle); failed != group_failed_.end()) {
+      const Status why = failed->second;  // another of its group failed in this step's admissions
+      ActivePtr owned = std::move(waiting_.front());
+      waiting_.pop_front();
+      Finish(*owned, why);
+      continue;
+    }
+    if (WaitsForLeader(a)) break;  // a few steps, while the leader reads the prompt they share
     const int64_t n = std::min<int64_t>(static_cast<int64_t>(a.tokens.size()), std::min(budget, prefill_budget));
     const bool slot = static_cast<int64_t>(running_.size()) < opts_.max_running;
     const int64_t short_by = running_.empty() ? 0 : reserve + EstimateBlocks(0, n) - free_blocks;

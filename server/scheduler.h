@@ -67,6 +67,15 @@ class Scheduler {
   // Queues a request. RESOURCE_EXHAUSTED when the queue is full or the
   // request could never fit in the KV pool; UNAVAILABLE once draining.
   StatusOr<Handle> Submit(GenerationRequest request, UpdateSink sink);
+  // Queues the completions of one request (GenerateRequest.n), one sink
+  // each: all of them, or none (the same refusals, RESOURCE_EXHAUSTED when
+  // the queue lacks room for all, INVALID_ARGUMENT for more than max_queue
+  // or a sink count that does not match). They fail together: when one ends
+  // with an error, the others end with CANCELLED before they run again.
+  // With prefix caching and a prompt longer than a block, requests[1..]
+  // are not admitted before requests[0] has read its prompt (they then
+  // find it in the prefix cache); the queue behind them waits those steps.
+  StatusOr<std::vector<Handle>> SubmitGroup(std::vector<GenerationRequest> requests, std::vector<UpdateSink> sinks);
   // The request ends with CANCELLED within one step (no-op if already done).
   void Cancel(Handle h);
   // Refuse new requests from now on (draining); in-flight ones continue.
@@ -95,6 +104,11 @@ class Scheduler {
   void Admit(Active& a);
   // A step of `a` applied: on its first, its cached prompt tokens are final.
   void NoteFirstRun(Active& a);
+  // `failed` of a group ended with `why`: its other requests end too, before
+  // the next admission (at once if they come later in this sweep).
+  void StopGroup(const Active& failed, const Status& why);
+  // A later completion of a group whose leader is still reading the prompt.
+  bool WaitsForLeader(const Active& a) const;
   // Back to the waiting queue, its blocks freed; recomputed when readmitted.
   void Preempt(Active& a, bool for_priority);
   // Whether `a` is served before `b`: lower priority value, then earlier arrival.
@@ -136,6 +150,7 @@ class Scheduler {
   // Step thread only.
   std::deque<ActivePtr> waiting_;            // ordered by Outranks: priority, then arrival
   std::map<Handle, ActivePtr> running_;      // ordered by arrival (handles increase)
+  std::map<Handle, Status> group_failed_;    // requests to end because another of their group failed
 };
 
 }  // namespace modserve

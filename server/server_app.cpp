@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <thread>
@@ -45,6 +46,8 @@ namespace {
 ServedModel DescribeModel(const ServerConfig& cfg, const ModelConfig& mc, const StepEngineInfo& info) {
   ServedModel m;
   m.validation.limits = cfg.limits;
+  // A request's n completions are queued together: never more than the queue holds.
+  m.validation.limits.max_n = std::min(cfg.limits.max_n, cfg.max_queue);
   m.validation.max_context = mc.max_context;
   m.validation.vocab_size = mc.vocab_size;
   m.validation.bos_id = mc.bos_id;
@@ -77,6 +80,7 @@ ServedModel DescribeModel(const ServerConfig& cfg, const ModelConfig& mc, const 
   lim->set_default_max_tokens(static_cast<int32_t>(cfg.limits.default_max_tokens));
   lim->set_max_stop(static_cast<int32_t>(cfg.limits.max_stop));
   lim->set_max_stop_bytes(static_cast<int32_t>(cfg.limits.max_stop_bytes));
+  lim->set_max_n(static_cast<int32_t>(std::min(cfg.limits.max_n, cfg.max_queue)));
   lim->set_max_top_logprobs(static_cast<int32_t>(MaxTopLogprobs(mc.vocab_size)));
   return m;
 }

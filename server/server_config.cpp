@@ -107,6 +107,7 @@ const std::vector<Key>& Keys() {
       IntKey("default_max_tokens", "max_tokens when a request leaves it 0", [](ServerConfig* c) { return &c->limits.default_max_tokens; }),
       IntKey("max_stop", "most stop strings per request", [](ServerConfig* c) { return &c->limits.max_stop; }),
       IntKey("max_stop_bytes", "longest stop string in bytes", [](ServerConfig* c) { return &c->limits.max_stop_bytes; }),
+      IntKey("max_n", "most completions (GenerateRequest.n) per request", [](ServerConfig* c) { return &c->limits.max_n; }),
       IntKey("max_message_bytes", "largest request message in bytes (larger: RESOURCE_EXHAUSTED)",
              [](ServerConfig* c) { return &c->max_message_bytes; }),
       IntKey("max_concurrent_streams", "concurrent calls per client connection",
@@ -191,6 +192,7 @@ Status ServerConfig::Validate() const {
   MODSERVE_RETURN_IF_ERROR(Range("default_max_tokens", limits.default_max_tokens, 1, limits.max_tokens));
   MODSERVE_RETURN_IF_ERROR(Range("max_stop", limits.max_stop, 0, 1024));
   MODSERVE_RETURN_IF_ERROR(Range("max_stop_bytes", limits.max_stop_bytes, 1, 1 << 16));
+  MODSERVE_RETURN_IF_ERROR(Range("max_n", limits.max_n, 1, 128));
   MODSERVE_RETURN_IF_ERROR(Range("max_concurrent_streams", max_concurrent_streams, 1, 1 << 20));
   MODSERVE_RETURN_IF_ERROR(Range("max_message_bytes", max_message_bytes, 1024, int64_t{1} << 30));
   // The largest valid request must fit in a message: the prompt, the stop

@@ -20,6 +20,7 @@ struct RequestLimits {
   int64_t default_max_tokens = 64;
   int64_t max_stop = 8;
   int64_t max_stop_bytes = 64;
+  int64_t max_n = 8;  // largest GenerateRequest.n (completions per request)
 };
 
 struct ServerConfig {

@@ -4,8 +4,8 @@
 # and must get the same tokens both ways. Python stubs are generated from
 # proto/ here; the Node packages are installed from npm into a scratch folder.
 # Then mod-client's --logprobs prints a line per generated token, and its
-# --logit-bias, --min-tokens, --ignore-eos, --cache-salt and --priority reach
-# the server.
+# --logit-bias, --min-tokens, --ignore-eos, --cache-salt, --priority and --n
+# reach the server.
 # Usage: tests/clients_test.sh BIN_DIR SOURCE_DIR
 set -euo pipefail
 bin=$1
@@ -96,6 +96,24 @@ if "$bin/mod-client" --server "$address" generate --priority 9999999999 2>"$work
 fi
 grep -q -- "--priority must be in" "$work/prio.err" || { echo "FAIL: --priority range message:"; cat "$work/prio.err"; exit 1; }
 echo "PASS: mod-client --priority"
+
+echo "== mod-client --n"
+# Three sampled completions, each printed whole with its usage; unary and
+# stream give the same texts, and completion 0 is the n = 1 request's.
+for cmd in generate stream; do
+  "$bin/mod-client" --server "$address" "$cmd" --max-tokens 12 --temperature 1 --seed 5 --n 3 >"$work/n.$cmd" 2>"$work/n.$cmd.err"
+  [[ $(grep -c '^--- completion [0-2] ---$' "$work/n.$cmd") == 3 ]] || { echo "FAIL: $cmd --n 3 output:"; cat "$work/n.$cmd"; exit 1; }
+  [[ $(grep -c 'completion 12 tokens' "$work/n.$cmd.err") == 3 ]] || { echo "FAIL: $cmd --n 3 usage:"; cat "$work/n.$cmd.err"; exit 1; }
+done
+cmp -s "$work/n.generate" "$work/n.stream" || { echo "FAIL: generate and stream --n 3 differ"; diff "$work/n.generate" "$work/n.stream"; exit 1; }
+"$bin/mod-client" --server "$address" generate --max-tokens 12 --temperature 1 --seed 5 >"$work/n.one" 2>/dev/null
+[[ "$(sed -n '2p' "$work/n.generate")" == "$(head -n 1 "$work/n.one")" ]] ||
+  { echo "FAIL: completion 0 is not the n = 1 request's:"; cat "$work/n.generate" "$work/n.one"; exit 1; }
+if "$bin/mod-client" --server "$address" generate --n 9 2>"$work/n.err" >/dev/null; then
+  echo "FAIL: --n 9 was accepted (max_n is 8)"; exit 1
+fi
+grep -q "INVALID_ARGUMENT.*n must be in \[0, 8\]" "$work/n.err" || { echo "FAIL: --n 9 message:"; cat "$work/n.err"; exit 1; }
+echo "PASS: mod-client --n"
 for bad in 65=1 '65:1,' 65:1x :1 65: 65:1,65:2; do
   if "$bin/mod-client" --server "$address" generate --logit-bias "$bad" 2>"$work/bad.err"; then
     echo "FAIL: --logit-bias $bad was accepted"; exit 1

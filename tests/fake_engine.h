@@ -10,8 +10,10 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -40,6 +42,7 @@ class FakeEngine : public StepEngine {
   }
   Status AddSequence(SeqId id) override {
     if (seqs_.count(id)) return InvalidArgument("sequence exists");
+    if (refuse_add.count(id)) return Status::Error(StatusCode::kInternal, "fake engine refuses sequence " + std::to_string(id));
     seqs_[id] = {};
     return Status::Ok();
   }
@@ -60,6 +63,10 @@ class FakeEngine : public StepEngine {
 
   StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch, bool all_logits = false) override {
     if (step_delay.count() > 0) std::this_thread::sleep_for(step_delay);
+    if (fail_steps > 0) {
+      --fail_steps;
+      return Status::Error(StatusCode::kInternal, "fake engine failure");
+    }
     auto next = seqs_;
     StepResult r;
     for (const auto& c : batch) {
@@ -107,6 +114,7 @@ class FakeEngine : public StepEngine {
   }
   int64_t sequences() const { return static_cast<int64_t>(seqs_.size()); }
   int64_t prefix_hit = 0;
+  std::set<SeqId> refuse_add;  // sequences AddSequence fails for (INTERNAL)
   std::vector<int64_t> match_limits;  // the limit of every MatchPrefix call
   std::vector<std::string> match_salts;
   int all_logits_steps = 0;  // steps asked for every token's logits
@@ -114,6 +122,7 @@ class FakeEngine : public StepEngine {
   int steps_run = 0;  // successful steps
   std::vector<std::vector<SequenceChunk>> steps;  // every successful step's batch (when record_steps)
   std::chrono::microseconds step_delay{0};         // to make steps take time, like a real engine
+  std::atomic<int> fail_steps{0};  // the next fail_steps steps fail with INTERNAL (not a memory error: nothing is retried)
 
  private:
   struct Seq {

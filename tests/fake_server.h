@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 
 #include "fake_engine.h"
@@ -30,15 +31,17 @@ inline ServerConfig LoopbackConfig() {
 }
 
 // Starts `cfg` with a FakeEngine of `kv_blocks` blocks of 4 tokens whose
-// steps take `step_delay`. On failure, `status` (if given) gets the error
+// steps take `step_delay` (and that `setup`, if given, sets up further before
+// the server sees it). On failure, `status` (if given) gets the error
 // and the app is null; without `status` a failure fails the test.
 inline FakeServer StartFake(const ServerConfig& cfg, int64_t kv_blocks, std::chrono::microseconds step_delay,
-                            Status* status = nullptr) {
+                            Status* status = nullptr, const std::function<void(FakeEngine*)>& setup = nullptr) {
   FakeServer s;
   auto app = ServerApp::Start(cfg, [&](const ServerConfig&) -> StatusOr<LoadedEngine> {
     auto e = std::make_unique<FakeEngine>(kv_blocks, 4);
     e->step_delay = step_delay;
     e->record_steps = false;
+    if (setup) setup(e.get());
     s.engine = e.get();
     LoadedEngine loaded;
     loaded.model.n_layers = 3;

@@ -86,6 +86,23 @@ class ServerE2E : public ::testing::Test {
   }
 
   std::map<std::string, double> Metrics() { return Scrape(app_->metrics_port()); }
+  double Cancelled() { return Metrics()["modserve_requests_total{code=\"CANCELLED\",finish_reason=\"none\"}"]; }
+
+  // Streams `r`, cancels after `messages` messages and returns the call's
+  // final code (-1 cast to a code if the stream ended before that many).
+  grpc::StatusCode CancelStreamAfter(const v1::GenerateRequest& r, int messages) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(60));
+    auto reader = stub_->GenerateStream(&ctx, r);
+    v1::GenerateResponse m;
+    int got = 0;
+    while (got < messages && reader->Read(&m)) ++got;
+    ctx.TryCancel();
+    while (reader->Read(&m)) {
+    }
+    const grpc::StatusCode code = reader->Finish().error_code();
+    return got == messages ? code : static_cast<grpc::StatusCode>(-1);
+  }
 
   // Waits until the server holds no request and no KV block.
   bool WaitIdle(double seconds = 5) {
@@ -343,6 +360,93 @@ TEST_F(ServerE2E, APromptBeginningLikeAnEarlierOneReusesItsKvAndGivesTheReferenc
   EXPECT_EQ(cached_under(""), 112) << "the unsalted prefix is still there";
 }
 
+// n completions: completion i is what the n = 1 request with seed + i gives,
+// unary (in `completions`) and streamed (messages tagged with their index,
+// one last message with finish reason and usage per completion) alike; with
+// prefix caching the later completions read the prompt's whole blocks from
+// what the first computed. Cancelling the stream stops all of them.
+TEST_F(ServerE2E, NCompletionsAreTheSingleRequestWithSeedPlusIndex) {
+  constexpr int kTokens = 30, kN = 3;
+  const std::string prompt = "n test: the jury commented on a number of other topics, among them the ";
+  const int prompt_tokens = static_cast<int>(prompt.size()) + 1;
+  const int shareable = (prompt_tokens - 1) / 16 * 16;  // whole blocks of all but the last prompt token
+  ASSERT_GT(shareable, 0);
+  v1::GenerateRequest r = Request(prompt, kTokens);
+  r.set_temperature(0.9f);
+  r.set_seed(777);
+  r.set_return_routes(true);
+  std::vector<std::vector<int>> single(kN);
+  for (int i = 0; i < kN; ++i) {
+    v1::GenerateRequest one = r;
+    one.set_seed(777 + i);
+    one.set_cache_salt("n-single");  // keeps these prompts out of the caches the n requests use
+    v1::GenerateResponse u;
+    ASSERT_TRUE(Unary(one, &u).ok());
+    single[static_cast<size_t>(i)].assign(u.token_ids().begin(), u.token_ids().end());
+  }
+  ASSERT_NE(single[0], single[1]) << "different seeds sample differently";
+
+  v1::GenerateRequest many = r;
+  many.set_n(kN);
+  many.set_cache_salt("n-unary");
+  many.set_return_prompt_logprobs(true);
+  v1::GenerateResponse u;
+  ASSERT_TRUE(Unary(many, &u).ok());
+  ASSERT_EQ(u.completions_size(), kN);
+  EXPECT_TRUE(u.text().empty() && u.token_ids().empty() && !u.has_usage()) << "the completions hold the output";
+  EXPECT_EQ(u.prompt_logprobs_size(), prompt_tokens - 1) << "the prompt is scored once, at the top";
+  for (int i = 0; i < kN; ++i) {
+    SCOPED_TRACE(i);
+    const v1::GenerateResponse& c = u.completions(i);
+    EXPECT_EQ(c.index(), i);
+    EXPECT_EQ(std::vector<int>(c.token_ids().begin(), c.token_ids().end()), single[static_cast<size_t>(i)]);
+    EXPECT_EQ(c.routes_size(), kTokens);
+    EXPECT_EQ(c.prompt_logprobs_size(), 0);
+    EXPECT_EQ(c.finish_reason(), v1::FINISH_REASON_LENGTH);
+    EXPECT_EQ(c.usage().prompt_tokens(), prompt_tokens);
+    EXPECT_EQ(c.usage().completion_tokens(), kTokens);
+    EXPECT_EQ(c.usage().cached_prompt_tokens(), i == 0 ? 0 : shareable) << "the later ones reuse the first one's prompt";
+    EXPECT_EQ(c.request_id(), u.request_id());
+  }
+
+  many.set_cache_salt("n-stream");
+  many.set_return_prompt_logprobs(false);
+  StreamResult s = Stream(many);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  std::vector<std::vector<int>> streamed(kN);
+  std::vector<int> finals(kN, 0);
+  for (const auto& m : s.messages) {
+    ASSERT_GE(m.index(), 0);
+    ASSERT_LT(m.index(), kN);
+    const auto i = static_cast<size_t>(m.index());
+    EXPECT_EQ(finals[i], 0) << "nothing of completion " << i << " after its last message";
+    streamed[i].insert(streamed[i].end(), m.token_ids().begin(), m.token_ids().end());
+    if (m.has_usage()) {
+      ++finals[i];
+      EXPECT_EQ(m.finish_reason(), v1::FINISH_REASON_LENGTH);
+      EXPECT_EQ(m.usage().completion_tokens(), kTokens);
+    }
+  }
+  EXPECT_EQ(streamed, single);
+  EXPECT_EQ(finals, std::vector<int>(kN, 1));
+
+  // Greedy: every completion is the same.
+  v1::GenerateRequest greedy = Request(prompt, 8);
+  greedy.set_n(2);
+  v1::GenerateResponse g;
+  ASSERT_TRUE(Unary(greedy, &g).ok());
+  ASSERT_EQ(g.completions_size(), 2);
+  EXPECT_EQ(g.completions(0).text(), g.completions(1).text());
+
+  ASSERT_TRUE(WaitIdle());
+  const double cancelled_before = Cancelled();
+  v1::GenerateRequest endless = Request("Once upon a time", 200);
+  endless.set_n(kN);
+  EXPECT_EQ(CancelStreamAfter(endless, 3), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(WaitIdle()) << "every completion's blocks are freed";
+  EXPECT_EQ(Cancelled(), cancelled_before + kN) << "each completion counts as a request";
+}
+
 // min_tokens holds EOS back, logit_bias shifts the logits, ignore_eos
 // generates past EOS; each against the reference generation or plain greedy.
 TEST_F(ServerE2E, MinTokensLogitBiasAndIgnoreEos) {
@@ -414,21 +518,10 @@ TEST_F(ServerE2E, StopStringEndsTheCompletion) {
 
 TEST_F(ServerE2E, CancelMidStreamFreesTheRequest) {
   ASSERT_TRUE(WaitIdle());
-  const double cancelled_before = Metrics()["modserve_requests_total{code=\"CANCELLED\",finish_reason=\"none\"}"];
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(60));
-  auto reader = stub_->GenerateStream(&ctx, Request("Once upon a time", 200));
-  v1::GenerateResponse m;
-  int got = 0;
-  while (got < 3 && reader->Read(&m)) ++got;
-  ASSERT_EQ(got, 3);
-  ctx.TryCancel();
-  while (reader->Read(&m)) {
-  }
-  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  const double cancelled_before = Cancelled();
+  EXPECT_EQ(CancelStreamAfter(Request("Once upon a time", 200), 3), grpc::StatusCode::CANCELLED);
   EXPECT_TRUE(WaitIdle());
-  const double cancelled_after = Metrics()["modserve_requests_total{code=\"CANCELLED\",finish_reason=\"none\"}"];
-  EXPECT_EQ(cancelled_after, cancelled_before + 1);
+  EXPECT_EQ(Cancelled(), cancelled_before + 1);
 }
 
 TEST_F(ServerE2E, ExpiredDeadlineFreesTheRequest) {
@@ -512,6 +605,7 @@ TEST_F(ServerE2E, EveryInvalidRequestGetsAClearErrorAndTheNextRequestIsServed) {
       {[](Wire* r) { (*r->mutable_logit_bias())[300] = 1; }, invalid, "logit_bias has token id 300"},
       {[](Wire* r) { (*r->mutable_logit_bias())[65] = -101; }, invalid, "logit_bias[65] must be in [-100, 100]"},
       {[](Wire* r) { r->set_cache_salt(std::string(300, 's')); }, invalid, "cache_salt is 300 bytes; the limit is 256"},
+      {[](Wire* r) { r->set_n(9); }, invalid, "n must be in [0, 8] (0: one completion), got 9"},
       {[](Wire* r) { r->set_cache_salt("t\xFF"); }, invalid, "cache_salt is not valid UTF-8"},
       {[](Wire* r) { r->set_priority(1); }, invalid, "priority is 1 but the server runs scheduling_policy: fcfs"},
   };

@@ -22,12 +22,14 @@
 #include "fake_server.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "metrics_scrape.h"
+#include "scheduler_test_util.h"
 #include "modserve/v1/modserve.grpc.pb.h"
 #include "server/server_app.h"
 
 namespace modserve {
 namespace {
 
+using testing::Expected;
 using testing::FakeEngine;
 using testing::Scrape;
 
@@ -47,6 +49,7 @@ TEST(ServerWithFakeEngine, ConcurrentStreamsCancelsAndDeadlinesLeaveNothingBehin
   const int kThreads = 12, kPerThread = 15;
   std::atomic<int> ok{0}, cancelled{0}, expired{0}, other{0};
   std::atomic<int> reached{0};  // requests the server certainly saw (a response or a message arrived)
+  std::atomic<int> completions{0};  // asked for in all (a third of the calls ask for n = 2 or 3)
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
@@ -55,6 +58,8 @@ TEST(ServerWithFakeEngine, ConcurrentStreamsCancelsAndDeadlinesLeaveNothingBehin
         v1::GenerateRequest r;
         r.set_prompt("request " + std::to_string(t) + "/" + std::to_string(i));
         r.set_max_tokens(40);
+        r.set_n(i % 3 == 0 ? 2 + static_cast<int>(rng() % 2) : 1);
+        completions += std::max(1, r.n());
         grpc::ClientContext ctx;
         const int kind = static_cast<int>(rng() % 10);
         ctx.set_deadline(In(kind == 0 ? 0.005 : 30));  // 10% expire
@@ -104,7 +109,7 @@ TEST(ServerWithFakeEngine, ConcurrentStreamsCancelsAndDeadlinesLeaveNothingBehin
   // Every request the server saw is counted once, however it ended (a call
   // whose deadline passed before it reached the server is never seen).
   EXPECT_GE(ended, reached);
-  EXPECT_LE(ended, kThreads * kPerThread);
+  EXPECT_LE(ended, completions) << "each completion of a call counts as a request";
   s.app->Drain(std::chrono::seconds(1));
   EXPECT_EQ(s.engine->sequences(), 0);
 }
@@ -216,29 +221,81 @@ TEST(ServerWithFakeEngine, MergedStreamMessagesKeepOneLogprobPerToken) {
   ASSERT_NE(s.app, nullptr);
   auto stub = v1::Generator::NewStub(grpc::CreateChannel(s.address(), grpc::InsecureChannelCredentials()));
   constexpr int kTokens = 200;
-  v1::GenerateRequest r;
-  r.set_prompt("merge");
-  r.set_max_tokens(kTokens);
-  r.set_return_logprobs(true);
-  r.set_top_logprobs(1);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(30));
-  auto reader = stub->GenerateStream(&ctx, r);
-  v1::GenerateResponse m;
-  int messages = 0, tokens = 0;
-  while (reader->Read(&m)) {
-    ++messages;
-    ASSERT_EQ(m.logprobs_size(), m.token_ids_size()) << "message " << messages;
-    for (int i = 0; i < m.token_ids_size(); ++i, ++tokens) {
-      EXPECT_EQ(m.logprobs(i).token().token_id(), m.token_ids(i));
-      ASSERT_EQ(m.logprobs(i).top_size(), 1);
-      EXPECT_EQ(m.logprobs(i).top(0).token_id(), m.token_ids(i));  // the fake engine's one likely token
+  for (const int n : {1, 3}) {  // n = 3: each step updates completions 0, 1, 2 in turn
+    SCOPED_TRACE(n);
+    v1::GenerateRequest r;
+    r.set_prompt("merge");
+    r.set_max_tokens(kTokens);
+    r.set_return_logprobs(true);
+    r.set_top_logprobs(1);
+    r.set_n(n);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(30));
+    auto reader = stub->GenerateStream(&ctx, r);
+    v1::GenerateResponse m;
+    int messages = 0;
+    std::vector<std::string> texts(static_cast<size_t>(n));
+    while (reader->Read(&m)) {
+      ++messages;
+      ASSERT_EQ(m.logprobs_size(), m.token_ids_size()) << "message " << messages;
+      ASSERT_LT(m.index(), n);
+      for (int i = 0; i < m.token_ids_size(); ++i) {
+        EXPECT_EQ(m.logprobs(i).token().token_id(), m.token_ids(i));
+        ASSERT_EQ(m.logprobs(i).top_size(), 1);
+        EXPECT_EQ(m.logprobs(i).top(0).token_id(), m.token_ids(i));  // the fake engine's one likely token
+      }
+      texts[static_cast<size_t>(m.index())] += m.text();
     }
+    ASSERT_TRUE(reader->Finish().ok());
+    std::printf("n = %d: %d tokens each in %d stream messages\n", n, kTokens, messages);
+    for (const std::string& t : texts) EXPECT_EQ(t, Expected("abcdefghij", 6, kTokens)) << "in order, nothing lost";
+    EXPECT_LT(messages, n * kTokens) << "no update was merged: the test did not reach the merging path";
   }
-  ASSERT_TRUE(reader->Finish().ok());
-  std::printf("%d tokens in %d stream messages\n", tokens, messages);
-  EXPECT_EQ(tokens, kTokens);
-  EXPECT_LT(messages, kTokens) << "no update was merged: the test did not reach the merging path";
+}
+
+// A completion that fails (here: the engine fails the step that runs only the
+// first completion, while the others wait to share its prompt) fails the
+// call with its status, and the other completions are stopped, not run on
+// for nobody.
+TEST(ServerWithFakeEngine, OneFailedCompletionFailsTheCallAndStopsTheOthers) {
+  Status started;
+  FakeServer s = testing::StartFake(testing::LoopbackConfig(), 1000, std::chrono::microseconds(0), &started, [](FakeEngine* e) {
+    e->prefix_hit = 8;  // prefix caching: completions 1 and 2 wait for completion 0 to read the prompt
+    e->fail_steps = 1;
+  });
+  ASSERT_NE(s.app, nullptr) << started.ToString();
+  auto stub = v1::Generator::NewStub(grpc::CreateChannel(s.address(), grpc::InsecureChannelCredentials()));
+  for (const bool stream : {false, true}) {
+    SCOPED_TRACE(stream ? "stream" : "unary");
+    v1::GenerateRequest r;
+    r.set_prompt("a prompt of more than one block");
+    r.set_max_tokens(50);
+    r.set_n(3);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(30));
+    grpc::Status st;
+    if (stream) {
+      auto reader = stub->GenerateStream(&ctx, r);
+      for (v1::GenerateResponse m; reader->Read(&m);) {
+      }
+      st = reader->Finish();
+    } else {
+      v1::GenerateResponse u;
+      st = stub->Generate(&ctx, r, &u);
+    }
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INTERNAL) << st.error_message();
+    EXPECT_NE(st.error_message().find("fake engine failure"), std::string::npos);
+    std::map<std::string, double> m;
+    const std::string cancelled = "modserve_requests_total{code=\"CANCELLED\",finish_reason=\"none\"}";
+    for (int i = 0; i < 200; ++i) {
+      m = Scrape(s.app->metrics_port());
+      if (m["modserve_running_requests"] == 0 && m["modserve_queue_requests"] == 0 && m[cancelled] >= (stream ? 4 : 2)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_EQ(m[cancelled], stream ? 4 : 2) << "the two other completions were stopped";
+    EXPECT_EQ(m["modserve_requests_total{code=\"OK\",finish_reason=\"length\"}"], 0) << "and not run to the end";
+    s.engine->fail_steps = 1;  // for the next call (no step runs in between: the server is idle)
+  }
 }
 
 // A port that was free a moment ago (for a server that must be reached before Start returns).

@@ -83,6 +83,21 @@ TEST(ServerOverload, FullQueueAnswersResourceExhaustedAndAcceptedRequestsComplet
   auto m = Scrape(app->metrics_port());
   EXPECT_EQ(m["modserve_requests_total{code=\"RESOURCE_EXHAUSTED\",finish_reason=\"none\"}"], exhausted);
   EXPECT_EQ(m["modserve_requests_total{code=\"OK\",finish_reason=\"length\"}"], ok);
+
+  // A request's n completions are queued together, so n is capped at max_queue.
+  grpc::ClientContext info_ctx;
+  info_ctx.set_deadline(In(10));
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub->GetModelInfo(&info_ctx, {}, &info).ok());
+  EXPECT_EQ(info.limits().max_n(), 2);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(10));
+  v1::GenerateRequest three = Request("Overload n", 4);
+  three.set_n(3);
+  v1::GenerateResponse u;
+  const grpc::Status st = stub->Generate(&ctx, three, &u);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("n must be in [0, 2]"), std::string::npos) << st.error_message();
 }
 
 // A MoDE checkpoint (tiny, random weights) served end to end: the model
@@ -367,6 +382,15 @@ TEST(ServerRequestLog, OneJsonLinePerCallNamingItsOutcome) {
     grpc::ClientContext ctx;
     ctx.set_deadline(In(60));
     v1::GenerateRequest r = Request("The jury said ", 5);
+    r.set_request_id("log-n");
+    r.set_n(2);
+    v1::GenerateResponse both;
+    ASSERT_TRUE(stub->Generate(&ctx, r, &both).ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(60));
+    v1::GenerateRequest r = Request("The jury said ", 5);
     r.set_max_tokens(-1);
     r.set_request_id("log-refused");  // named in the log though refused
     v1::GenerateResponse ignored;
@@ -399,7 +423,7 @@ TEST(ServerRequestLog, OneJsonLinePerCallNamingItsOutcome) {
     auto j = nlohmann::json::parse(line);  // throws (fails the test) unless each line is JSON
     by_id[j.value("request_id", "(none)")] = j;
   }
-  EXPECT_EQ(lines, 4);
+  EXPECT_EQ(lines, 5);
   const auto& u = by_id["log-unary"];
   EXPECT_EQ(u["rpc"], "Generate");
   EXPECT_EQ(u["code"], "OK");
@@ -417,6 +441,12 @@ TEST(ServerRequestLog, OneJsonLinePerCallNamingItsOutcome) {
   EXPECT_EQ(s["code"], "OK");
   EXPECT_EQ(s["completion_tokens"], 7);
   EXPECT_EQ(s["routed_skipped"], last.usage().routed_skipped());
+  const auto& two = by_id["log-n"];
+  EXPECT_EQ(two["n"], 2);
+  EXPECT_EQ(two["finish_reason"], "length,length") << "each completion's, in index order";
+  EXPECT_EQ(two["prompt_tokens"], unary.usage().prompt_tokens()) << "the prompt once";
+  EXPECT_EQ(two["completion_tokens"], 10) << "summed over the completions";
+  EXPECT_FALSE(u.contains("n"));
   const auto& bad = by_id["log-refused"];
   EXPECT_EQ(bad["code"], "INVALID_ARGUMENT");
   EXPECT_NE(bad["message"].get<std::string>().find("max_tokens must be in"), std::string::npos);

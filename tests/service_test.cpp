@@ -93,6 +93,7 @@ TEST(ServerConfig, ErrorsNameTheKeyFlagOrFile) {
       {"max_queue: lots\n", {}, "key \"max_queue\""},
       {"max_queue: [1, 2]\n", {}, "key \"max_queue\" must be a single value"},
       {"max_queue: 0\n", {}, "max_queue must be in [1"},
+      {"max_n: 0\n", {}, "max_n must be in [1, 128]"},
       {"listen: nowhere\n", {}, "listen must be host:port"},
       {"dtype: float8\n", {}, "dtype must be float32 or bfloat16"},
       {"kv_dtype: int8\n", {}, "kv_dtype must be auto, float32 or bfloat16, got \"int8\""},
@@ -253,6 +254,8 @@ TEST(RequestValidation, EveryBadFieldIsNamed) {
       {[nan](auto* r) { (*r->mutable_logit_bias())[9] = 0; (*r->mutable_logit_bias())[7] = nan; }, "logit_bias[7] must be in [-100, 100], got nan"},
       {[](auto* r) { r->set_cache_salt(std::string(257, 's')); }, "cache_salt is 257 bytes; the limit is 256"},
       {[](auto* r) { r->set_priority(-3); }, "priority is -3 but the server runs scheduling_policy: fcfs, where it must be 0"},
+      {[](auto* r) { r->set_n(-1); }, "n must be in [0, 8] (0: one completion), got -1"},
+      {[](auto* r) { r->set_n(9); }, "n must be in [0, 8] (0: one completion), got 9"},
   };
   for (const auto& c : cases) {
     v1::GenerateRequest r;
@@ -340,6 +343,8 @@ TEST(RequestLog, RecordsAreOneJsonObjectWithTheKnownFieldsOnly) {
   r.routed_skipped = 25;
   r.ttft_seconds = 0.0125;
   r.duration_seconds = 0.5;
+  r.n = 3;
+  r.priority = -2;
   const auto at = std::chrono::system_clock::time_point(std::chrono::milliseconds(1764639000123));
   auto j = nlohmann::json::parse(FormatRequestRecord(r, at));
   EXPECT_EQ(j["time"], "2025-12-02T01:30:00.123Z");
@@ -349,6 +354,8 @@ TEST(RequestLog, RecordsAreOneJsonObjectWithTheKnownFieldsOnly) {
   EXPECT_DOUBLE_EQ(j["ttft_ms"].get<double>(), 12.5);
   EXPECT_DOUBLE_EQ(j["duration_ms"].get<double>(), 500.0);
   EXPECT_FALSE(j.contains("message"));
+  EXPECT_EQ(j["n"], 3);
+  EXPECT_EQ(j["priority"], -2);
   RequestRecord refused;
   refused.rpc = "Generate";
   refused.code = "INVALID_ARGUMENT";
@@ -357,6 +364,8 @@ TEST(RequestLog, RecordsAreOneJsonObjectWithTheKnownFieldsOnly) {
   EXPECT_FALSE(k.contains("request_id"));
   EXPECT_FALSE(k.contains("prompt_tokens"));
   EXPECT_FALSE(k.contains("ttft_ms"));
+  EXPECT_FALSE(k.contains("n")) << "n = 1 and priority 0 are left out";
+  EXPECT_FALSE(k.contains("priority"));
   EXPECT_NE(k["message"].get<std::string>().find("max_tokens"), std::string::npos) << "invalid UTF-8 replaced, not thrown";
 }
 

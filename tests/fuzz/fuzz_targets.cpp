@@ -54,6 +54,7 @@ void RequestValidation(const uint8_t* data, size_t size) {
   }
   FUZZ_CHECK(g->cache_salt == req->cache_salt() && g->cache_salt.size() <= kMaxCacheSaltBytes);
   FUZZ_CHECK(IsValidUtf8(req->prompt()));
+  FUZZ_CHECK(req->n() >= 0 && req->n() <= ctx.limits.max_n);
 }
 
 void Utf8Stream(const uint8_t* data, size_t size) {
