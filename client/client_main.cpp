@@ -199,7 +199,7 @@ Status Run(int argc, char** argv) {
   f.Define("logit-bias", "", "generate, stream: ID:BIAS,... added to those token ids' logits (-100 .. 100)");
   f.Define("routes", "false", "stream: show which routed layers each token computed", true);
   f.Define("cache-salt", "", "generate, stream: reuse (and leave) cached prompt prefixes only under this salt");
-  f.Define("n", "1", "generate, stream: completions of the prompt (completion i samples with seed + i), each printed whole");
+  f.Define("n", "1", "generate, stream: completions of the prompt (completion i samples with seed + i), each printed whole; bench: per request");
   f.Define("priority", "0", "generate, stream, bench: scheduling priority, lower first (server scheduling_policy: priority)");
   f.Define("logprobs", "-1",
            "generate, stream: also print each token's log-probability and this many alternatives (-1: none)");
@@ -325,6 +325,8 @@ Status Run(int argc, char** argv) {
     o.timeout_seconds = timeout;
     MODSERVE_RETURN_IF_ERROR(f.Get("concurrency", &o.concurrency));
     MODSERVE_RETURN_IF_ERROR(f.Get("requests", &o.requests));
+    MODSERVE_RETURN_IF_ERROR(f.Get("n", &o.n));
+    if (o.n < 1 || o.n > INT32_MAX) return InvalidArgument("--n must be >= 1 (completions of each prompt), got " + std::to_string(o.n));
     MODSERVE_RETURN_IF_ERROR(f.Get("rate", &o.rate));
     MODSERVE_RETURN_IF_ERROR(f.Get("prompt-bytes", &o.prompt_bytes));
     MODSERVE_RETURN_IF_ERROR(f.Get("shared-prefix-bytes", &o.shared_prefix_bytes));

@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -101,15 +102,16 @@ class StreamCall final : public grpc::ClientReadReactor<v1::GenerateResponse> {
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // the stream ended: OnDone follows
-    if (msg_.token_ids_size() > 0) {
+    if (msg_.token_ids_size() > 0 && msg_.index() >= 0 && msg_.index() < static_cast<int>(completions_.size())) {
+      Completion& c = completions_[static_cast<size_t>(msg_.index())];
       const auto now = SteadyClock::now();
-      if (tokens_ == 0) {
-        first_ = now;
+      if (c.tokens == 0) {
+        c.first = now;
       } else {
-        r_.itl.Add(Since(last_, now) / msg_.token_ids_size());
+        r_.itl.Add(Since(c.last, now) / msg_.token_ids_size());
       }
-      last_ = now;
-      tokens_ += msg_.token_ids_size();
+      c.last = now;
+      c.tokens += msg_.token_ids_size();
     }
     StartRead(&msg_);
   }
@@ -120,10 +122,12 @@ class StreamCall final : public grpc::ClientReadReactor<v1::GenerateResponse> {
       ++r_.errors[GrpcCodeName(s.error_code())];
     } else {
       ++r_.succeeded;
-      r_.output_tokens += tokens_;
       r_.e2e.Add(Since(t0_, t1));
-      if (tokens_ > 0) r_.ttft.Add(Since(t0_, first_));
-      if (tokens_ > 1) r_.tpot.Add(Since(first_, last_) / static_cast<double>(tokens_ - 1));
+      for (const Completion& c : completions_) {  // each completion timed as a request of its own
+        r_.output_tokens += c.tokens;
+        if (c.tokens > 0) r_.ttft.Add(Since(t0_, c.first));
+        if (c.tokens > 1) r_.tpot.Add(Since(c.first, c.last) / static_cast<double>(c.tokens - 1));
+      }
     }
     Tracker* tracker = tracker_;
     Results r = std::move(r_);
@@ -137,8 +141,12 @@ class StreamCall final : public grpc::ClientReadReactor<v1::GenerateResponse> {
   v1::GenerateResponse msg_;
   Tracker* tracker_;
   Results r_;
-  int64_t tokens_ = 0;
-  SteadyClock::time_point t0_, first_, last_;
+  struct Completion {
+    int64_t tokens = 0;
+    SteadyClock::time_point first, last;
+  };
+  std::vector<Completion> completions_{static_cast<size_t>(std::max(1, req_.n()))};  // per GenerateRequest.n
+  SteadyClock::time_point t0_;
 };
 
 }  // namespace
@@ -173,6 +181,7 @@ LoadReport RunLoad(const ClientConnection& connection, const LoadOptions& o) {
     req.set_max_tokens(static_cast<int32_t>(o.max_tokens));
     req.set_ignore_eos(o.ignore_eos);
     req.set_priority(o.priority);
+    req.set_n(static_cast<int32_t>(o.n));
     req.set_temperature(static_cast<float>(o.temperature));
     req.set_seed(o.seed + static_cast<uint64_t>(i));
     new StreamCall(stub.get(), connection, req, o.timeout_seconds, &tracker);

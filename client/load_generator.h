@@ -1,7 +1,8 @@
 // LoadGenerator: mod-client's `bench`: drives a server with up to
 // `concurrency` streaming Generate calls in flight, closed-loop or with
 // Poisson arrivals at `rate` requests/s, and reports throughput, time to
-// first token, time per output token and inter-token latency. Calls run on
+// first token, time per output token and inter-token latency (with n > 1,
+// of each completion: TTFT from the call's start to its first token). Calls run on
 // gRPC's callback API, so messages are timed on the gRPC threads that
 // receive them and no thread of ours wakes per message: on a machine the
 // server shares, the load generator takes as little CPU from it as it can.
@@ -29,6 +30,7 @@ struct LoadOptions {
   double temperature = 0;
   bool ignore_eos = false;      // every request generates max_tokens tokens
   int32_t priority = 0;         // GenerateRequest.priority of every request
+  int64_t n = 1;                // GenerateRequest.n: completions per request, each timed as a request of its own
   double timeout_seconds = 120; // deadline of every call
   uint64_t seed = 1;
 };

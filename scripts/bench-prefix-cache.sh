@@ -6,7 +6,10 @@
 # with PROMPT bytes of their own, OUTPUT tokens each. Prints, per setting, the
 # medians of output tokens/s, request throughput and time to first token (p50,
 # p99), and the prefix cache's hit rate from the server's own metrics
-# (modserve_prefix_cache_hits_total / _queries_total).
+# (modserve_prefix_cache_hits_total / _queries_total). N > 1 asks for N
+# completions per request (GenerateRequest.n), whose later completions reuse
+# the first one's prompt when caching is on (SHARED=0 and REQUESTS=10 give
+# ten distinct prompts, so that is the only reuse).
 # Usage: scripts/bench-prefix-cache.sh [extra mod-server flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +19,7 @@ OUTPUT=${OUTPUT:-32}
 REQUESTS=${REQUESTS:-64}
 CONCURRENCY=${CONCURRENCY:-8}
 ROUNDS=${ROUNDS:-3}
+N=${N:-1}
 scripts/build.sh >/dev/null
 # shellcheck source=scripts/serving-lib.sh
 source scripts/serving-lib.sh
@@ -27,7 +31,7 @@ serve() {
   start_server --prefix-caching "$caching" "$@"
   local hits queries
   build/bin/mod-client --server "127.0.0.1:$grpc_port" bench --concurrency "$CONCURRENCY" --requests "$REQUESTS" \
-    --shared-prefix-bytes "$SHARED" --prompt-bytes "$PROMPT" --max-tokens "$OUTPUT" --ignore-eos --json | tr -d ' \n'
+    --shared-prefix-bytes "$SHARED" --prompt-bytes "$PROMPT" --max-tokens "$OUTPUT" --n "$N" --ignore-eos --json | tr -d ' \n'
   echo
   hits=$(metric "$metrics_port" modserve_prefix_cache_hits_total)
   queries=$(metric "$metrics_port" modserve_prefix_cache_queries_total)
@@ -50,7 +54,7 @@ for ((r = 0; r < ROUNDS; r++)); do
     if ! grep -q "\"errors\":{}" <<<"$flat"; then echo "bench-prefix-cache.sh: calls failed: $flat" >&2; exit 1; fi
   done
 done
-echo "shipped model, concurrency $CONCURRENCY, $REQUESTS requests: $SHARED shared prompt bytes + $PROMPT of their own, $OUTPUT output tokens; medians of $ROUNDS alternated rounds"
+echo "shipped model, concurrency $CONCURRENCY, $REQUESTS requests of n = $N: $SHARED shared prompt bytes + $PROMPT of their own, $OUTPUT output tokens; medians of $ROUNDS alternated rounds"
 for caching in true false; do
   m() { tr ' ' '\n' <<<"$1" | grep . | median; }
   awk -v c="$caching" -v t="$(m "${tps[$caching]}")" -v r="$(m "${rps[$caching]}")" -v a="$(m "${p50[$caching]}")" \
