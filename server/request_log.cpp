@@ -73,6 +73,8 @@ struct RequestLog::Shared {
   // stuck destination that flush would hang the process the writer left.
   int fd = -1;
   bool owned = false;  // close at the end (a file, not stderr / stdout)
+  std::string path;    // a file destination's path (for Reopen)
+  int reopened = -1;   // under mu: a descriptor Reopen opened, for the writer to switch to
   std::mutex mu;
   std::condition_variable cv;
   std::deque<std::string> queue;  // under mu
@@ -90,8 +92,16 @@ struct RequestLog::Shared {
     std::string chunk;
     std::unique_lock<std::mutex> lock(mu);
     while (true) {
-      cv.wait(lock, [this] { return stop || !queue.empty(); });
-      if (queue.empty()) break;  // stopping, and everything is written
+      cv.wait(lock, [this] { return stop || !queue.empty() || reopened >= 0; });
+      if (reopened >= 0) {  // switch between lines, never inside a chunk
+        ::close(fd);
+        fd = reopened;
+        reopened = -1;
+      }
+      if (queue.empty()) {
+        if (stop) break;  // stopping, and everything is written
+        continue;
+      }
       lines.swap(queue);  // the writers' queue is empty again at once
       const int64_t note = unreported;
       unreported = 0;
@@ -114,6 +124,7 @@ struct RequestLog::Shared {
       lock.lock();
     }
     if (owned) ::close(fd);
+    if (reopened >= 0) ::close(reopened);
     done = true;
     cv.notify_all();
   }
@@ -134,6 +145,7 @@ StatusOr<std::unique_ptr<RequestLog>> RequestLog::Open(const std::string& destin
       return InvalidArgument("request_log: cannot open " + destination + " for appending: " + std::strerror(errno));
     }
     shared->owned = true;
+    shared->path = destination;
   }
   return std::unique_ptr<RequestLog>(new RequestLog(std::move(shared)));
 }
@@ -161,6 +173,22 @@ void RequestLog::Write(std::string line) {
     shared_->queue.push_back(std::move(line));
   }
   shared_->cv.notify_all();
+}
+
+Status RequestLog::Reopen() {
+  if (!shared_->owned) return Status::Ok();  // stderr or stdout
+  const int fd = ::open(shared_->path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return InvalidArgument("request_log: cannot reopen " + shared_->path + ": " + std::strerror(errno) +
+                           "; still writing to the file it had open");
+  }
+  {
+    std::lock_guard<std::mutex> lock(shared_->mu);
+    if (shared_->reopened >= 0) ::close(shared_->reopened);  // two reopens before the writer woke: the newer wins
+    shared_->reopened = fd;
+  }
+  shared_->cv.notify_all();
+  return Status::Ok();
 }
 
 int64_t RequestLog::dropped() const {

@@ -5,9 +5,11 @@
 // ever blocks on the destination: a line is queued, and when kMaxQueued
 // lines wait (the destination is stuck) new ones are dropped and counted;
 // the next line written carries "log_lines_dropped": the lines dropped since
-// the last such note.
+// the last such note. Reopen() (mod-server on SIGHUP) opens a file
+// destination's path again, so that after logrotate moved the file the log
+// goes on in a new one at that path.
 //
-// Thread-safety: Write() and dropped() from any thread; Open and the
+// Thread-safety: Write(), Reopen() and dropped() from any thread; Open and the
 // destructor (which writes every queued line, then closes; see kCloseWait)
 // on one.
 #pragma once
@@ -62,6 +64,10 @@ class RequestLog {
 
   // Queues one line (a JSON object, without the newline); never blocks on I/O.
   void Write(std::string line);
+  // A file destination: opens its path again (creating it) and writes the
+  // lines not yet written there; the old file is closed. stderr and stdout:
+  // nothing to do. On an error the log keeps writing where it did.
+  Status Reopen();
   int64_t dropped() const;
 
  private:

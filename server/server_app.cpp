@@ -166,6 +166,10 @@ StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg, c
   return std::make_unique<ServerApp>(std::move(impl));
 }
 
+Status ServerApp::ReopenLogs() {
+  return impl_->request_log != nullptr ? impl_->request_log->Reopen() : Status::Ok();
+}
+
 void ServerApp::BeginDrain() {
   Impl& m = *impl_;
   if (m.draining) return;

@@ -8,7 +8,7 @@
 // (engine_loader.h) loads the real engine; tests can load a fake one.
 //
 // Thread-safety: Start, Drain and the destructor from one thread; the ports
-// from any.
+// and ReopenLogs from any.
 #pragma once
 
 #include <chrono>
@@ -50,6 +50,8 @@ class ServerApp {
   void BeginDrain();
   // ... then wait for in-flight requests and stop.
   void FinishDrain(std::chrono::duration<double> grace);
+  // SIGHUP: the request log (a file) opens its path again (RequestLog::Reopen).
+  Status ReopenLogs();
 
  private:
   std::unique_ptr<Impl> impl_;

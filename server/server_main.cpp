@@ -1,6 +1,7 @@
 // mod-server: serves a Mixture-of-Depths model over gRPC (see README "Server").
 // SIGTERM/SIGINT drain: health goes NOT_SERVING, new requests get UNAVAILABLE,
 // in-flight requests get drain_grace_seconds to finish, then the process exits 0.
+// SIGHUP reopens the request log file (after logrotate moved it).
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,17 +16,17 @@
 
 namespace {
 
-// The stop signals are turned into a byte on this pipe: libraries start
+// The signals are turned into a byte on this pipe: libraries start
 // threads before main() (so blocking the signals in main cannot cover every
 // thread), and a handler is safe in any of them.
 int stop_pipe[2] = {-1, -1};
 
-void OnStopSignal(int sig) {
+void OnSignal(int sig) {
   const unsigned char b = static_cast<unsigned char>(sig);
   [[maybe_unused]] ssize_t n = ::write(stop_pipe[1], &b, 1);
 }
 
-int WaitForStopSignal() {
+int WaitForSignal() {
   unsigned char b = 0;
   while (::read(stop_pipe[0], &b, 1) < 0 && errno == EINTR) {
   }
@@ -40,11 +41,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   struct sigaction sa {};
-  sa.sa_handler = OnStopSignal;
+  sa.sa_handler = OnSignal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
   modserve::TuneAllocatorForDecoding();
@@ -78,7 +80,15 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr, "mod-server: serving modserve.v1.Generator on %s (port %d), metrics on http://%s/metrics (port %d)\n",
                cfg->listen.c_str(), (*app)->grpc_port(), cfg->metrics_listen.c_str(), (*app)->metrics_port());
-  const int sig = WaitForStopSignal();
+  int sig = WaitForSignal();
+  for (; sig == SIGHUP; sig = WaitForSignal()) {
+    const modserve::Status reopened = (*app)->ReopenLogs();
+    if (reopened.ok()) {
+      std::fprintf(stderr, "mod-server: SIGHUP: request log reopened\n");
+    } else {
+      std::fprintf(stderr, "mod-server: SIGHUP: %s\n", reopened.message().c_str());
+    }
+  }
   (*app)->BeginDrain();
   std::fprintf(stderr, "mod-server: %s: draining (grace %.1f s)\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                cfg->drain_grace_seconds);

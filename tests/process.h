@@ -82,6 +82,17 @@ inline int WaitExit(pid_t pid, double seconds) {
   return -1;
 }
 
+// Kills and reaps the process at the end of the scope unless it was reaped
+// (pid set to -1): a failed ASSERT must not leave a server running.
+struct KillAtExit {
+  Process& p;
+  ~KillAtExit() {
+    if (p.pid <= 0) return;
+    ::kill(p.pid, SIGKILL);
+    ::waitpid(p.pid, nullptr, 0);
+  }
+};
+
 // The scheduling policy (SCHED_OTHER 0, SCHED_IDLE 5, ...) of each thread
 // of process `pid`, by thread id: field 41 of /proc/PID/task/TID/stat.
 inline std::map<int, int> ThreadPolicies(pid_t pid) {

@@ -462,6 +462,51 @@ TEST(ServerRequestLog, OneJsonLinePerCallNamingItsOutcome) {
   EXPECT_NE(refused.status().message().find("request_log: cannot open /nonexistent-dir/requests.log"), std::string::npos);
 }
 
+// logrotate's way: the log file is moved away, SIGHUP, and the server writes
+// its next lines to a new file at the configured path, and keeps serving.
+TEST(ServerProcess, SighupReopensTheRequestLogFile) {
+  const std::string dir = testing::TempDir("sighup");
+  const std::string path = dir + "/requests.log";
+  Process p = Spawn({std::string(MODSERVE_BINARY_DIR) + "/mod-server", "--model", kModel, "--listen", "127.0.0.1:0",
+                     "--metrics-listen", "127.0.0.1:0", "--request-log", path});
+  testing::KillAtExit guard{p};
+  auto m = ReadUntil(p, std::regex("\\(port (\\d+)\\)"), 60);
+  ASSERT_FALSE(m.empty()) << p.err;
+  auto stub = v1::Generator::NewStub(grpc::CreateChannel("127.0.0.1:" + m[1].str(), grpc::InsecureChannelCredentials()));
+  auto generate = [&](const std::string& id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(60));
+    v1::GenerateRequest r = Request("The jury said ", 3);
+    r.set_request_id(id);
+    v1::GenerateResponse u;
+    return stub->Generate(&ctx, r, &u).ok();
+  };
+  auto lines = [](const std::string& file) {
+    std::ifstream in(file);
+    std::vector<std::string> out;
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+  };
+  auto wait_for_lines = [&](const std::string& file, size_t n) {
+    for (int i = 0; i < 500 && lines(file).size() < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return lines(file).size();
+  };
+  ASSERT_TRUE(generate("before-rotation"));
+  ASSERT_EQ(wait_for_lines(path, 1), 1u);
+  ASSERT_EQ(std::rename(path.c_str(), (path + ".1").c_str()), 0);
+  ::kill(p.pid, SIGHUP);
+  ASSERT_FALSE(ReadUntil(p, std::regex("SIGHUP: request log reopened"), 10).empty()) << p.err;
+  ASSERT_TRUE(generate("after-rotation")) << "the server keeps serving after SIGHUP";
+  ASSERT_EQ(wait_for_lines(path, 1), 1u);
+  const auto rotated = lines(path + ".1");
+  ASSERT_EQ(rotated.size(), 1u);
+  EXPECT_NE(rotated[0].find("\"before-rotation\""), std::string::npos);
+  EXPECT_NE(lines(path)[0].find("\"after-rotation\""), std::string::npos);
+  ::kill(p.pid, SIGTERM);
+  EXPECT_EQ(WaitExit(p.pid, 30), 0);
+  p.pid = -1;  // reaped
+}
+
 TEST(ServerProcess, BadModelPathFailsAtStartNamingIt) {
   Process p = Spawn({std::string(MODSERVE_BINARY_DIR) + "/mod-server", "--model", "/nonexistent/model", "--listen",
                      "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"});

@@ -369,6 +369,35 @@ TEST(RequestLog, RecordsAreOneJsonObjectWithTheKnownFieldsOnly) {
   EXPECT_NE(k["message"].get<std::string>().find("max_tokens"), std::string::npos) << "invalid UTF-8 replaced, not thrown";
 }
 
+TEST(RequestLog, ReopenStartsANewFileAtThePathAndLosesNoLine) {
+  const std::string path = ::testing::TempDir() + "/reopen_" + std::to_string(::getpid()) + ".log";
+  std::remove(path.c_str());
+  std::remove((path + ".1").c_str());
+  auto count = [](const std::string& file) {
+    std::ifstream in(file);
+    int n = 0;
+    for (std::string line; std::getline(in, line);) ++n;
+    return n;
+  };
+  {
+    auto log = RequestLog::Open(path);
+    ASSERT_TRUE(log.ok()) << log.status().ToString();
+    (*log)->Write("{\"n\":1}");
+    for (int i = 0; i < 500 && count(path) < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_EQ(count(path), 1);
+    ASSERT_EQ(std::rename(path.c_str(), (path + ".1").c_str()), 0);  // logrotate moves the file
+    ASSERT_TRUE((*log)->Reopen().ok());
+    for (int i = 0; i < 100; ++i) (*log)->Write("{\"n\":" + std::to_string(i + 2) + "}");
+  }  // closing writes every queued line
+  EXPECT_EQ(count(path + ".1"), 1) << "the moved file keeps what was written to it";
+  EXPECT_EQ(count(path), 100) << "every later line went to the new file";
+  auto to_stderr = RequestLog::Open("stderr");
+  ASSERT_TRUE(to_stderr.ok());
+  EXPECT_TRUE((*to_stderr)->Reopen().ok()) << "nothing to reopen for stderr";
+  std::remove(path.c_str());
+  std::remove((path + ".1").c_str());
+}
+
 TEST(RequestLog, AStuckDestinationNeverBlocksWritersAndDropsAreReported) {
   const std::string fifo = ::testing::TempDir() + "/request_log_fifo";
   ::unlink(fifo.c_str());
