@@ -71,6 +71,15 @@ Status GetPriority(const Flags& f, int32_t* priority) {
   return Status::Ok();
 }
 
+// --n, completions per request: 1 .. 2^31 - 1 (the server's max_n decides the rest).
+Status GetN(const Flags& f, int32_t* n) {
+  int64_t v = 1;
+  MODSERVE_RETURN_IF_ERROR(f.Get("n", &v));
+  if (v < 1 || v > INT32_MAX) return InvalidArgument("--n must be >= 1 (completions of the prompt), got " + std::to_string(v));
+  *n = static_cast<int32_t>(v);
+  return Status::Ok();
+}
+
 Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
   req->set_prompt(f.Str("prompt"));
   int64_t max_tokens = 0, top_k = 0;
@@ -114,10 +123,9 @@ Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
     req->set_top_logprobs(static_cast<int32_t>(logprobs));
   }
   req->set_return_prompt_logprobs(f.Bool("prompt-logprobs"));
-  int64_t n = 1;
-  MODSERVE_RETURN_IF_ERROR(f.Get("n", &n));
-  if (n < 1 || n > INT32_MAX) return InvalidArgument("--n must be >= 1 (completions of the prompt), got " + std::to_string(n));
-  req->set_n(static_cast<int32_t>(n));
+  int32_t n = 1;
+  MODSERVE_RETURN_IF_ERROR(GetN(f, &n));
+  req->set_n(n);
   return Status::Ok();
 }
 
@@ -325,8 +333,7 @@ Status Run(int argc, char** argv) {
     o.timeout_seconds = timeout;
     MODSERVE_RETURN_IF_ERROR(f.Get("concurrency", &o.concurrency));
     MODSERVE_RETURN_IF_ERROR(f.Get("requests", &o.requests));
-    MODSERVE_RETURN_IF_ERROR(f.Get("n", &o.n));
-    if (o.n < 1 || o.n > INT32_MAX) return InvalidArgument("--n must be >= 1 (completions of each prompt), got " + std::to_string(o.n));
+    MODSERVE_RETURN_IF_ERROR(GetN(f, &o.n));
     MODSERVE_RETURN_IF_ERROR(f.Get("rate", &o.rate));
     MODSERVE_RETURN_IF_ERROR(f.Get("prompt-bytes", &o.prompt_bytes));
     MODSERVE_RETURN_IF_ERROR(f.Get("shared-prefix-bytes", &o.shared_prefix_bytes));

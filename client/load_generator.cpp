@@ -181,7 +181,7 @@ LoadReport RunLoad(const ClientConnection& connection, const LoadOptions& o) {
     req.set_max_tokens(static_cast<int32_t>(o.max_tokens));
     req.set_ignore_eos(o.ignore_eos);
     req.set_priority(o.priority);
-    req.set_n(static_cast<int32_t>(o.n));
+    req.set_n(o.n);
     req.set_temperature(static_cast<float>(o.temperature));
     req.set_seed(o.seed + static_cast<uint64_t>(i));
     new StreamCall(stub.get(), connection, req, o.timeout_seconds, &tracker);

@@ -30,7 +30,7 @@ struct LoadOptions {
   double temperature = 0;
   bool ignore_eos = false;      // every request generates max_tokens tokens
   int32_t priority = 0;         // GenerateRequest.priority of every request
-  int64_t n = 1;                // GenerateRequest.n: completions per request, each timed as a request of its own
+  int32_t n = 1;                // GenerateRequest.n: completions per request, each timed as a request of its own
   double timeout_seconds = 120; // deadline of every call
   uint64_t seed = 1;
 };

@@ -46,9 +46,9 @@ struct Scheduler::Active {
   // A group (SubmitGroup) holds the handles [group, group + group_size).
   Handle group = 0;
   int64_t group_size = 1;
-  // With prefix caching, a later completion of a group: the group's first
-  // request, whose prompt it waits to find in the cache (0: none).
-  Handle leader = 0;
+  // With prefix caching, a later completion of a group: it waits for the
+  // group's first request (`group`, the leader) to put the prompt in the cache.
+  bool follows_leader = false;
   size_t text_sent = 0;         // bytes of gen.text() already passed to utf8
   Clock::time_point arrival = Clock::now();
   Clock::time_point last_token;
@@ -119,7 +119,7 @@ StatusOr<std::vector<Scheduler::Handle>> Scheduler::SubmitGroup(std::vector<Gene
     for (int64_t i = 0; i < n; ++i) {
       const Handle h = next_handle_++;
       auto a = std::make_unique<Active>(h, std::move(requests[static_cast<size_t>(i)]), std::move(sinks[static_cast<size_t>(i)]));
-      if (i > 0 && share) a->leader = handles.front();
+      a->follows_leader = i > 0 && share;
       a->group = i == 0 ? h : handles.front();
       a->group_size = n;
       handles.push_back(h);
@@ -254,29 +254,25 @@ void Scheduler::EndExpiredAndCancelled() {
   };
   // Another sweep while requests of a failed group are left (one that ended
   // may have been passed over already in this sweep).
+  // Ends the requests of `queue` (running_ or waiting_) that have a verdict;
+  // `active` gives an entry's request.
+  auto sweep = [&](auto& queue, auto active) {
+    for (auto it = queue.begin(); it != queue.end();) {
+      Status s = verdict(*active(*it));
+      if (s.ok()) {
+        ++it;
+        continue;
+      }
+      ActivePtr a = std::move(active(*it));
+      it = queue.erase(it);
+      Finish(*a, s);
+    }
+  };
   size_t ended = 0;
   do {
     const size_t before = running_.size() + waiting_.size();
-    for (auto it = running_.begin(); it != running_.end();) {
-      Status s = verdict(*it->second);
-      if (s.ok()) {
-        ++it;
-        continue;
-      }
-      ActivePtr a = std::move(it->second);
-      it = running_.erase(it);
-      Finish(*a, s);
-    }
-    for (auto it = waiting_.begin(); it != waiting_.end();) {
-      Status s = verdict(**it);
-      if (s.ok()) {
-        ++it;
-        continue;
-      }
-      ActivePtr a = std::move(*it);
-      it = waiting_.erase(it);
-      Finish(*a, s);
-    }
+    sweep(running_, [](auto& entry) -> ActivePtr& { return entry.second; });
+    sweep(waiting_, [](ActivePtr& entry) -> ActivePtr& { return entry; });
     ended = before - running_.size() - waiting_.size();
   } while (!group_failed_.empty() && ended > 0);
 }
@@ -370,10 +366,10 @@ void Scheduler::StopGroup(const Active& failed, const Status& why) {
 }
 
 bool Scheduler::WaitsForLeader(const Active& a) const {
-  if (a.leader == 0 || a.ran) return false;
+  if (!a.follows_leader || a.ran) return false;
   // The leader ranks before it (same priority, earlier handle), so with `a`
   // at the head of the queue it is running or gone; gone (ended): no wait.
-  const auto it = running_.find(a.leader);
+  const auto it = running_.find(a.group);
   return it != running_.end() && it->second->cached < static_cast<int64_t>(it->second->req.prompt.size());
 }
 

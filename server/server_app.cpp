@@ -80,7 +80,7 @@ ServedModel DescribeModel(const ServerConfig& cfg, const ModelConfig& mc, const 
   lim->set_default_max_tokens(static_cast<int32_t>(cfg.limits.default_max_tokens));
   lim->set_max_stop(static_cast<int32_t>(cfg.limits.max_stop));
   lim->set_max_stop_bytes(static_cast<int32_t>(cfg.limits.max_stop_bytes));
-  lim->set_max_n(static_cast<int32_t>(std::min(cfg.limits.max_n, cfg.max_queue)));
+  lim->set_max_n(static_cast<int32_t>(m.validation.limits.max_n));
   lim->set_max_top_logprobs(static_cast<int32_t>(MaxTopLogprobs(mc.vocab_size)));
   return m;
 }
