@@ -22,11 +22,18 @@ FinishReason GenerationState::Add(int64_t token) {
   // as many picks).
   const bool may_stop = static_cast<int64_t>(tokens_.size()) > criteria_.min_tokens;
   if (may_stop && criteria_.eos_id >= 0 && token == criteria_.eos_id) return finish_ = FinishReason::kEos;
+  const auto& ids = criteria_.stop_token_ids;
+  if (may_stop && std::find(ids.begin(), ids.end(), token) != ids.end()) {
+    matched_stop_token_ = token;
+    return finish_ = FinishReason::kStop;
+  }
   if (token >= 0 && token < 256) {
     text_.push_back(static_cast<char>(token));
-    for (const auto& s : criteria_.stop) {
-      if (may_stop && !s.empty() && text_.size() >= s.size() && text_.compare(text_.size() - s.size(), s.size(), s) == 0) {
+    for (size_t i = 0; may_stop && i < criteria_.stop.size(); ++i) {
+      const std::string& s = criteria_.stop[i];
+      if (!s.empty() && text_.size() >= s.size() && text_.compare(text_.size() - s.size(), s.size(), s) == 0) {
         text_.resize(text_.size() - s.size());
+        matched_stop_ = static_cast<int64_t>(i);
         return finish_ = FinishReason::kStop;
       }
     }

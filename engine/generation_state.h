@@ -1,8 +1,10 @@
 // GenerationState: one request's generated tokens and when to stop: EOS,
-// max tokens, or a stop string (which may span several tokens). The text of
-// the completion never includes the stop string or EOS. Neither EOS nor a
-// stop string ends it within its first min_tokens tokens (a stop string
-// completed there stays in the text, as in vLLM V1).
+// max tokens, a stop token id, or a stop string (which may span several
+// tokens). The text of the completion never includes the stop string, a stop
+// token or EOS (the tokens stay in tokens()). Neither EOS nor a stop token nor
+// a stop string ends it within its first min_tokens tokens (a stop string
+// completed there stays in the text, as in vLLM V1). It remembers which stop
+// string or stop token ended it.
 //
 // StableLength() tells a streaming caller how many bytes of text() can be
 // sent: the bytes that can no longer turn out to be the start of a stop
@@ -25,6 +27,7 @@ struct StopCriteria {
   int64_t eos_id = 257;  // -1: EOS does not end generation (ignore_eos); it adds no text
   std::vector<std::string> stop;  // non-empty strings
   int64_t min_tokens = 0;         // tokens before EOS or a stop string may end generation
+  std::vector<int64_t> stop_token_ids;  // ids that end generation (kStop); they add no text
 };
 
 class GenerationState {
@@ -43,12 +46,18 @@ class GenerationState {
   const std::vector<int64_t>& tokens() const { return tokens_; }
   const std::string& text() const { return text_; }
   size_t StableLength() const;
+  // What ended a kStop generation: the index in StopCriteria::stop of the
+  // stop string, or the stop token id; -1 for the other.
+  int64_t matched_stop() const { return matched_stop_; }
+  int64_t matched_stop_token() const { return matched_stop_token_; }
 
  private:
   StopCriteria criteria_;
   std::vector<int64_t> tokens_;
   std::string text_;
   FinishReason finish_ = FinishReason::kNone;
+  int64_t matched_stop_ = -1;
+  int64_t matched_stop_token_ = -1;
 };
 
 }  // namespace modserve

@@ -16,14 +16,18 @@ bool Sampler::penalized() const {
 }
 
 int64_t Sampler::Sample(const std::vector<float>& logits) {
-  const bool hold_eos = params_.eos_id >= 0 && picked_ < params_.min_tokens;
+  const bool hold = picked_ < params_.min_tokens && (params_.eos_id >= 0 || !params_.stop_token_ids.empty());
   ++picked_;
-  if (!hold_eos && params_.logit_bias.empty() && !penalized()) return Pick(logits);
+  if (!hold && params_.logit_bias.empty() && !penalized()) return Pick(logits);
   const size_t n = logits.size();
   processed_logits_.assign(logits.begin(), logits.end());
   std::vector<float>& l = processed_logits_;
-  if (hold_eos && static_cast<size_t>(params_.eos_id) < n) {
-    l[static_cast<size_t>(params_.eos_id)] = -std::numeric_limits<float>::infinity();
+  if (hold) {
+    auto ban = [&](int64_t id) {
+      if (id >= 0 && static_cast<size_t>(id) < n) l[static_cast<size_t>(id)] = -std::numeric_limits<float>::infinity();
+    };
+    ban(params_.eos_id);
+    for (int64_t id : params_.stop_token_ids) ban(id);
   }
   for (const auto& [id, bias] : params_.logit_bias) {
     if (id >= 0 && static_cast<size_t>(id) < n) l[static_cast<size_t>(id)] += bias;
@@ -72,7 +76,14 @@ int64_t Sampler::Pick(const std::vector<float>& logits) {
   std::vector<double> probs(static_cast<size_t>(keep));
   const double top = logits[ids[0]];
   double total = 0;
+  // probs[i]: ids[i]'s probability relative to the most likely id's (probs[0] = 1).
   for (int64_t i = 0; i < keep; ++i) total += probs[i] = std::exp((logits[ids[i]] - top) / params_.temperature);
+  if (params_.min_p > 0.0) {
+    int64_t cut = 1;
+    while (cut < keep && probs[cut] >= params_.min_p) ++cut;
+    keep = cut;
+    total = std::accumulate(probs.begin(), probs.begin() + keep, 0.0);
+  }
   if (params_.top_p < 1.0) {
     double cum = 0;
     int64_t cut = keep;

@@ -1,9 +1,12 @@
 // Sampler: picks the next token from one row of logits: greedy (temperature
-// 0), or temperature / top-k / top-p sampling driven by a per-request RNG, so
-// the same seed gives the same tokens whatever else runs beside the request.
+// 0), or temperature / top-k / min-p / top-p sampling driven by a per-request
+// RNG, so the same seed gives the same tokens whatever else runs beside the
+// request. Sampling keeps the top_k most likely ids, then those at least
+// min_p times as likely as the most likely one, then the smallest head of
+// those whose (renormalized) mass reaches top_p, and draws from what is left.
 // Before picking it processes the row as vLLM does and in its order: while
-// fewer than min_tokens tokens have been picked, the end-of-sequence id can
-// not be picked; the logit biases are added; then the penalties: the
+// fewer than min_tokens tokens have been picked, the end-of-sequence id and
+// the stop token ids can not be picked; the logit biases are added; then the penalties: the
 // repetition penalty (HF/CTRL style: a logit of a token seen in
 // the prompt or the output so far is divided by it when positive, multiplied
 // when not), then the frequency and presence penalties (OpenAI style: minus
@@ -25,12 +28,14 @@ struct SamplingParams {
   double temperature = 0.0;         // 0: greedy
   int64_t top_k = 0;                // 0: no top-k cut
   double top_p = 1.0;               // 1: no nucleus cut
+  double min_p = 0.0;               // 0: no cut; else drop ids less likely than min_p x the most likely
   uint64_t seed = 0;
   double repetition_penalty = 1.0;  // 1: none; > 1 discourages the prompt's and the output's tokens
   double presence_penalty = 0.0;    // 0: none; > 0 discourages, < 0 encourages the output's tokens
   double frequency_penalty = 0.0;   // 0: none; the same, per occurrence
   int64_t min_tokens = 0;           // picks before `eos_id` may be picked
-  int64_t eos_id = -1;              // the id min_tokens holds back (-1: none)
+  int64_t eos_id = -1;              // an id min_tokens holds back (-1: none)
+  std::vector<int64_t> stop_token_ids;  // more ids min_tokens holds back
   // (id, bias) pairs added to the logits; ids outside the row are ignored.
   std::vector<std::pair<int64_t, float>> logit_bias;
 };

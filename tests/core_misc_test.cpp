@@ -142,6 +142,63 @@ TEST(Sampler, MinTokensHoldsBackEosUntilThatManyPicks) {
   EXPECT_TRUE(drew_eos);
 }
 
+TEST(Sampler, MinTokensHoldsBackTheStopTokenIdsToo) {
+  SamplingParams p;
+  p.min_tokens = 2;
+  p.stop_token_ids = {1, 3};  // no EOS id: the stop ids alone are held
+  Sampler s(p);
+  const std::vector<float> stops_first = {0.0f, 9.0f, 0.5f, 8.0f};
+  EXPECT_EQ(s.Sample(stops_first), 2);
+  EXPECT_EQ(s.Sample(stops_first), 2);
+  EXPECT_EQ(s.Sample(stops_first), 1) << "from the 3rd pick on a stop id may be picked";
+}
+
+TEST(Sampler, MinPKeepsTokensAtLeastThatFractionOfTheMostLikely) {
+  // At temperature 1 the relative probabilities are e^(l - max): ids 0 and 1
+  // at 1 and e^-0.5 = 0.61, id 2 at e^-1 = 0.37, id 3 at e^-3 = 0.05.
+  const std::vector<float> logits = {2.0f, 1.5f, 1.0f, -1.0f};
+  auto drawn = [&](double min_p, double top_p, int64_t top_k) {
+    SamplingParams p;
+    p.temperature = 1.0;
+    p.min_p = min_p;
+    p.top_p = top_p;
+    p.top_k = top_k;
+    p.seed = 3;
+    Sampler s(p);
+    std::vector<int> seen(logits.size(), 0);
+    for (int i = 0; i < 2000; ++i) ++seen[static_cast<size_t>(s.Sample(logits))];
+    return seen;
+  };
+  auto ids = [](const std::vector<int>& seen) {
+    std::vector<int64_t> out;
+    for (size_t i = 0; i < seen.size(); ++i) {
+      if (seen[i] > 0) out.push_back(static_cast<int64_t>(i));
+    }
+    return out;
+  };
+  EXPECT_EQ(ids(drawn(0.0, 1.0, 0)), (std::vector<int64_t>{0, 1, 2, 3})) << "no cut";
+  EXPECT_EQ(ids(drawn(0.5, 1.0, 0)), (std::vector<int64_t>{0, 1})) << "0.37 < 0.5";
+  EXPECT_EQ(ids(drawn(0.3, 1.0, 0)), (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_EQ(ids(drawn(1.0, 1.0, 0)), (std::vector<int64_t>{0})) << "min_p 1 keeps only the most likely";
+  EXPECT_EQ(ids(drawn(0.3, 1.0, 2)), (std::vector<int64_t>{0, 1})) << "top_k cuts too";
+  // top_p applies to what min_p left, renormalized: ids 0 and 1 hold
+  // 1 / 1.61 = 0.62 of it, so top_p 0.6 keeps id 0 alone. Without min_p
+  // id 0 holds 1 / 2.03 = 0.49 and top_p 0.6 keeps ids 0 and 1.
+  EXPECT_EQ(ids(drawn(0.5, 0.6, 0)), (std::vector<int64_t>{0}));
+  EXPECT_EQ(ids(drawn(0.0, 0.6, 0)), (std::vector<int64_t>{0, 1}));
+  // The kept ids are drawn in proportion: id 1 about 0.61 / 1.61 = 38%.
+  const std::vector<int> two = drawn(0.5, 1.0, 0);
+  EXPECT_NEAR(two[1] / 2000.0, 0.38, 0.04);
+  // A higher temperature flattens the row, so the same min_p keeps more.
+  SamplingParams hot;
+  hot.temperature = 2.0;
+  hot.min_p = 0.5;
+  Sampler h(hot);
+  bool drew_2 = false;
+  for (int i = 0; i < 500; ++i) drew_2 |= h.Sample(logits) == 2;
+  EXPECT_TRUE(drew_2) << "at temperature 2 id 2 is at e^-0.5 = 0.61 of the most likely";
+}
+
 TEST(Sampler, LogitBiasIsAddedBeforeThePenalties) {
   SamplingParams p;
   p.logit_bias = {{1, 1.0f}, {7, 50.0f}};  // id 7 is outside the row: ignored

@@ -64,6 +64,40 @@ TEST(GenerationState, BeforeMinTokensNeitherEosNorAStopStringEnds) {
   EXPECT_EQ(x.text(), "");
 }
 
+TEST(GenerationState, AStopTokenEndsWithoutTextAndSaysWhichStopMatched) {
+  StopCriteria c{10, 257, {"zz", "b"}, 0, {'x', 200}};
+  GenerationState g(c);
+  AddText(g, "aa");
+  EXPECT_EQ(g.Add('x'), FinishReason::kStop) << "a byte id listed as a stop token";
+  EXPECT_EQ(g.text(), "aa") << "the stop token adds no text";
+  EXPECT_EQ(g.tokens().back(), 'x') << "but is kept among the tokens";
+  EXPECT_EQ(g.matched_stop_token(), 'x');
+  EXPECT_EQ(g.matched_stop(), -1);
+  GenerationState s(c);
+  AddText(s, "ab");
+  EXPECT_EQ(s.finish_reason(), FinishReason::kStop);
+  EXPECT_EQ(s.matched_stop(), 1) << "the index of \"b\" in the stop strings";
+  EXPECT_EQ(s.matched_stop_token(), -1);
+  EXPECT_EQ(s.text(), "a");
+  // Held within min_tokens as EOS is: id 200 as the 1st and 2nd token stays.
+  c.min_tokens = 2;
+  GenerationState m(c);
+  EXPECT_EQ(m.Add(200), FinishReason::kNone);
+  EXPECT_EQ(m.Add(200), FinishReason::kNone);
+  EXPECT_EQ(m.Add(200), FinishReason::kStop);
+  EXPECT_EQ(m.text(), "\xC8\xC8") << "a byte id held within min_tokens is text; as the stop it adds none";
+  EXPECT_EQ(m.matched_stop_token(), 200);
+  // EOS listed as a stop token ends the request as STOP when EOS itself does not.
+  GenerationState e({10, -1, {}, 0, {257}});
+  EXPECT_EQ(e.Add(257), FinishReason::kStop);
+  EXPECT_EQ(e.matched_stop_token(), 257);
+  GenerationState l({2, 257, {"q"}});
+  AddText(l, "ab");
+  EXPECT_EQ(l.finish_reason(), FinishReason::kLength);
+  EXPECT_EQ(l.matched_stop(), -1);
+  EXPECT_EQ(l.matched_stop_token(), -1);
+}
+
 TEST(GenerationState, WithoutAnEosIdEosOnlyAddsATokenAndNoText) {
   GenerationState g({3, -1, {}});
   EXPECT_EQ(g.Add(257), FinishReason::kNone);
