@@ -69,6 +69,10 @@ struct RequestUpdate {
   std::vector<TokenLogprobs> prompt_logprobs;
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;  // when finished with an OK status
+  // With kStop: the stop string that ended the request (empty if none), or
+  // the stop token id (-1 if none).
+  std::string stop_string;
+  int64_t stop_token_id = -1;
   Status status;                   // when finished: OK, or why the request failed
   RequestUsage usage;              // when finished
 };

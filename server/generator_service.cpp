@@ -434,6 +434,11 @@ void GeneratorService::AppendUpdate(const RequestUpdate& u, const std::string& r
   for (const TokenLogprobs& lp : u.prompt_logprobs) add(lp, out->add_prompt_logprobs());
   if (!u.finished || !u.status.ok()) return;
   out->set_finish_reason(ToProto(u.finish_reason));
+  if (u.stop_token_id >= 0) {
+    out->set_stop_token_id(static_cast<int32_t>(u.stop_token_id));
+  } else if (u.finish_reason == FinishReason::kStop) {
+    out->set_stop_string(u.stop_string);
+  }
   auto* usage = out->mutable_usage();
   usage->set_prompt_tokens(static_cast<int32_t>(u.usage.prompt_tokens));
   usage->set_completion_tokens(static_cast<int32_t>(u.usage.completion_tokens));

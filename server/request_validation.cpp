@@ -31,19 +31,33 @@ bool IsValidRequestId(const std::string& id) {
 StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r, const ValidationContext& ctx,
                                                     uint64_t fallback_seed, const std::string& fallback_id) {
   const RequestLimits& lim = ctx.limits;
-  const auto prompt_bytes = static_cast<int64_t>(r.prompt().size());
-  if (prompt_bytes == 0) return InvalidArgument("prompt must not be empty");
-  if (prompt_bytes > lim.max_prompt_bytes) {
-    return InvalidArgument("prompt is " + std::to_string(prompt_bytes) + " bytes; the limit is max_prompt_bytes = " +
+  const bool by_ids = r.prompt_token_ids_size() > 0;
+  if (by_ids && !r.prompt().empty()) {
+    return InvalidArgument("prompt and prompt_token_ids are both set; send the prompt one way only");
+  }
+  if (!by_ids && r.prompt().empty()) return InvalidArgument("prompt must not be empty (or send prompt_token_ids)");
+  // The prompt's length in tokens before BOS, and how to name it.
+  const int64_t prompt_len = by_ids ? r.prompt_token_ids_size() : static_cast<int64_t>(r.prompt().size());
+  const std::string unit = by_ids ? " ids" : " bytes";
+  const std::string field = by_ids ? "prompt_token_ids" : "prompt";
+  if (prompt_len > lim.max_prompt_bytes) {
+    return InvalidArgument(field + " is " + std::to_string(prompt_len) + unit + "; the limit is max_prompt_bytes = " +
                            std::to_string(lim.max_prompt_bytes));
   }
-  if (!IsValidUtf8(r.prompt())) return InvalidArgument("prompt is not valid UTF-8");
-  const int64_t prompt_tokens = prompt_bytes + 1;  // byte-level tokens + BOS
+  if (!by_ids && !IsValidUtf8(r.prompt())) return InvalidArgument("prompt is not valid UTF-8");
+  for (int i = 0; i < r.prompt_token_ids_size(); ++i) {
+    const int32_t id = r.prompt_token_ids(i);
+    if (id < 0 || id >= ctx.vocab_size) {
+      return InvalidArgument("prompt_token_ids[" + std::to_string(i) + "] is " + std::to_string(id) +
+                             "; ids must be in [0, " + std::to_string(ctx.vocab_size - 1) + "]");
+    }
+  }
+  const int64_t prompt_tokens = prompt_len + 1;  // + BOS
   if (prompt_tokens >= ctx.max_context) {
-    return InvalidArgument("prompt is " + std::to_string(prompt_tokens) + " tokens (" + std::to_string(prompt_bytes) +
-                           " bytes + BOS) but the model's context length is " + std::to_string(ctx.max_context) +
-                           " tokens; a prompt may have at most " + std::to_string(ctx.max_context - 2) +
-                           " bytes to leave room for one generated token");
+    return InvalidArgument(field + " is " + std::to_string(prompt_tokens) + " tokens (" + std::to_string(prompt_len) +
+                           unit + " + BOS) but the model's context length is " + std::to_string(ctx.max_context) +
+                           " tokens; a prompt may have at most " + std::to_string(ctx.max_context - 2) + unit +
+                           " to leave room for one generated token");
   }
   const int64_t room = ctx.max_context - prompt_tokens;
   int64_t max_tokens = r.max_tokens();
@@ -63,6 +77,9 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
   }
   if (!std::isfinite(r.top_p()) || r.top_p() < 0 || r.top_p() > 1) {
     return InvalidArgument("top_p must be in (0, 1] (0: unset, meaning 1), got " + Num(r.top_p()));
+  }
+  if (!std::isfinite(r.min_p()) || r.min_p() < 0 || r.min_p() > 1) {
+    return InvalidArgument("min_p must be in [0, 1] (0: no cut), got " + Num(r.min_p()));
   }
   if (r.top_k() < 0 || r.top_k() > ctx.vocab_size) {
     return InvalidArgument("top_k must be in [0, " + std::to_string(ctx.vocab_size) + "] (0: no cut), got " +
@@ -109,6 +126,17 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
     }
     if (!IsValidUtf8(s)) return InvalidArgument(name + " is not valid UTF-8");
   }
+  if (r.stop_token_ids_size() > ctx.vocab_size) {
+    return InvalidArgument("stop_token_ids has " + std::to_string(r.stop_token_ids_size()) +
+                           " entries; at most the vocabulary size " + std::to_string(ctx.vocab_size) + " are allowed");
+  }
+  for (int i = 0; i < r.stop_token_ids_size(); ++i) {
+    const int32_t id = r.stop_token_ids(i);
+    if (id < 0 || id >= ctx.vocab_size) {
+      return InvalidArgument("stop_token_ids[" + std::to_string(i) + "] is " + std::to_string(id) +
+                             "; ids must be in [0, " + std::to_string(ctx.vocab_size - 1) + "]");
+    }
+  }
   const int64_t max_top = MaxTopLogprobs(ctx.vocab_size);
   if (r.top_logprobs() < 0 || r.top_logprobs() > max_top) {
     return InvalidArgument("top_logprobs must be in [0, " + std::to_string(max_top) + "], got " +
@@ -142,10 +170,17 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
   g.request_id = r.has_request_id() ? r.request_id() : fallback_id;
   g.cache_salt = r.cache_salt();
   g.priority = r.priority();
-  g.prompt = ByteTokenizer(ctx.bos_id, ctx.eos_id).Encode(r.prompt(), /*add_bos=*/true);
+  if (by_ids) {
+    g.prompt.reserve(static_cast<size_t>(prompt_tokens));
+    g.prompt.push_back(ctx.bos_id);
+    g.prompt.insert(g.prompt.end(), r.prompt_token_ids().begin(), r.prompt_token_ids().end());
+  } else {
+    g.prompt = ByteTokenizer(ctx.bos_id, ctx.eos_id).Encode(r.prompt(), /*add_bos=*/true);
+  }
   g.sampling.temperature = r.temperature();
   g.sampling.top_k = r.top_k();
   g.sampling.top_p = r.top_p() == 0 ? 1.0 : r.top_p();
+  g.sampling.min_p = r.min_p();
   g.sampling.seed = r.has_seed() ? r.seed() : fallback_seed;
   g.sampling.repetition_penalty = r.repetition_penalty() == 0 ? 1.0 : r.repetition_penalty();
   g.sampling.presence_penalty = r.presence_penalty();
@@ -158,6 +193,8 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
   g.stop.min_tokens = r.min_tokens();
   g.stop.eos_id = ending_eos;
   g.stop.stop.assign(r.stop().begin(), r.stop().end());
+  g.stop.stop_token_ids.assign(r.stop_token_ids().begin(), r.stop_token_ids().end());
+  g.sampling.stop_token_ids = g.stop.stop_token_ids;
   g.return_routes = r.return_routes();
   g.return_logprobs = r.return_logprobs();
   g.top_logprobs = r.top_logprobs();

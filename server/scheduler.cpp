@@ -307,6 +307,8 @@ void Scheduler::Emit(Active& a, bool finished, Status status) {
   if (finished) {
     u.status = std::move(status);
     u.finish_reason = a.gen.finish_reason();
+    if (a.gen.matched_stop() >= 0) u.stop_string = a.req.stop.stop[static_cast<size_t>(a.gen.matched_stop())];
+    u.stop_token_id = a.gen.matched_stop_token();
     a.usage.prompt_tokens = static_cast<int64_t>(a.req.prompt.size());
     a.usage.completion_tokens = static_cast<int64_t>(a.gen.tokens().size());
     u.usage = a.usage;

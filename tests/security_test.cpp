@@ -200,7 +200,7 @@ TEST(StartUp, BadSecurityFilesStopTheServerNamingKeyAndFileButNoSecret) {
 
 TEST(Limits, AnOversizedMessageIsRefusedAndTheNextRequestIsServed) {
   ServerConfig cfg = LoopbackConfig();
-  cfg.max_message_bytes = 16384;  // >= the largest valid request under the default limits
+  cfg.max_message_bytes = 18432;  // >= the largest valid request under the default limits (17,976 bytes)
   FakeServer s = testing::StartFake(cfg, 1000, std::chrono::microseconds(0));
   ASSERT_NE(s.app, nullptr);
   ClientConnection conn = Connect(s);

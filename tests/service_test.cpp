@@ -200,6 +200,36 @@ TEST(RequestValidation, MinTokensIgnoreEosAndLogitBiasReachTheSamplerAndTheStop)
   EXPECT_EQ(g->sampling.logit_bias, sorted);
 }
 
+TEST(RequestValidation, PromptTokenIdsMinPAndStopTokenIdsReachTheRequest) {
+  v1::GenerateRequest text;
+  text.set_prompt("h\xC3\xA9");
+  v1::GenerateRequest ids;
+  for (int id : {int{'h'}, 0xC3, 0xA9}) ids.add_prompt_token_ids(id);
+  auto a = ValidateGenerateRequest(text, Ctx(), 0, "x");
+  auto b = ValidateGenerateRequest(ids, Ctx(), 0, "x");
+  ASSERT_TRUE(a.ok() && b.ok()) << b.status().ToString();
+  EXPECT_EQ(a->prompt, b->prompt) << "a text prompt's bytes as ids give the same tokens, BOS first";
+  EXPECT_EQ(b->prompt, (std::vector<int64_t>{256, 'h', 0xC3, 0xA9}));
+  ids.clear_prompt_token_ids();
+  for (int id : {0xFF, 257, 0}) ids.add_prompt_token_ids(id);  // not UTF-8, an EOS mid-prompt: fine as ids
+  ids.set_min_p(0.25f);
+  ids.add_stop_token_ids(10);
+  ids.add_stop_token_ids(257);
+  ids.set_max_tokens(253);  // 4 prompt tokens + 253 would not fit in 256
+  EXPECT_NE(ValidateGenerateRequest(ids, Ctx(), 0, "x").status().message().find(
+                "plus the prompt's 4 tokens exceeds the context length"),
+            std::string::npos);
+  ids.set_max_tokens(252);
+  auto c = ValidateGenerateRequest(ids, Ctx(), 0, "x");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->prompt, (std::vector<int64_t>{256, 0xFF, 257, 0}));
+  EXPECT_DOUBLE_EQ(c->sampling.min_p, 0.25);
+  EXPECT_EQ(c->stop.stop_token_ids, (std::vector<int64_t>{10, 257}));
+  EXPECT_EQ(c->sampling.stop_token_ids, (std::vector<int64_t>{10, 257})) << "min_tokens holds them back";
+  EXPECT_DOUBLE_EQ(a->sampling.min_p, 0.0) << "unset: no cut";
+  EXPECT_TRUE(a->stop.stop_token_ids.empty());
+}
+
 TEST(RequestValidation, DefaultMaxTokensShrinksToTheRoomLeft) {
   v1::GenerateRequest r;
   r.set_prompt(std::string(250, 'a'));  // 251 tokens of 256
@@ -214,7 +244,22 @@ TEST(RequestValidation, EveryBadFieldIsNamed) {
     std::function<void(v1::GenerateRequest*)> edit;
     std::string expect;
   } cases[] = {
-      {[](auto* r) { r->set_prompt(""); }, "prompt must not be empty"},
+      {[](auto* r) { r->set_prompt(""); }, "prompt must not be empty (or send prompt_token_ids)"},
+      {[](auto* r) { r->add_prompt_token_ids(65); }, "prompt and prompt_token_ids are both set"},
+      {[](auto* r) { r->clear_prompt(); r->add_prompt_token_ids(65); r->add_prompt_token_ids(258); },
+       "prompt_token_ids[1] is 258; ids must be in [0, 257]"},
+      {[](auto* r) { r->clear_prompt(); r->add_prompt_token_ids(-1); }, "prompt_token_ids[0] is -1; ids must be in [0, 257]"},
+      {[](auto* r) { r->clear_prompt(); for (int i = 0; i < 8193; ++i) r->add_prompt_token_ids(65); },
+       "prompt_token_ids is 8193 ids; the limit is max_prompt_bytes = 8192"},
+      {[](auto* r) { r->clear_prompt(); for (int i = 0; i < 255; ++i) r->add_prompt_token_ids(65); },
+       "prompt_token_ids is 256 tokens (255 ids + BOS) but the model's context length is 256 tokens; a prompt may have at most 254 ids"},
+      {[](auto* r) { r->set_temperature(1); r->set_min_p(1.5f); }, "min_p must be in [0, 1] (0: no cut), got 1.5"},
+      {[](auto* r) { r->set_min_p(-0.25f); }, "min_p must be in [0, 1] (0: no cut), got -0.25"},
+      {[nan](auto* r) { r->set_min_p(nan); }, "min_p must be in [0, 1] (0: no cut), got nan"},
+      {[](auto* r) { r->add_stop_token_ids(10); r->add_stop_token_ids(300); }, "stop_token_ids[1] is 300; ids must be in [0, 257]"},
+      {[](auto* r) { r->add_stop_token_ids(-5); }, "stop_token_ids[0] is -5"},
+      {[](auto* r) { for (int i = 0; i < 259; ++i) r->add_stop_token_ids(i % 258); },
+       "stop_token_ids has 259 entries; at most the vocabulary size 258 are allowed"},
       {[](auto* r) { r->set_prompt(std::string(9000, 'a')); }, "max_prompt_bytes"},
       {[](auto* r) { r->set_prompt(std::string(255, 'a')); }, "context length is 256"},
       {[](auto* r) { r->set_prompt("ab\xC3"); }, "prompt is not valid UTF-8"},
