@@ -62,6 +62,27 @@ Status ParseLogitBias(const std::string& text, google::protobuf::Map<int32_t, fl
   }
 }
 
+// "ID,ID,..." (e.g. "10,257") into a repeated int32 field named by `flag`;
+// the server checks the ranges.
+Status ParseIdList(const std::string& flag, const std::string& text, google::protobuf::RepeatedField<int32_t>* out) {
+  if (text.empty()) return Status::Ok();
+  size_t start = 0;
+  while (true) {
+    size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string item = text.substr(start, end - start);
+    char* item_end = nullptr;
+    errno = 0;
+    const long id = std::strtol(item.c_str(), &item_end, 10);
+    if (item.empty() || errno != 0 || *item_end != '\0' || id < INT32_MIN || id > INT32_MAX) {
+      return InvalidArgument("--" + flag + " entry \"" + item + "\" is not a token id (e.g. 10,257)");
+    }
+    out->Add(static_cast<int32_t>(id));
+    if (end == text.size()) return Status::Ok();
+    start = end + 1;
+  }
+}
+
 // --priority, an int32.
 Status GetPriority(const Flags& f, int32_t* priority) {
   int64_t p = 0;
@@ -81,13 +102,16 @@ Status GetN(const Flags& f, int32_t* n) {
 }
 
 Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
-  req->set_prompt(f.Str("prompt"));
+  MODSERVE_RETURN_IF_ERROR(ParseIdList("prompt-token-ids", f.Str("prompt-token-ids"), req->mutable_prompt_token_ids()));
+  if (req->prompt_token_ids_size() == 0) req->set_prompt(f.Str("prompt"));
+  MODSERVE_RETURN_IF_ERROR(ParseIdList("stop-token-ids", f.Str("stop-token-ids"), req->mutable_stop_token_ids()));
   int64_t max_tokens = 0, top_k = 0;
-  double temperature = 0, top_p = 0, repetition = 0, presence = 0, frequency = 0;
+  double temperature = 0, top_p = 0, min_p = 0, repetition = 0, presence = 0, frequency = 0;
   MODSERVE_RETURN_IF_ERROR(f.Get("max-tokens", &max_tokens));
   MODSERVE_RETURN_IF_ERROR(f.Get("top-k", &top_k));
   MODSERVE_RETURN_IF_ERROR(f.Get("temperature", &temperature));
   MODSERVE_RETURN_IF_ERROR(f.Get("top-p", &top_p));
+  MODSERVE_RETURN_IF_ERROR(f.Get("min-p", &min_p));
   MODSERVE_RETURN_IF_ERROR(f.Get("repetition-penalty", &repetition));
   MODSERVE_RETURN_IF_ERROR(f.Get("presence-penalty", &presence));
   MODSERVE_RETURN_IF_ERROR(f.Get("frequency-penalty", &frequency));
@@ -95,6 +119,7 @@ Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
   req->set_top_k(static_cast<int32_t>(top_k));
   req->set_temperature(static_cast<float>(temperature));
   req->set_top_p(static_cast<float>(top_p));
+  req->set_min_p(static_cast<float>(min_p));
   req->set_repetition_penalty(static_cast<float>(repetition));
   req->set_presence_penalty(static_cast<float>(presence));
   req->set_frequency_penalty(static_cast<float>(frequency));
@@ -166,10 +191,17 @@ const char* FinishName(v1::FinishReason r) {
   }
 }
 
+// What ended a completion that stopped: ' (stop string "...")' or ' (stop token N)'.
+std::string StopMatch(const v1::GenerateResponse& r) {
+  if (r.has_stop_token_id()) return " (stop token " + std::to_string(r.stop_token_id()) + ")";
+  if (r.has_stop_string()) return " (stop string \"" + r.stop_string() + "\")";
+  return "";
+}
+
 void PrintUsage(const v1::GenerateResponse& r) {
   const auto& u = r.usage();
-  std::fprintf(stderr, "\n[finish: %s; prompt %d tokens (%d cached), completion %d tokens; routed layers computed %lld, skipped %lld]\n",
-               FinishName(r.finish_reason()), u.prompt_tokens(), u.cached_prompt_tokens(), u.completion_tokens(),
+  std::fprintf(stderr, "\n[finish: %s%s; prompt %d tokens (%d cached), completion %d tokens; routed layers computed %lld, skipped %lld]\n",
+               FinishName(r.finish_reason()), StopMatch(r).c_str(), u.prompt_tokens(), u.cached_prompt_tokens(), u.completion_tokens(),
                static_cast<long long>(u.routed_computed()), static_cast<long long>(u.routed_skipped()));
 }
 
@@ -193,15 +225,18 @@ Status Run(int argc, char** argv) {
   f.Define("tls-server-name", "", "name to check the server's certificate against (default: the host)");
   f.Define("token-file", "", "file holding the bearer token to send");
   f.Define("prompt", "The jury said ", "prompt text (generate, stream)");
+  f.Define("prompt-token-ids", "", "generate, stream: the prompt as token ids ID,ID,... instead of --prompt (BOS is added)");
   f.Define("max-tokens", "0", "tokens to generate (0: server default; bench: per request, default 64)");
   f.Define("temperature", "0", "sampling temperature (0: greedy)");
   f.Define("top-p", "0", "nucleus mass (0: none)");
   f.Define("top-k", "0", "top-k cut (0: none)");
+  f.Define("min-p", "0", "generate, stream: drop tokens less likely than this times the most likely (0: none)");
   f.Define("seed", "0", "sampling seed (unset: the server picks)");
   f.Define("repetition-penalty", "0", "generate, stream: divides (or multiplies) the logits of tokens seen so far (0: none)");
   f.Define("presence-penalty", "0", "generate, stream: subtracted from the logits of tokens generated so far");
   f.Define("frequency-penalty", "0", "generate, stream: subtracted per time a token was generated so far");
   f.Define("stop", "", "a stop string");
+  f.Define("stop-token-ids", "", "generate, stream: token ids ID,ID,... that end the completion");
   f.Define("min-tokens", "0", "generate, stream: tokens before EOS or the stop string may end the completion");
   f.Define("ignore-eos", "false", "generate, stream, bench: generate past EOS (until max tokens or the stop string)", true);
   f.Define("logit-bias", "", "generate, stream: ID:BIAS,... added to those token ids' logits (-100 .. 100)");
