@@ -4,8 +4,8 @@
 # and must get the same tokens both ways. Python stubs are generated from
 # proto/ here; the Node packages are installed from npm into a scratch folder.
 # Then mod-client's --logprobs prints a line per generated token, and its
-# --logit-bias, --min-tokens, --ignore-eos, --cache-salt, --priority and --n
-# reach the server.
+# --logit-bias, --min-tokens, --ignore-eos, --stop-token-ids, --prompt-token-ids,
+# --min-p, --cache-salt, --priority and --n reach the server.
 # Usage: tests/clients_test.sh BIN_DIR SOURCE_DIR
 set -euo pipefail
 bin=$1
@@ -73,6 +73,22 @@ grep -q "finish: eos; prompt [0-9]* tokens ([0-9]* cached), completion 4 tokens"
 "$bin/mod-client" --server "$address" generate --max-tokens 6 --ignore-eos --logit-bias 257:100 2>"$work/eos.err" >/dev/null
 grep -q "finish: length; prompt [0-9]* tokens ([0-9]* cached), completion 6 tokens" "$work/eos.err" ||
   { echo "FAIL: --ignore-eos with EOS forced:"; cat "$work/eos.err"; exit 1; }
+echo "== mod-client --stop-token-ids, --prompt-token-ids, --min-p"
+# 'A' forced by its bias and listed as a stop id: one token, no text, STOP naming it.
+text=$("$bin/mod-client" --server "$address" generate --max-tokens 6 --logit-bias 65:100 --stop-token-ids 10,65 2>"$work/stop.err")
+[[ -z "$text" ]] && grep -q "finish: stop (stop token 65); prompt [0-9]* tokens ([0-9]* cached), completion 1 tokens" "$work/stop.err" ||
+  { echo "FAIL: --stop-token-ids 10,65 with 'A' forced gave \"$text\":"; cat "$work/stop.err"; exit 1; }
+# "Hi" as its byte ids gives the text prompt's greedy tokens; min_p 1 at temperature 1 too.
+want=$("$bin/mod-client" --server "$address" generate --prompt "Hi" --max-tokens 8 2>/dev/null)
+got=$("$bin/mod-client" --server "$address" generate --prompt-token-ids 72,105 --max-tokens 8 2>/dev/null)
+[[ "$got" == "$want" ]] || { echo "FAIL: --prompt-token-ids 72,105 gave \"$got\", --prompt Hi \"$want\""; exit 1; }
+got=$("$bin/mod-client" --server "$address" generate --prompt "Hi" --max-tokens 8 --temperature 1 --min-p 1 --seed 3 2>/dev/null)
+[[ "$got" == "$want" ]] || { echo "FAIL: --min-p 1 gave \"$got\", greedy \"$want\""; exit 1; }
+if "$bin/mod-client" --server "$address" generate --stop-token-ids 10,x 2>"$work/bad.err"; then
+  echo "FAIL: --stop-token-ids 10,x was accepted"; exit 1
+fi
+grep -q 'stop-token-ids entry "x" is not a token id' "$work/bad.err" || { cat "$work/bad.err"; exit 1; }
+echo "PASS: mod-client --stop-token-ids, --prompt-token-ids, --min-p"
 echo "== mod-client --cache-salt"
 long="The jury further said in term-end presentments that the City Executive Committee had charge of it."
 cached() {

@@ -11,6 +11,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/codegen/client_unary_call.h>
 
+#include <algorithm>
 #include <future>
 #include <limits>
 #include <map>
@@ -514,6 +515,78 @@ TEST_F(ServerE2E, StopStringEndsTheCompletion) {
   ASSERT_TRUE(Unary(r, &s).ok());
   EXPECT_EQ(s.finish_reason(), v1::FINISH_REASON_STOP);
   EXPECT_EQ(s.text(), u.text().substr(0, u.text().find(stop)));
+  EXPECT_EQ(s.stop_match_case(), v1::GenerateResponse::kStopString);
+  EXPECT_EQ(s.stop_string(), stop) << "the stop string that matched";
+  StreamResult streamed = Stream(r);
+  ASSERT_TRUE(streamed.status.ok()) << streamed.status.error_message();
+  ASSERT_FALSE(streamed.messages.empty());
+  EXPECT_EQ(streamed.text, s.text());
+  EXPECT_EQ(streamed.messages.back().stop_string(), stop);
+}
+
+TEST_F(ServerE2E, StopTokenIdsPromptTokenIdsAndMinPAndTheStopThatMatched) {
+  const std::string prompt = "The jury said ";
+  v1::GenerateResponse greedy;
+  ASSERT_TRUE(Unary(Request(prompt, 24), &greedy).ok());
+  const std::vector<int> greedy_ids(greedy.token_ids().begin(), greedy.token_ids().end());
+  ASSERT_EQ(greedy_ids.size(), 24u);
+
+  // The prompt's bytes as ids: the same tokens as the text, unary and streamed.
+  v1::GenerateRequest ids;
+  ids.set_max_tokens(24);
+  for (unsigned char c : prompt) ids.add_prompt_token_ids(c);
+  v1::GenerateResponse u;
+  ASSERT_TRUE(Unary(ids, &u).ok());
+  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), greedy_ids);
+  EXPECT_EQ(u.text(), greedy.text());
+  EXPECT_EQ(u.usage().prompt_tokens(), greedy.usage().prompt_tokens());
+  StreamResult s = Stream(ids);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  EXPECT_EQ(s.ids, greedy_ids);
+
+  // min_p 1 keeps only the most likely token: sampling at temperature 1 gives
+  // the greedy tokens whatever the seed.
+  v1::GenerateRequest minp = Request(prompt, 24);
+  minp.set_temperature(1);
+  minp.set_min_p(1);
+  minp.set_seed(5);
+  ASSERT_TRUE(Unary(minp, &u).ok());
+  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), greedy_ids);
+
+  // A stop token id: the greedy tokens up to and with its first occurrence,
+  // the text before it, STOP, and the id named (unary and on the stream's last message).
+  const int stop_id = greedy_ids[5];
+  const size_t first = static_cast<size_t>(std::find(greedy_ids.begin(), greedy_ids.end(), stop_id) - greedy_ids.begin());
+  const std::vector<int> want(greedy_ids.begin(), greedy_ids.begin() + static_cast<std::ptrdiff_t>(first) + 1);
+  v1::GenerateRequest st = Request(prompt, 24);
+  int decoy = 0;  // a second stop id the completion never reaches
+  while (std::find(greedy_ids.begin(), greedy_ids.end(), decoy) != greedy_ids.end()) ++decoy;
+  st.add_stop_token_ids(decoy);
+  st.add_stop_token_ids(stop_id);
+  ASSERT_TRUE(Unary(st, &u).ok());
+  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), want);
+  EXPECT_EQ(u.finish_reason(), v1::FINISH_REASON_STOP);
+  EXPECT_EQ(u.stop_match_case(), v1::GenerateResponse::kStopTokenId);
+  EXPECT_EQ(u.stop_token_id(), stop_id);
+  EXPECT_EQ(u.text(), greedy.text().substr(0, first));
+  EXPECT_EQ(u.usage().completion_tokens(), static_cast<int>(want.size()));
+  s = Stream(st);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  EXPECT_EQ(s.ids, want);
+  EXPECT_EQ(s.text, u.text());
+  ASSERT_FALSE(s.messages.empty());
+  EXPECT_EQ(s.messages.back().stop_token_id(), stop_id);
+  for (size_t i = 0; i + 1 < s.messages.size(); ++i) EXPECT_EQ(s.messages[i].stop_match_case(), v1::GenerateResponse::STOP_MATCH_NOT_SET);
+
+  // Within min_tokens the stop id is held back: the request then runs on
+  // past its first occurrence.
+  st.set_min_tokens(static_cast<int>(first) + 1);
+  ASSERT_TRUE(Unary(st, &u).ok());
+  EXPECT_GT(u.token_ids_size(), static_cast<int>(first) + 1);
+  for (int i = 0; i <= static_cast<int>(first); ++i) EXPECT_NE(u.token_ids(i), stop_id) << i;
+
+  // Without a stop match nothing is set.
+  EXPECT_EQ(greedy.stop_match_case(), v1::GenerateResponse::STOP_MATCH_NOT_SET);
 }
 
 TEST_F(ServerE2E, CancelMidStreamFreesTheRequest) {
@@ -608,6 +681,11 @@ TEST_F(ServerE2E, EveryInvalidRequestGetsAClearErrorAndTheNextRequestIsServed) {
       {[](Wire* r) { r->set_n(9); }, invalid, "n must be in [0, 8] (0: one completion), got 9"},
       {[](Wire* r) { r->set_cache_salt("t\xFF"); }, invalid, "cache_salt is not valid UTF-8"},
       {[](Wire* r) { r->set_priority(1); }, invalid, "priority is 1 but the server runs scheduling_policy: fcfs"},
+      {[](Wire* r) { r->set_min_p(1.5f); }, invalid, "min_p must be in [0, 1] (0: no cut), got 1.5"},
+      {[](Wire* r) { r->add_stop_token_ids(300); }, invalid, "stop_token_ids[0] is 300; ids must be in [0, 257]"},
+      {[](Wire* r) { r->add_prompt_token_ids(65); }, invalid, "prompt and prompt_token_ids are both set"},
+      {[](Wire* r) { r->clear_prompt(); r->add_prompt_token_ids(258); }, invalid, "prompt_token_ids[0] is 258; ids must be in [0, 257]"},
+      {[](Wire* r) { r->clear_prompt(); r->add_prompt_token_ids(65); r->set_max_tokens(255); }, invalid, "plus the prompt's 2 tokens exceeds the context length"},
   };
   auto check = [&](const std::string& wire, grpc::StatusCode code, const std::string& expect) {
     SCOPED_TRACE(expect);
