@@ -27,7 +27,7 @@ struct StopCriteria {
   int64_t eos_id = 257;  // -1: EOS does not end generation (ignore_eos); it adds no text
   std::vector<std::string> stop;  // non-empty strings
   int64_t min_tokens = 0;         // tokens before EOS or a stop string may end generation
-  std::vector<int64_t> stop_token_ids;  // ids that end generation (kStop); they add no text
+  std::vector<int64_t> stop_token_ids{};  // ids that end generation (kStop); they add no text
 };
 
 class GenerationState {
