@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -34,53 +35,58 @@ Status RpcError(const char* what, const grpc::Status& s) {
                        std::string(what) + " failed: " + GrpcCodeName(s.error_code()) + ": " + s.error_message());
 }
 
-// "ID:BIAS,ID:BIAS,..." (e.g. "65:5,257:-100") into the request's logit_bias;
-// the server checks the ranges.
-Status ParseLogitBias(const std::string& text, google::protobuf::Map<int32_t, float>* out) {
+// Calls `each` on every comma-separated item of `text` (none if it is
+// empty), stopping at the first error.
+Status ForEachItem(const std::string& text, const std::function<Status(const std::string&)>& each) {
   if (text.empty()) return Status::Ok();
   size_t start = 0;
   while (true) {
     size_t end = text.find(',', start);
     if (end == std::string::npos) end = text.size();
-    const std::string item = text.substr(start, end - start);
-    const Status bad = InvalidArgument("--logit-bias entry \"" + item + "\" is not ID:BIAS (e.g. 65:5,257:-100)");
-    const size_t colon = item.find(':');
-    if (colon == std::string::npos || colon == 0 || colon + 1 == item.size()) return bad;
-    const std::string id_text = item.substr(0, colon), bias_text = item.substr(colon + 1);
-    char* id_end = nullptr;
-    char* bias_end = nullptr;
-    errno = 0;
-    const long id = std::strtol(id_text.c_str(), &id_end, 10);
-    const float bias = std::strtof(bias_text.c_str(), &bias_end);
-    if (errno != 0 || *id_end != '\0' || *bias_end != '\0' || id < INT32_MIN || id > INT32_MAX) return bad;
-    if (out->count(static_cast<int32_t>(id)) != 0) {
-      return InvalidArgument("--logit-bias names token id " + id_text + " twice");
-    }
-    (*out)[static_cast<int32_t>(id)] = bias;
+    MODSERVE_RETURN_IF_ERROR(each(text.substr(start, end - start)));
     if (end == text.size()) return Status::Ok();
     start = end + 1;
   }
 }
 
+// A decimal int32 filling all of `text`.
+bool ParseInt32(const std::string& text, int32_t* out) {
+  char* end = nullptr;
+  errno = 0;
+  const long v = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || errno != 0 || *end != '\0' || v < INT32_MIN || v > INT32_MAX) return false;
+  *out = static_cast<int32_t>(v);
+  return true;
+}
+
+// "ID:BIAS,ID:BIAS,..." (e.g. "65:5,257:-100") into the request's logit_bias;
+// the server checks the ranges.
+Status ParseLogitBias(const std::string& text, google::protobuf::Map<int32_t, float>* out) {
+  return ForEachItem(text, [out](const std::string& item) {
+    const Status bad = InvalidArgument("--logit-bias entry \"" + item + "\" is not ID:BIAS (e.g. 65:5,257:-100)");
+    const size_t colon = item.find(':');
+    if (colon == std::string::npos) return bad;
+    const std::string id_text = item.substr(0, colon), bias_text = item.substr(colon + 1);
+    int32_t id = 0;
+    char* bias_end = nullptr;
+    errno = 0;
+    const float bias = std::strtof(bias_text.c_str(), &bias_end);
+    if (!ParseInt32(id_text, &id) || bias_text.empty() || errno != 0 || *bias_end != '\0') return bad;
+    if (out->count(id) != 0) return InvalidArgument("--logit-bias names token id " + id_text + " twice");
+    (*out)[id] = bias;
+    return Status::Ok();
+  });
+}
+
 // "ID,ID,..." (e.g. "10,257") into a repeated int32 field named by `flag`;
 // the server checks the ranges.
 Status ParseIdList(const std::string& flag, const std::string& text, google::protobuf::RepeatedField<int32_t>* out) {
-  if (text.empty()) return Status::Ok();
-  size_t start = 0;
-  while (true) {
-    size_t end = text.find(',', start);
-    if (end == std::string::npos) end = text.size();
-    const std::string item = text.substr(start, end - start);
-    char* item_end = nullptr;
-    errno = 0;
-    const long id = std::strtol(item.c_str(), &item_end, 10);
-    if (item.empty() || errno != 0 || *item_end != '\0' || id < INT32_MIN || id > INT32_MAX) {
-      return InvalidArgument("--" + flag + " entry \"" + item + "\" is not a token id (e.g. 10,257)");
-    }
-    out->Add(static_cast<int32_t>(id));
-    if (end == text.size()) return Status::Ok();
-    start = end + 1;
-  }
+  return ForEachItem(text, [&flag, out](const std::string& item) {
+    int32_t id = 0;
+    if (!ParseInt32(item, &id)) return InvalidArgument("--" + flag + " entry \"" + item + "\" is not a token id (e.g. 10,257)");
+    out->Add(id);
+    return Status::Ok();
+  });
 }
 
 // --priority, an int32.
