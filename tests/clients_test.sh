@@ -76,8 +76,9 @@ grep -q "finish: length; prompt [0-9]* tokens ([0-9]* cached), completion 6 toke
 echo "== mod-client --stop-token-ids, --prompt-token-ids, --min-p"
 # 'A' forced by its bias and listed as a stop id: one token, no text, STOP naming it.
 text=$("$bin/mod-client" --server "$address" generate --max-tokens 6 --logit-bias 65:100 --stop-token-ids 10,65 2>"$work/stop.err")
-[[ -z "$text" ]] && grep -q "finish: stop (stop token 65); prompt [0-9]* tokens ([0-9]* cached), completion 1 tokens" "$work/stop.err" ||
-  { echo "FAIL: --stop-token-ids 10,65 with 'A' forced gave \"$text\":"; cat "$work/stop.err"; exit 1; }
+if [[ -n "$text" ]] || ! grep -q "finish: stop (stop token 65); prompt [0-9]* tokens ([0-9]* cached), completion 1 tokens" "$work/stop.err"; then
+  echo "FAIL: --stop-token-ids 10,65 with 'A' forced gave \"$text\":"; cat "$work/stop.err"; exit 1
+fi
 # "Hi" as its byte ids gives the text prompt's greedy tokens; min_p 1 at temperature 1 too.
 want=$("$bin/mod-client" --server "$address" generate --prompt "Hi" --max-tokens 8 2>/dev/null)
 got=$("$bin/mod-client" --server "$address" generate --prompt-token-ids 72,105 --max-tokens 8 2>/dev/null)
