@@ -21,6 +21,18 @@ std::string Num(float v) {
   return std::string(buf, end);
 }
 
+// OK if every entry of the repeated id field `field` is a token id of the
+// vocabulary; else names the first that is not.
+Status CheckTokenIds(const std::string& field, const google::protobuf::RepeatedField<int32_t>& ids, int64_t vocab_size) {
+  for (int i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab_size) {
+      return InvalidArgument(field + "[" + std::to_string(i) + "] is " + std::to_string(ids[i]) + "; ids must be in [0, " +
+                             std::to_string(vocab_size - 1) + "]");
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 bool IsValidRequestId(const std::string& id) {
@@ -45,13 +57,7 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
                            std::to_string(lim.max_prompt_bytes));
   }
   if (!by_ids && !IsValidUtf8(r.prompt())) return InvalidArgument("prompt is not valid UTF-8");
-  for (int i = 0; i < r.prompt_token_ids_size(); ++i) {
-    const int32_t id = r.prompt_token_ids(i);
-    if (id < 0 || id >= ctx.vocab_size) {
-      return InvalidArgument("prompt_token_ids[" + std::to_string(i) + "] is " + std::to_string(id) +
-                             "; ids must be in [0, " + std::to_string(ctx.vocab_size - 1) + "]");
-    }
-  }
+  MODSERVE_RETURN_IF_ERROR(CheckTokenIds("prompt_token_ids", r.prompt_token_ids(), ctx.vocab_size));
   const int64_t prompt_tokens = prompt_len + 1;  // + BOS
   if (prompt_tokens >= ctx.max_context) {
     return InvalidArgument(field + " is " + std::to_string(prompt_tokens) + " tokens (" + std::to_string(prompt_len) +
@@ -130,13 +136,7 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
     return InvalidArgument("stop_token_ids has " + std::to_string(r.stop_token_ids_size()) +
                            " entries; at most the vocabulary size " + std::to_string(ctx.vocab_size) + " are allowed");
   }
-  for (int i = 0; i < r.stop_token_ids_size(); ++i) {
-    const int32_t id = r.stop_token_ids(i);
-    if (id < 0 || id >= ctx.vocab_size) {
-      return InvalidArgument("stop_token_ids[" + std::to_string(i) + "] is " + std::to_string(id) +
-                             "; ids must be in [0, " + std::to_string(ctx.vocab_size - 1) + "]");
-    }
-  }
+  MODSERVE_RETURN_IF_ERROR(CheckTokenIds("stop_token_ids", r.stop_token_ids(), ctx.vocab_size));
   const int64_t max_top = MaxTopLogprobs(ctx.vocab_size);
   if (r.top_logprobs() < 0 || r.top_logprobs() > max_top) {
     return InvalidArgument("top_logprobs must be in [0, " + std::to_string(max_top) + "], got " +
