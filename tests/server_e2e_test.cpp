@@ -5,8 +5,10 @@
 // RESOURCE_EXHAUSTED at once, every kind of invalid request (bad fields,
 // invalid UTF-8, oversized or unparseable messages) gets a clear error, health and
 // reflection are served, and the scraped layer counters match what clients
-// were told: all against one shared server. Tests that need a server of their
-// own are in server_own_apps_test.cpp.
+// were told: all against one shared server (the fixture is in
+// server_e2e_fixture.h; the sampling and stop controls are tested in
+// server_sampling_e2e_test.cpp). Tests that need a server of their own are in
+// server_own_apps_test.cpp.
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/codegen/client_unary_call.h>
@@ -28,6 +30,7 @@
 #include "engine/reference_generate.h"
 #include "engine/tokenizer.h"
 #include "server/engine_loader.h"
+#include "server_e2e_fixture.h"
 #include "server_e2e_util.h"
 #include "test_models.h"
 #include "server/server_app.h"
@@ -44,84 +47,8 @@ using testing::Request;
 
 using grpc::health::v1::HealthCheckResponse;
 using testing::Scrape;
-
-struct StreamResult {
-  grpc::Status status;
-  std::vector<v1::GenerateResponse> messages;
-  std::string text;
-  std::vector<int> ids;
-};
-
-class ServerE2E : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() { app_ = StartApp(TestConfig()).release(); }
-  static void TearDownTestSuite() {
-    delete app_;
-    app_ = nullptr;
-  }
-  void SetUp() override {
-    ASSERT_NE(app_, nullptr);
-    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(app_->grpc_port()), grpc::InsecureChannelCredentials());
-    stub_ = v1::Generator::NewStub(channel_);
-  }
-
-  grpc::Status Unary(const v1::GenerateRequest& r, v1::GenerateResponse* out, double timeout = 60) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(In(timeout));
-    return stub_->Generate(&ctx, r, out);
-  }
-
-  StreamResult Stream(const v1::GenerateRequest& r, double timeout = 60) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(In(timeout));
-    auto reader = stub_->GenerateStream(&ctx, r);
-    StreamResult s;
-    v1::GenerateResponse m;
-    while (reader->Read(&m)) {
-      s.text += m.text();
-      for (int id : m.token_ids()) s.ids.push_back(id);
-      s.messages.push_back(m);
-    }
-    s.status = reader->Finish();
-    return s;
-  }
-
-  std::map<std::string, double> Metrics() { return Scrape(app_->metrics_port()); }
-  double Cancelled() { return Metrics()["modserve_requests_total{code=\"CANCELLED\",finish_reason=\"none\"}"]; }
-
-  // Streams `r`, cancels after `messages` messages and returns the call's
-  // final code (-1 cast to a code if the stream ended before that many).
-  grpc::StatusCode CancelStreamAfter(const v1::GenerateRequest& r, int messages) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(In(60));
-    auto reader = stub_->GenerateStream(&ctx, r);
-    v1::GenerateResponse m;
-    int got = 0;
-    while (got < messages && reader->Read(&m)) ++got;
-    ctx.TryCancel();
-    while (reader->Read(&m)) {
-    }
-    const grpc::StatusCode code = reader->Finish().error_code();
-    return got == messages ? code : static_cast<grpc::StatusCode>(-1);
-  }
-
-  // Waits until the server holds no request and no KV block.
-  bool WaitIdle(double seconds = 5) {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-    while (std::chrono::steady_clock::now() < until) {
-      auto m = Metrics();
-      if (m["modserve_running_requests"] == 0 && m["modserve_queue_requests"] == 0 && m["modserve_kv_cache_usage_ratio"] == 0) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return false;
-  }
-
-  static ServerApp* app_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Generator::Stub> stub_;
-};
-
-ServerApp* ServerE2E::app_ = nullptr;
+using testing::ServerE2E;
+using testing::StreamResult;
 
 TEST_F(ServerE2E, UnaryAndStreamGiveTheSameTokens) {
   // Updates that arrive while a write is in flight go out as one message, so
@@ -286,34 +213,6 @@ TEST_F(ServerE2E, PromptLogprobsScoreThePromptLikeAFullForward) {
 
 // Penalized greedy decoding gives the tokens of full recomputation with the
 // same penalties, unary and streamed, and not those of plain greedy.
-TEST_F(ServerE2E, PenaltiesGiveTheReferenceTokens) {
-  constexpr int kTokens = 48;
-  auto model = LoadCheckpoint(kModel);
-  ASSERT_TRUE(model.ok()) << model.status().ToString();
-  const std::vector<int64_t> prompt = ByteTokenizer(256, 257).Encode("The jury said ", /*add_bos=*/true);
-  SamplingParams plain;
-  SamplingParams penalized;
-  penalized.repetition_penalty = 1.3f;  // as the request's floats carry them
-  penalized.presence_penalty = 0.4f;
-  penalized.frequency_penalty = 0.3f;
-  const ReferenceGeneration want = ReferenceGenerate(*model, prompt, kTokens, penalized);
-  const ReferenceGeneration greedy = ReferenceGenerate(*model, prompt, kTokens, plain);
-  ASSERT_EQ(want.tokens.size(), static_cast<size_t>(kTokens));
-  EXPECT_NE(want.tokens, greedy.tokens) << "the penalties change the text";
-
-  v1::GenerateRequest r = Request("The jury said ", kTokens);
-  r.set_repetition_penalty(1.3f);
-  r.set_presence_penalty(0.4f);
-  r.set_frequency_penalty(0.3f);
-  v1::GenerateResponse u;
-  ASSERT_TRUE(Unary(r, &u).ok());
-  const std::vector<int> want_ids(want.tokens.begin(), want.tokens.end());
-  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), want_ids);
-  StreamResult s = Stream(r);
-  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
-  EXPECT_EQ(s.ids, want_ids);
-}
-
 // Prefix caching: a prompt that begins like an earlier one starts from the
 // K/V of their shared whole blocks, says so in its usage and the metrics, and
 // still gives the reference tokens.
@@ -450,145 +349,6 @@ TEST_F(ServerE2E, NCompletionsAreTheSingleRequestWithSeedPlusIndex) {
 
 // min_tokens holds EOS back, logit_bias shifts the logits, ignore_eos
 // generates past EOS; each against the reference generation or plain greedy.
-TEST_F(ServerE2E, MinTokensLogitBiasAndIgnoreEos) {
-  v1::GenerateResponse greedy;
-  ASSERT_TRUE(Unary(Request("The jury said ", 20), &greedy).ok());
-  ASSERT_EQ(greedy.token_ids_size(), 20);
-
-  // EOS pushed to the top by +100 but held back for 5 tokens: the 5 greedy
-  // tokens, then EOS.
-  v1::GenerateRequest r = Request("The jury said ", 20);
-  r.set_min_tokens(5);
-  (*r.mutable_logit_bias())[257] = 100;
-  auto model = LoadCheckpoint(kModel);
-  ASSERT_TRUE(model.ok()) << model.status().ToString();
-  SamplingParams p;
-  p.min_tokens = 5;
-  p.eos_id = 257;
-  p.logit_bias = {{257, 100.0f}};
-  const ReferenceGeneration want =
-      ReferenceGenerate(*model, ByteTokenizer(256, 257).Encode("The jury said ", /*add_bos=*/true), 20, p);
-  ASSERT_TRUE(want.hit_eos);
-  ASSERT_EQ(want.tokens.size(), 6u);
-  std::vector<int> want_ids(greedy.token_ids().begin(), greedy.token_ids().begin() + 5);
-  want_ids.push_back(257);
-  EXPECT_EQ(std::vector<int>(want.tokens.begin(), want.tokens.end()), want_ids);
-  v1::GenerateResponse u;
-  ASSERT_TRUE(Unary(r, &u).ok());
-  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), want_ids);
-  EXPECT_EQ(u.finish_reason(), v1::FINISH_REASON_EOS);
-  EXPECT_EQ(u.text(), ByteTokenizer(256, 257).Decode(want.tokens));
-  EXPECT_EQ(u.usage().completion_tokens(), 6);
-  StreamResult s = Stream(r);
-  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
-  EXPECT_EQ(s.ids, want_ids);
-
-  // ignore_eos: EOS is an ordinary token, so min_tokens holds nothing back
-  // (as in vLLM); forced by the bias, it fills all 20 tokens and no text.
-  r.set_ignore_eos(true);
-  ASSERT_TRUE(Unary(r, &u).ok());
-  EXPECT_EQ(u.finish_reason(), v1::FINISH_REASON_LENGTH);
-  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), std::vector<int>(20, 257));
-  EXPECT_EQ(u.text(), "");
-  EXPECT_EQ(u.usage().completion_tokens(), 20);
-
-  // A bias of +100 on 'A' forces it; -100 on the greedy first token bans it.
-  v1::GenerateRequest a = Request("The jury said ", 8);
-  (*a.mutable_logit_bias())['A'] = 100;
-  ASSERT_TRUE(Unary(a, &u).ok());
-  EXPECT_EQ(u.text(), "AAAAAAAA");
-  v1::GenerateRequest ban = Request("The jury said ", 1);
-  (*ban.mutable_logit_bias())[greedy.token_ids(0)] = -100;
-  ASSERT_TRUE(Unary(ban, &u).ok());
-  ASSERT_EQ(u.token_ids_size(), 1);
-  EXPECT_NE(u.token_ids(0), greedy.token_ids(0));
-}
-
-TEST_F(ServerE2E, StopStringEndsTheCompletion) {
-  v1::GenerateResponse u;
-  ASSERT_TRUE(Unary(Request("The jury said ", 64), &u).ok());
-  ASSERT_GT(u.text().size(), 6u);
-  const std::string stop = u.text().substr(3, 3);  // a stop string the greedy completion contains
-  v1::GenerateRequest r = Request("The jury said ", 64);
-  r.add_stop(stop);
-  v1::GenerateResponse s;
-  ASSERT_TRUE(Unary(r, &s).ok());
-  EXPECT_EQ(s.finish_reason(), v1::FINISH_REASON_STOP);
-  EXPECT_EQ(s.text(), u.text().substr(0, u.text().find(stop)));
-  EXPECT_EQ(s.stop_match_case(), v1::GenerateResponse::kStopString);
-  EXPECT_EQ(s.stop_string(), stop) << "the stop string that matched";
-  StreamResult streamed = Stream(r);
-  ASSERT_TRUE(streamed.status.ok()) << streamed.status.error_message();
-  ASSERT_FALSE(streamed.messages.empty());
-  EXPECT_EQ(streamed.text, s.text());
-  EXPECT_EQ(streamed.messages.back().stop_string(), stop);
-}
-
-TEST_F(ServerE2E, StopTokenIdsPromptTokenIdsAndMinPAndTheStopThatMatched) {
-  const std::string prompt = "The jury said ";
-  v1::GenerateResponse greedy;
-  ASSERT_TRUE(Unary(Request(prompt, 24), &greedy).ok());
-  const std::vector<int> greedy_ids(greedy.token_ids().begin(), greedy.token_ids().end());
-  ASSERT_EQ(greedy_ids.size(), 24u);
-
-  // The prompt's bytes as ids: the same tokens as the text, unary and streamed.
-  v1::GenerateRequest ids;
-  ids.set_max_tokens(24);
-  for (unsigned char c : prompt) ids.add_prompt_token_ids(c);
-  v1::GenerateResponse u;
-  ASSERT_TRUE(Unary(ids, &u).ok());
-  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), greedy_ids);
-  EXPECT_EQ(u.text(), greedy.text());
-  EXPECT_EQ(u.usage().prompt_tokens(), greedy.usage().prompt_tokens());
-  StreamResult s = Stream(ids);
-  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
-  EXPECT_EQ(s.ids, greedy_ids);
-
-  // min_p 1 keeps only the most likely token: sampling at temperature 1 gives
-  // the greedy tokens whatever the seed.
-  v1::GenerateRequest minp = Request(prompt, 24);
-  minp.set_temperature(1);
-  minp.set_min_p(1);
-  minp.set_seed(5);
-  ASSERT_TRUE(Unary(minp, &u).ok());
-  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), greedy_ids);
-
-  // A stop token id: the greedy tokens up to and with its first occurrence,
-  // the text before it, STOP, and the id named (unary and on the stream's last message).
-  const int stop_id = greedy_ids[5];
-  const size_t first = static_cast<size_t>(std::find(greedy_ids.begin(), greedy_ids.end(), stop_id) - greedy_ids.begin());
-  const std::vector<int> want(greedy_ids.begin(), greedy_ids.begin() + static_cast<std::ptrdiff_t>(first) + 1);
-  v1::GenerateRequest st = Request(prompt, 24);
-  int decoy = 0;  // a second stop id the completion never reaches
-  while (std::find(greedy_ids.begin(), greedy_ids.end(), decoy) != greedy_ids.end()) ++decoy;
-  st.add_stop_token_ids(decoy);
-  st.add_stop_token_ids(stop_id);
-  ASSERT_TRUE(Unary(st, &u).ok());
-  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), want);
-  EXPECT_EQ(u.finish_reason(), v1::FINISH_REASON_STOP);
-  EXPECT_EQ(u.stop_match_case(), v1::GenerateResponse::kStopTokenId);
-  EXPECT_EQ(u.stop_token_id(), stop_id);
-  EXPECT_EQ(u.text(), greedy.text().substr(0, first));
-  EXPECT_EQ(u.usage().completion_tokens(), static_cast<int>(want.size()));
-  s = Stream(st);
-  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
-  EXPECT_EQ(s.ids, want);
-  EXPECT_EQ(s.text, u.text());
-  ASSERT_FALSE(s.messages.empty());
-  EXPECT_EQ(s.messages.back().stop_token_id(), stop_id);
-  for (size_t i = 0; i + 1 < s.messages.size(); ++i) EXPECT_EQ(s.messages[i].stop_match_case(), v1::GenerateResponse::STOP_MATCH_NOT_SET);
-
-  // Within min_tokens the stop id is held back: the request then runs on
-  // past its first occurrence.
-  st.set_min_tokens(static_cast<int>(first) + 1);
-  ASSERT_TRUE(Unary(st, &u).ok());
-  EXPECT_GT(u.token_ids_size(), static_cast<int>(first) + 1);
-  for (int i = 0; i <= static_cast<int>(first); ++i) EXPECT_NE(u.token_ids(i), stop_id) << i;
-
-  // Without a stop match nothing is set.
-  EXPECT_EQ(greedy.stop_match_case(), v1::GenerateResponse::STOP_MATCH_NOT_SET);
-}
-
 TEST_F(ServerE2E, CancelMidStreamFreesTheRequest) {
   ASSERT_TRUE(WaitIdle());
   const double cancelled_before = Cancelled();

@@ -1,0 +1,194 @@
+// End-to-end tests of the request's sampling and stop controls on the
+// shared mod-server (shipped model, loopback): the penalties, min_tokens,
+// logit_bias and ignore_eos give the reference generation's tokens; stop
+// strings and stop token ids end a completion and are named; min_p and a
+// prompt sent as token ids; unary and streamed alike.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "engine/checkpoint.h"
+#include "engine/reference_generate.h"
+#include "engine/tokenizer.h"
+#include "server_e2e_fixture.h"
+
+namespace modserve {
+namespace {
+
+using testing::kModel;
+using testing::Request;
+using testing::ServerE2E;
+using testing::StreamResult;
+
+TEST_F(ServerE2E, PenaltiesGiveTheReferenceTokens) {
+  constexpr int kTokens = 48;
+  auto model = LoadCheckpoint(kModel);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const std::vector<int64_t> prompt = ByteTokenizer(256, 257).Encode("The jury said ", /*add_bos=*/true);
+  SamplingParams plain;
+  SamplingParams penalized;
+  penalized.repetition_penalty = 1.3f;  // as the request's floats carry them
+  penalized.presence_penalty = 0.4f;
+  penalized.frequency_penalty = 0.3f;
+  const ReferenceGeneration want = ReferenceGenerate(*model, prompt, kTokens, penalized);
+  const ReferenceGeneration greedy = ReferenceGenerate(*model, prompt, kTokens, plain);
+  ASSERT_EQ(want.tokens.size(), static_cast<size_t>(kTokens));
+  EXPECT_NE(want.tokens, greedy.tokens) << "the penalties change the text";
+
+  v1::GenerateRequest r = Request("The jury said ", kTokens);
+  r.set_repetition_penalty(1.3f);
+  r.set_presence_penalty(0.4f);
+  r.set_frequency_penalty(0.3f);
+  v1::GenerateResponse u;
+  ASSERT_TRUE(Unary(r, &u).ok());
+  const std::vector<int> want_ids(want.tokens.begin(), want.tokens.end());
+  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), want_ids);
+  StreamResult s = Stream(r);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  EXPECT_EQ(s.ids, want_ids);
+}
+
+
+TEST_F(ServerE2E, MinTokensLogitBiasAndIgnoreEos) {
+  v1::GenerateResponse greedy;
+  ASSERT_TRUE(Unary(Request("The jury said ", 20), &greedy).ok());
+  ASSERT_EQ(greedy.token_ids_size(), 20);
+
+  // EOS pushed to the top by +100 but held back for 5 tokens: the 5 greedy
+  // tokens, then EOS.
+  v1::GenerateRequest r = Request("The jury said ", 20);
+  r.set_min_tokens(5);
+  (*r.mutable_logit_bias())[257] = 100;
+  auto model = LoadCheckpoint(kModel);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  SamplingParams p;
+  p.min_tokens = 5;
+  p.eos_id = 257;
+  p.logit_bias = {{257, 100.0f}};
+  const ReferenceGeneration want =
+      ReferenceGenerate(*model, ByteTokenizer(256, 257).Encode("The jury said ", /*add_bos=*/true), 20, p);
+  ASSERT_TRUE(want.hit_eos);
+  ASSERT_EQ(want.tokens.size(), 6u);
+  std::vector<int> want_ids(greedy.token_ids().begin(), greedy.token_ids().begin() + 5);
+  want_ids.push_back(257);
+  EXPECT_EQ(std::vector<int>(want.tokens.begin(), want.tokens.end()), want_ids);
+  v1::GenerateResponse u;
+  ASSERT_TRUE(Unary(r, &u).ok());
+  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), want_ids);
+  EXPECT_EQ(u.finish_reason(), v1::FINISH_REASON_EOS);
+  EXPECT_EQ(u.text(), ByteTokenizer(256, 257).Decode(want.tokens));
+  EXPECT_EQ(u.usage().completion_tokens(), 6);
+  StreamResult s = Stream(r);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  EXPECT_EQ(s.ids, want_ids);
+
+  // ignore_eos: EOS is an ordinary token, so min_tokens holds nothing back
+  // (as in vLLM); forced by the bias, it fills all 20 tokens and no text.
+  r.set_ignore_eos(true);
+  ASSERT_TRUE(Unary(r, &u).ok());
+  EXPECT_EQ(u.finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), std::vector<int>(20, 257));
+  EXPECT_EQ(u.text(), "");
+  EXPECT_EQ(u.usage().completion_tokens(), 20);
+
+  // A bias of +100 on 'A' forces it; -100 on the greedy first token bans it.
+  v1::GenerateRequest a = Request("The jury said ", 8);
+  (*a.mutable_logit_bias())['A'] = 100;
+  ASSERT_TRUE(Unary(a, &u).ok());
+  EXPECT_EQ(u.text(), "AAAAAAAA");
+  v1::GenerateRequest ban = Request("The jury said ", 1);
+  (*ban.mutable_logit_bias())[greedy.token_ids(0)] = -100;
+  ASSERT_TRUE(Unary(ban, &u).ok());
+  ASSERT_EQ(u.token_ids_size(), 1);
+  EXPECT_NE(u.token_ids(0), greedy.token_ids(0));
+}
+
+TEST_F(ServerE2E, StopStringEndsTheCompletion) {
+  v1::GenerateResponse u;
+  ASSERT_TRUE(Unary(Request("The jury said ", 64), &u).ok());
+  ASSERT_GT(u.text().size(), 6u);
+  const std::string stop = u.text().substr(3, 3);  // a stop string the greedy completion contains
+  v1::GenerateRequest r = Request("The jury said ", 64);
+  r.add_stop(stop);
+  v1::GenerateResponse s;
+  ASSERT_TRUE(Unary(r, &s).ok());
+  EXPECT_EQ(s.finish_reason(), v1::FINISH_REASON_STOP);
+  EXPECT_EQ(s.text(), u.text().substr(0, u.text().find(stop)));
+  EXPECT_EQ(s.stop_match_case(), v1::GenerateResponse::kStopString);
+  EXPECT_EQ(s.stop_string(), stop) << "the stop string that matched";
+  StreamResult streamed = Stream(r);
+  ASSERT_TRUE(streamed.status.ok()) << streamed.status.error_message();
+  ASSERT_FALSE(streamed.messages.empty());
+  EXPECT_EQ(streamed.text, s.text());
+  EXPECT_EQ(streamed.messages.back().stop_string(), stop);
+}
+
+TEST_F(ServerE2E, StopTokenIdsPromptTokenIdsAndMinPAndTheStopThatMatched) {
+  const std::string prompt = "The jury said ";
+  v1::GenerateResponse greedy;
+  ASSERT_TRUE(Unary(Request(prompt, 24), &greedy).ok());
+  const std::vector<int> greedy_ids(greedy.token_ids().begin(), greedy.token_ids().end());
+  ASSERT_EQ(greedy_ids.size(), 24u);
+
+  // The prompt's bytes as ids: the same tokens as the text, unary and streamed.
+  v1::GenerateRequest ids;
+  ids.set_max_tokens(24);
+  for (unsigned char c : prompt) ids.add_prompt_token_ids(c);
+  v1::GenerateResponse u;
+  ASSERT_TRUE(Unary(ids, &u).ok());
+  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), greedy_ids);
+  EXPECT_EQ(u.text(), greedy.text());
+  EXPECT_EQ(u.usage().prompt_tokens(), greedy.usage().prompt_tokens());
+  StreamResult s = Stream(ids);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  EXPECT_EQ(s.ids, greedy_ids);
+
+  // min_p 1 keeps only the most likely token: sampling at temperature 1 gives
+  // the greedy tokens whatever the seed.
+  v1::GenerateRequest minp = Request(prompt, 24);
+  minp.set_temperature(1);
+  minp.set_min_p(1);
+  minp.set_seed(5);
+  ASSERT_TRUE(Unary(minp, &u).ok());
+  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), greedy_ids);
+
+  // A stop token id: the greedy tokens up to and with its first occurrence,
+  // the text before it, STOP, and the id named (unary and on the stream's last message).
+  const int stop_id = greedy_ids[5];
+  const size_t first = static_cast<size_t>(std::find(greedy_ids.begin(), greedy_ids.end(), stop_id) - greedy_ids.begin());
+  const std::vector<int> want(greedy_ids.begin(), greedy_ids.begin() + static_cast<std::ptrdiff_t>(first) + 1);
+  v1::GenerateRequest st = Request(prompt, 24);
+  int decoy = 0;  // a second stop id the completion never reaches
+  while (std::find(greedy_ids.begin(), greedy_ids.end(), decoy) != greedy_ids.end()) ++decoy;
+  st.add_stop_token_ids(decoy);
+  st.add_stop_token_ids(stop_id);
+  ASSERT_TRUE(Unary(st, &u).ok());
+  EXPECT_EQ(std::vector<int>(u.token_ids().begin(), u.token_ids().end()), want);
+  EXPECT_EQ(u.finish_reason(), v1::FINISH_REASON_STOP);
+  EXPECT_EQ(u.stop_match_case(), v1::GenerateResponse::kStopTokenId);
+  EXPECT_EQ(u.stop_token_id(), stop_id);
+  EXPECT_EQ(u.text(), greedy.text().substr(0, first));
+  EXPECT_EQ(u.usage().completion_tokens(), static_cast<int>(want.size()));
+  s = Stream(st);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  EXPECT_EQ(s.ids, want);
+  EXPECT_EQ(s.text, u.text());
+  ASSERT_FALSE(s.messages.empty());
+  EXPECT_EQ(s.messages.back().stop_token_id(), stop_id);
+  for (size_t i = 0; i + 1 < s.messages.size(); ++i) EXPECT_EQ(s.messages[i].stop_match_case(), v1::GenerateResponse::STOP_MATCH_NOT_SET);
+
+  // Within min_tokens the stop id is held back: the request then runs on
+  // past its first occurrence.
+  st.set_min_tokens(static_cast<int>(first) + 1);
+  ASSERT_TRUE(Unary(st, &u).ok());
+  EXPECT_GT(u.token_ids_size(), static_cast<int>(first) + 1);
+  for (int i = 0; i <= static_cast<int>(first); ++i) EXPECT_NE(u.token_ids(i), stop_id) << i;
+
+  // Without a stop match nothing is set.
+  EXPECT_EQ(greedy.stop_match_case(), v1::GenerateResponse::STOP_MATCH_NOT_SET);
+}
+
+}  // namespace
+}  // namespace modserve
