@@ -10,6 +10,7 @@
 #include "client/grpc_code_name.h"
 #include "server/grpc_status.h"
 #include "server/request_decoding.h"
+#include "server/wire_bytes.h"
 
 namespace modserve {
 namespace {
@@ -352,6 +353,12 @@ Status GeneratorService::Authenticate(const grpc::CallbackServerContext* ctx) co
   return auth_.Check(value);
 }
 
+Status GeneratorService::CheckReady(const grpc::CallbackServerContext* ctx) const {
+  MODSERVE_RETURN_IF_ERROR(Authenticate(ctx));
+  if (scheduler_.load() == nullptr) return Unavailable("the model is still loading; retry shortly");
+  return Status::Ok();
+}
+
 Status GeneratorService::Prepare(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& bytes, Submission* sub) {
   Scheduler* scheduler = scheduler_.load();
   if (Status auth = Authenticate(ctx); !auth.ok()) {
@@ -361,12 +368,7 @@ Status GeneratorService::Prepare(grpc::CallbackServerContext* ctx, const grpc::B
   if (scheduler == nullptr) {
     return Unavailable("the model is still loading; retry shortly");
   }
-  std::vector<grpc::Slice> slices;
-  std::string wire;
-  if (bytes.Dump(&slices).ok()) {
-    for (const auto& sl : slices) wire.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
-  }
-  auto request = DecodeGenerateRequest(wire);
+  auto request = DecodeGenerateRequest(WireBytes(bytes));
   if (!request.ok()) {
     metrics_->CountRejected(request.status().code());
     return request.status();
@@ -482,14 +484,9 @@ grpc::ServerUnaryReactor* GeneratorService::GetModelInfo(grpc::CallbackServerCon
                                                          const v1::GetModelInfoRequest* /*request*/,
                                                          v1::ModelInfo* response) {
   auto* reactor = ctx->DefaultReactor();
-  if (Status auth = Authenticate(ctx); !auth.ok()) {
-    reactor->Finish(ToGrpcStatus(auth));
-  } else if (scheduler_.load() == nullptr) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading; retry shortly"));
-  } else {
-    *response = model_->info;
-    reactor->Finish(grpc::Status::OK);
-  }
+  Status ready = CheckReady(ctx);
+  if (ready.ok()) *response = model_->info;
+  reactor->Finish(ToGrpcStatus(ready));
   return reactor;
 }
 

@@ -7,9 +7,10 @@
 // (StartWrite, Finish) are made on a write-dispatcher thread, not on the
 // scheduler's step thread.
 //
-// Until Attach() is called (the model is loading) Generate answers
-// UNAVAILABLE. With a bearer token set (SetAuth), Generate, GenerateStream
-// and GetModelInfo first check the call's "authorization" metadata. Every
+// Until Attach() is called (the model is loading) every method answers
+// UNAVAILABLE. Tokenize and Detokenize (tokenization.h) are answered on
+// gRPC's thread, without the scheduler. With a bearer token set (SetAuth),
+// every method first checks the call's "authorization" metadata. Every
 // accepted call gets its request id as initial metadata ("x-request-id")
 // before its first token. With a request log (SetRequestLog), every ended
 // Generate / GenerateStream call, accepted or refused, writes one line.
@@ -43,11 +44,12 @@ struct ServedModel {
   v1::ModelInfo info;
 };
 
-// Generate and GenerateStream take the request's raw bytes (and send
-// serialized responses), so that a request gRPC could not parse gets an
+// Generate, GenerateStream and Tokenize take the request's raw bytes (and
+// send serialized responses), so that a request gRPC could not parse gets an
 // INVALID_ARGUMENT naming the problem (request_decoding.h).
-using GeneratorServiceBase = v1::Generator::WithRawCallbackMethod_Generate<
-    v1::Generator::WithRawCallbackMethod_GenerateStream<v1::Generator::WithCallbackMethod_GetModelInfo<v1::Generator::Service>>>;
+using GeneratorServiceBase = v1::Generator::WithRawCallbackMethod_Generate<v1::Generator::WithRawCallbackMethod_GenerateStream<
+    v1::Generator::WithCallbackMethod_GetModelInfo<v1::Generator::WithRawCallbackMethod_Tokenize<
+        v1::Generator::WithCallbackMethod_Detokenize<v1::Generator::Service>>>>>;
 
 class GeneratorService final : public GeneratorServiceBase {
  public:
@@ -67,9 +69,17 @@ class GeneratorService final : public GeneratorServiceBase {
                                                              const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx, const v1::GetModelInfoRequest* request,
                                          v1::ModelInfo* response) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* ctx, const v1::DetokenizeRequest* request,
+                                       v1::DetokenizeResponse* response) override;
 
   // UNAUTHENTICATED unless the call carries the bearer token (when one is set).
   Status Authenticate(const grpc::CallbackServerContext* ctx) const;
+  // Authenticate's answer, else UNAVAILABLE while the model loads, else OK
+  // (and model() may be read).
+  Status CheckReady(const grpc::CallbackServerContext* ctx) const;
+  const ServedModel& model() const { return *model_; }
   // A call's request, validated: its id and its n completions (completion i
   // samples with seed + i; only completion 0 scores the prompt).
   struct Submission {

@@ -12,22 +12,36 @@ Status CheckUtf8(const std::string& field, const std::string& value) {
                          std::to_string(ValidUtf8PrefixLength(value)) + ")");
 }
 
+// Parses `wire` as the message `m` (or its wire twin), naming its type when
+// the bytes do not parse.
+Status Parse(std::string_view wire, google::protobuf::Message* m, const std::string& api_type) {
+  if (m->ParseFromArray(wire.data(), static_cast<int>(wire.size()))) return Status::Ok();
+  return InvalidArgument("the request is not a valid " + api_type + " message (" + std::to_string(wire.size()) +
+                         " bytes that do not parse as protobuf)");
+}
+
 }  // namespace
 
 StatusOr<v1::GenerateRequest> DecodeGenerateRequest(std::string_view wire) {
+  const std::string type = v1::GenerateRequest::descriptor()->full_name();
   wire::GenerateRequestWire w;
-  if (!w.ParseFromArray(wire.data(), static_cast<int>(wire.size()))) {
-    return InvalidArgument("the request is not a valid modserve.v1.GenerateRequest message (" +
-                           std::to_string(wire.size()) + " bytes that do not parse as protobuf)");
-  }
+  MODSERVE_RETURN_IF_ERROR(Parse(wire, &w, type));
   MODSERVE_RETURN_IF_ERROR(CheckUtf8("prompt", w.prompt()));
   for (int i = 0; i < w.stop_size(); ++i) MODSERVE_RETURN_IF_ERROR(CheckUtf8("stop[" + std::to_string(i) + "]", w.stop(i)));
   if (w.has_request_id()) MODSERVE_RETURN_IF_ERROR(CheckUtf8("request_id", w.request_id()));
   MODSERVE_RETURN_IF_ERROR(CheckUtf8("cache_salt", w.cache_salt()));
   v1::GenerateRequest r;
-  if (!r.ParseFromArray(wire.data(), static_cast<int>(wire.size()))) {
-    return InvalidArgument("the request is not a valid modserve.v1.GenerateRequest message");
-  }
+  MODSERVE_RETURN_IF_ERROR(Parse(wire, &r, type));
+  return r;
+}
+
+StatusOr<v1::TokenizeRequest> DecodeTokenizeRequest(std::string_view wire) {
+  const std::string type = v1::TokenizeRequest::descriptor()->full_name();
+  wire::TokenizeRequestWire w;
+  MODSERVE_RETURN_IF_ERROR(Parse(wire, &w, type));
+  MODSERVE_RETURN_IF_ERROR(CheckUtf8("text", w.text()));
+  v1::TokenizeRequest r;
+  MODSERVE_RETURN_IF_ERROR(Parse(wire, &r, type));
   return r;
 }
 

@@ -21,8 +21,8 @@ std::string Num(float v) {
   return std::string(buf, end);
 }
 
-// OK if every entry of the repeated id field `field` is a token id of the
-// vocabulary; else names the first that is not.
+}  // namespace
+
 Status CheckTokenIds(const std::string& field, const google::protobuf::RepeatedField<int32_t>& ids, int64_t vocab_size) {
   for (int i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || ids[i] >= vocab_size) {
@@ -32,8 +32,6 @@ Status CheckTokenIds(const std::string& field, const google::protobuf::RepeatedF
   }
   return Status::Ok();
 }
-
-}  // namespace
 
 bool IsValidRequestId(const std::string& id) {
   if (id.empty() || id.size() > 128) return false;

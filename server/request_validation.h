@@ -33,6 +33,10 @@ struct ValidationContext {
 // Whether `id` may be a request_id: 1 to 128 printable ASCII characters, no spaces.
 bool IsValidRequestId(const std::string& id);
 
+// OK if every entry of the repeated id field `field` is a token id of the
+// vocabulary; else an INVALID_ARGUMENT naming the first that is not.
+Status CheckTokenIds(const std::string& field, const google::protobuf::RepeatedField<int32_t>& ids, int64_t vocab_size);
+
 // `fallback_seed` is used when the request has no seed; `fallback_id` when it
 // has no request_id.
 StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r, const ValidationContext& ctx,

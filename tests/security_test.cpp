@@ -120,10 +120,8 @@ TEST(BearerToken, CallsWithoutTheTokenAreUnauthenticatedAndHealthStaysOpen) {
       ctx->set_deadline(In(10));
       if (authorization != nullptr) ctx->AddMetadata("authorization", authorization);
     };
-    grpc::ClientContext c1, c2, c3;
-    prepare(&c1);
-    prepare(&c2);
-    prepare(&c3);
+    grpc::ClientContext c1, c2, c3, c4, c5;
+    for (grpc::ClientContext* c : {&c1, &c2, &c3, &c4, &c5}) prepare(c);
     v1::GenerateResponse u;
     grpc::Status unary = stub->Generate(&c1, Request("hello", 4), &u);
     EXPECT_EQ(unary.error_code(), grpc::StatusCode::UNAUTHENTICATED);
@@ -134,6 +132,12 @@ TEST(BearerToken, CallsWithoutTheTokenAreUnauthenticatedAndHealthStaysOpen) {
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
     v1::ModelInfo info;
     EXPECT_EQ(stub->GetModelInfo(&c3, {}, &info).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    v1::TokenizeRequest tr;
+    tr.set_text("hello");
+    v1::TokenizeResponse tokens;
+    EXPECT_EQ(stub->Tokenize(&c4, tr, &tokens).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    v1::DetokenizeResponse text;
+    EXPECT_EQ(stub->Detokenize(&c5, {}, &text).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   };
   check_refused(nullptr);
   check_refused("Bearer not-the-token-at-all-00000");

@@ -3,7 +3,8 @@
 // which equal a full forward's log-softmax), cancel
 // mid-stream and deadlines free KV blocks, overload answers
 // RESOURCE_EXHAUSTED at once, every kind of invalid request (bad fields,
-// invalid UTF-8, oversized or unparseable messages) gets a clear error, health and
+// invalid UTF-8, oversized or unparseable messages) gets a clear error,
+// Tokenize and Detokenize match what Generate reads and writes, health and
 // reflection are served, and the scraped layer counters match what clients
 // were told: all against one shared server (the fixture is in
 // server_e2e_fixture.h; the sampling and stop controls are tested in
@@ -369,12 +370,14 @@ TEST_F(ServerE2E, ExpiredDeadlineFreesTheRequest) {
 
 // Raw calls: the request's bytes as given (the wire twin lets a test put
 // invalid UTF-8 or garbage on the wire, which the generated stubs would not).
-grpc::Status RawUnary(grpc::Channel* channel, const std::string& wire) {
+// Calls unary method `name` of the Generator service with request bytes `wire`.
+grpc::Status RawUnary(grpc::Channel* channel, const std::string& wire, const std::string& name = "Generate") {
   grpc::ClientContext ctx;
   ctx.set_deadline(In(30));
   grpc::Slice slice(wire);
   grpc::ByteBuffer req(&slice, 1), resp;
-  const grpc::internal::RpcMethod method("/modserve.v1.Generator/Generate", grpc::internal::RpcMethod::NORMAL_RPC);
+  const std::string path = "/modserve.v1.Generator/" + name;
+  const grpc::internal::RpcMethod method(path.c_str(), grpc::internal::RpcMethod::NORMAL_RPC);
   return grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(channel, method, &ctx, req, &resp);
 }
 
@@ -471,6 +474,68 @@ TEST_F(ServerE2E, EveryInvalidRequestGetsAClearErrorAndTheNextRequestIsServed) {
   v1::GenerateResponse ok;
   EXPECT_TRUE(Unary(Request("hello", 4), &ok).ok());
   EXPECT_EQ(ok.token_ids_size(), 4);
+}
+
+// Tokenize's ids are what Generate reads (sent back as prompt_token_ids they
+// give the same completion, and prompt_tokens is Generate's usage), and
+// Detokenize of a completion's ids is its text; bad input is named.
+TEST_F(ServerE2E, TokenizeGivesThePromptIdsAndDetokenizeTheTextOfACompletion) {
+  const std::string prompt = "The jury said \xC3\xA9";
+  v1::TokenizeRequest tr;
+  tr.set_text(prompt);
+  v1::TokenizeResponse tokens;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(10));
+    ASSERT_TRUE(stub_->Tokenize(&ctx, tr, &tokens).ok());
+  }
+  ASSERT_EQ(tokens.token_ids_size(), static_cast<int>(prompt.size()));
+  v1::GenerateResponse by_text, by_ids;
+  ASSERT_TRUE(Unary(Request(prompt, 24), &by_text).ok());
+  v1::GenerateRequest ids_request = Request("", 24);
+  ids_request.mutable_prompt_token_ids()->CopyFrom(tokens.token_ids());
+  ASSERT_TRUE(Unary(ids_request, &by_ids).ok());
+  EXPECT_EQ(std::vector<int>(by_ids.token_ids().begin(), by_ids.token_ids().end()),
+            std::vector<int>(by_text.token_ids().begin(), by_text.token_ids().end()));
+  EXPECT_EQ(tokens.prompt_tokens(), by_text.usage().prompt_tokens());
+
+  v1::DetokenizeRequest dr;
+  dr.mutable_token_ids()->CopyFrom(by_text.token_ids());
+  v1::DetokenizeResponse text;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(10));
+    ASSERT_TRUE(stub_->Detokenize(&ctx, dr, &text).ok());
+  }
+  EXPECT_EQ(text.text(), by_text.text());
+
+  dr.add_token_ids(999);
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(10));
+    grpc::Status bad = stub_->Detokenize(&ctx, dr, &text);
+    EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(bad.error_message().find("] is 999; ids must be in [0, 257]"), std::string::npos) << bad.error_message();
+  }
+  wire::TokenizeRequestWire bad_text;
+  bad_text.set_text("ok\xFF");
+  struct Case {
+    std::string wire, expect;
+  } cases[] = {
+      {bad_text.SerializeAsString(), "text is not valid UTF-8 (first bad byte at offset 2)"},
+      {[] {
+         wire::TokenizeRequestWire w;
+         w.set_text(std::string(9000, 'a'));
+         return w.SerializeAsString();
+       }(),
+       "text is 9000 bytes; the limit is max_prompt_bytes = 8192"},
+      {"\xFF\xFF\xFF", "not a valid modserve.v1.TokenizeRequest"},
+  };
+  for (const auto& c : cases) {
+    grpc::Status bad = RawUnary(channel_.get(), c.wire, "Tokenize");
+    EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.expect;
+    EXPECT_NE(bad.error_message().find(c.expect), std::string::npos) << bad.error_message();
+  }
 }
 
 TEST_F(ServerE2E, HealthModelInfoAndReflection) {

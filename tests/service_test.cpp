@@ -19,6 +19,7 @@
 #include "server/metrics_http_server.h"
 #include "modserve/v1/request_wire.pb.h"
 #include "server/request_decoding.h"
+#include "server/tokenization.h"
 #include "server/request_log.h"
 #include "server/request_validation.h"
 #include "server/server_config.h"
@@ -315,11 +316,10 @@ TEST(RequestValidation, EveryBadFieldIsNamed) {
 
 // --- request decoding ---------------------------------------------------------
 
-TEST(RequestDecoding, TheWireTwinMirrorsGenerateRequest) {
-  // Same field numbers, names, cardinality, presence and wire types (string
-  // and bytes share one), so every GenerateRequest parses as the twin.
-  const auto* api = v1::GenerateRequest::descriptor();
-  const auto* twin = wire::GenerateRequestWire::descriptor();
+// Same field numbers, names, cardinality, presence and wire types (string and
+// bytes share one), so every `api` message parses as its wire twin.
+void ExpectWireTwin(const google::protobuf::Descriptor* api, const google::protobuf::Descriptor* twin) {
+  SCOPED_TRACE(api->full_name());
   ASSERT_EQ(api->field_count(), twin->field_count());
   for (int i = 0; i < api->field_count(); ++i) {
     const auto* a = api->field(i);
@@ -334,6 +334,11 @@ TEST(RequestDecoding, TheWireTwinMirrorsGenerateRequest) {
       EXPECT_EQ(a->type(), t->type()) << a->name();
     }
   }
+}
+
+TEST(RequestDecoding, TheWireTwinsMirrorTheirRequests) {
+  ExpectWireTwin(v1::GenerateRequest::descriptor(), wire::GenerateRequestWire::descriptor());
+  ExpectWireTwin(v1::TokenizeRequest::descriptor(), wire::TokenizeRequestWire::descriptor());
 }
 
 TEST(RequestDecoding, GoodBytesGiveTheRequestBadOnesNameTheProblem) {
@@ -371,6 +376,88 @@ TEST(RequestDecoding, GoodBytesGiveTheRequestBadOnesNameTheProblem) {
     EXPECT_NE(bad.status().message().find("not a valid modserve.v1.GenerateRequest"), std::string::npos);
   }
   EXPECT_TRUE(DecodeGenerateRequest("").ok());  // the empty message is a (default) request; validation refuses it
+}
+
+TEST(RequestDecoding, ATokenizeRequestsTextMustBeUtf8) {
+  v1::TokenizeRequest r;
+  r.set_text("w\xC3\xB6rld");
+  r.set_add_bos(true);
+  auto d = DecodeTokenizeRequest(r.SerializeAsString());
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->SerializeAsString(), r.SerializeAsString());
+  wire::TokenizeRequestWire w;
+  w.set_text("abc\xE2\x82");
+  auto bad = DecodeTokenizeRequest(w.SerializeAsString());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("text is not valid UTF-8 (first bad byte at offset 3)"), std::string::npos)
+      << bad.status().message();
+  auto garbage = DecodeTokenizeRequest("\xFF\xFF");
+  ASSERT_FALSE(garbage.ok());
+  EXPECT_NE(garbage.status().message().find("not a valid modserve.v1.TokenizeRequest"), std::string::npos)
+      << garbage.status().message();
+}
+
+// --- tokenization ----------------------------------------------------------------
+
+TEST(Tokenization, TokenizeGivesThePromptIdsGenerateReads) {
+  v1::TokenizeRequest r;
+  r.set_text("h\xC3\xA9!");  // "hé!"
+  auto t = Tokenize(r, Ctx());
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(std::vector<int32_t>(t->token_ids().begin(), t->token_ids().end()), (std::vector<int32_t>{104, 195, 169, 33}));
+  EXPECT_EQ(t->prompt_tokens(), 5);  // + BOS
+  // The same ids as the prompt a GenerateRequest with this text is given.
+  v1::GenerateRequest g;
+  g.set_prompt(r.text());
+  auto validated = ValidateGenerateRequest(g, Ctx(), 0, "x");
+  ASSERT_TRUE(validated.ok());
+  EXPECT_EQ(static_cast<int64_t>(validated->prompt.size()), t->prompt_tokens());
+  EXPECT_EQ(std::vector<int64_t>(validated->prompt.begin() + 1, validated->prompt.end()),
+            std::vector<int64_t>(t->token_ids().begin(), t->token_ids().end()));
+  r.set_add_bos(true);
+  t = Tokenize(r, Ctx());
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(std::vector<int64_t>(t->token_ids().begin(), t->token_ids().end()), validated->prompt);
+  EXPECT_EQ(t->prompt_tokens(), 5);
+  r.set_text("");
+  t = Tokenize(r, Ctx());
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->token_ids_size(), 1);  // BOS alone
+  EXPECT_EQ(t->prompt_tokens(), 1);
+
+  v1::TokenizeRequest too_long;
+  too_long.set_text(std::string(static_cast<size_t>(Ctx().limits.max_prompt_bytes) + 1, 'a'));
+  auto bad = Tokenize(too_long, Ctx());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("text is 8193 bytes; the limit is max_prompt_bytes = 8192"), std::string::npos)
+      << bad.status().message();
+}
+
+TEST(Tokenization, DetokenizeWritesTheTextGenerateWould) {
+  auto text_of = [](std::vector<int32_t> ids) {
+    v1::DetokenizeRequest r;
+    r.mutable_token_ids()->Add(ids.begin(), ids.end());
+    auto t = Detokenize(r, Ctx());
+    EXPECT_TRUE(t.ok()) << t.status().ToString();
+    return t.ok() ? t->text() : std::string("<error>");
+  };
+  EXPECT_EQ(text_of({256, 104, 195, 169, 257}), "h\xC3\xA9");        // BOS and EOS add no text
+  EXPECT_EQ(text_of({104, 195}), "h\xEF\xBF\xBD");                  // a character cut off at the end
+  EXPECT_EQ(text_of({169, 104}), "\xEF\xBF\xBDh");                  // ... and at the start
+  EXPECT_EQ(text_of({0xF0, 0x9F, 0x98, 0x80}), "\xF0\x9F\x98\x80");  // a whole 4-byte character
+  EXPECT_EQ(text_of({}), "");
+  v1::DetokenizeRequest r;
+  r.add_token_ids(65);
+  r.add_token_ids(258);
+  auto bad = Detokenize(r, Ctx());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("token_ids[1] is 258; ids must be in [0, 257]"), std::string::npos)
+      << bad.status().message();
+  r.set_token_ids(1, -1);
+  EXPECT_FALSE(Detokenize(r, Ctx()).ok());
 }
 
 // --- request log ---------------------------------------------------------------
