@@ -3,6 +3,8 @@
 //   mod-client stream --prompt TEXT        prints tokens as they arrive (--routes: per token routed layers)
 //   (generate and stream --logprobs N: then each token's log-probability and N alternatives)
 //   mod-client info                        prints the model description (GetModelInfo)
+//   mod-client tokenize --prompt TEXT      prints the prompt's token ids ID,ID,... and its prompt_tokens
+//   mod-client detokenize --token-ids IDS  prints the text of token ids
 //   mod-client health                      prints the grpc.health.v1 status; exit 0 iff SERVING
 //   mod-client bench --concurrency N ...   load generator (see load_generator.h)
 // Every RPC carries a deadline (--timeout seconds).
@@ -28,7 +30,8 @@ namespace modserve {
 namespace {
 
 const char* kSummary =
-    "client for mod-server. Commands: generate, stream, info, health, bench (mod-client COMMAND [flags])";
+    "client for mod-server. Commands: generate, stream, info, tokenize, detokenize, health, bench (mod-client COMMAND "
+    "[flags])";
 
 Status RpcError(const char* what, const grpc::Status& s) {
   return Status::Error(StatusCode::kUnavailable,
@@ -230,7 +233,9 @@ Status Run(int argc, char** argv) {
   f.Define("tls-key", "", "private key (PEM) of --tls-cert");
   f.Define("tls-server-name", "", "name to check the server's certificate against (default: the host)");
   f.Define("token-file", "", "file holding the bearer token to send");
-  f.Define("prompt", "The jury said ", "prompt text (generate, stream)");
+  f.Define("prompt", "The jury said ", "prompt text (generate, stream, tokenize)");
+  f.Define("add-bos", "false", "tokenize: also print the BOS id the server puts before a prompt", true);
+  f.Define("token-ids", "", "detokenize: token ids ID,ID,...");
   f.Define("prompt-token-ids", "", "generate, stream: the prompt as token ids ID,ID,... instead of --prompt (BOS is added)");
   f.Define("max-tokens", "0", "tokens to generate (0: server default; bench: per request, default 64)");
   f.Define("temperature", "0", "sampling temperature (0: greedy)");
@@ -262,7 +267,7 @@ Status Run(int argc, char** argv) {
   f.Define("json", "false", "bench: print the report as JSON", true);
   MODSERVE_RETURN_IF_ERROR(f.Parse(argc, argv));
   if (f.help_requested()) return Status::Ok();
-  if (f.positional().size() != 1) return InvalidArgument("expected one command: generate, stream, info, health or bench");
+  if (f.positional().size() != 1) return InvalidArgument("expected one command: generate, stream, info, tokenize, detokenize, health or bench");
   const std::string cmd = f.positional()[0];
   double timeout = 0;
   MODSERVE_RETURN_IF_ERROR(f.Get("timeout", &timeout));
@@ -356,6 +361,33 @@ Status Run(int argc, char** argv) {
     std::cout << info.DebugString();
     return Status::Ok();
   }
+  if (cmd == "tokenize") {
+    v1::TokenizeRequest req;
+    req.set_text(f.Str("prompt"));
+    req.set_add_bos(f.Bool("add-bos"));
+    auto stub = v1::Generator::NewStub(channel);
+    grpc::ClientContext ctx;
+    conn->Prepare(&ctx, timeout);
+    v1::TokenizeResponse resp;
+    grpc::Status s = stub->Tokenize(&ctx, req, &resp);
+    if (!s.ok()) return RpcError("Tokenize", s);
+    std::string ids;
+    for (int32_t id : resp.token_ids()) ids += (ids.empty() ? "" : ",") + std::to_string(id);
+    std::cout << ids << "\nprompt_tokens " << resp.prompt_tokens() << "\n";
+    return Status::Ok();
+  }
+  if (cmd == "detokenize") {
+    v1::DetokenizeRequest req;
+    MODSERVE_RETURN_IF_ERROR(ParseIdList("token-ids", f.Str("token-ids"), req.mutable_token_ids()));
+    auto stub = v1::Generator::NewStub(channel);
+    grpc::ClientContext ctx;
+    conn->Prepare(&ctx, timeout);
+    v1::DetokenizeResponse resp;
+    grpc::Status s = stub->Detokenize(&ctx, req, &resp);
+    if (!s.ok()) return RpcError("Detokenize", s);
+    std::cout << resp.text() << std::flush;
+    return Status::Ok();
+  }
   if (cmd == "health") {
     auto stub = grpc::health::v1::Health::NewStub(channel);
     grpc::ClientContext ctx;
@@ -393,7 +425,7 @@ Status Run(int argc, char** argv) {
     std::cout << (f.Bool("json") ? rep.ToJson() + "\n" : rep.ToText());
     return Status::Ok();
   }
-  return InvalidArgument("unknown command \"" + cmd + "\" (generate, stream, info, health, bench)");
+  return InvalidArgument("unknown command \"" + cmd + "\" (generate, stream, info, tokenize, detokenize, health, bench)");
 }
 
 }  // namespace

@@ -5,7 +5,8 @@
 # proto/ here; the Node packages are installed from npm into a scratch folder.
 # Then mod-client's --logprobs prints a line per generated token, and its
 # --logit-bias, --min-tokens, --ignore-eos, --stop-token-ids, --prompt-token-ids,
-# --min-p, --cache-salt, --priority and --n reach the server.
+# --min-p, --cache-salt, --priority and --n reach the server, and its tokenize
+# and detokenize commands round-trip a prompt.
 # Usage: tests/clients_test.sh BIN_DIR SOURCE_DIR
 set -euo pipefail
 bin=$1
@@ -90,6 +91,19 @@ if "$bin/mod-client" --server "$address" generate --stop-token-ids 10,x 2>"$work
 fi
 grep -q 'stop-token-ids entry "x" is not a token id' "$work/bad.err" || { cat "$work/bad.err"; exit 1; }
 echo "PASS: mod-client --stop-token-ids, --prompt-token-ids, --min-p"
+echo "== mod-client tokenize, detokenize"
+# The ids tokenize prints, sent as --prompt-token-ids, give the text prompt's tokens; detokenize gives the text back.
+tokenized=$("$bin/mod-client" --server "$address" tokenize --prompt "Hi")
+[[ "$tokenized" == $'72,105\nprompt_tokens 3' ]] || { echo "FAIL: tokenize --prompt Hi printed \"$tokenized\""; exit 1; }
+got=$("$bin/mod-client" --server "$address" generate --prompt-token-ids "$(head -1 <<<"$tokenized")" --max-tokens 8 2>/dev/null)
+[[ "$got" == "$want" ]] || { echo "FAIL: tokenize's ids as --prompt-token-ids gave \"$got\", --prompt Hi \"$want\""; exit 1; }
+text=$("$bin/mod-client" --server "$address" detokenize --token-ids 256,72,105,257)
+[[ "$text" == "Hi" ]] || { echo "FAIL: detokenize 256,72,105,257 printed \"$text\""; exit 1; }
+if "$bin/mod-client" --server "$address" detokenize --token-ids 72,300 2>"$work/bad.err"; then
+  echo "FAIL: detokenize of id 300 was accepted"; exit 1
+fi
+grep -q 'INVALID_ARGUMENT: token_ids\[1\] is 300' "$work/bad.err" || { cat "$work/bad.err"; exit 1; }
+echo "PASS: mod-client tokenize, detokenize"
 echo "== mod-client --cache-salt"
 long="The jury further said in term-end presentments that the City Executive Committee had charge of it."
 cached() {
