@@ -33,6 +33,32 @@ Status CheckTokenIds(const std::string& field, const google::protobuf::RepeatedF
   return Status::Ok();
 }
 
+namespace {
+
+// Bytes of `v` (>= 0) as a protobuf varint.
+int64_t VarintBytes(int64_t v) {
+  int64_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+int64_t LargestValidRequestBytes(const RequestLimits& limits, int64_t vocab_size) {
+  const int64_t id = VarintBytes(vocab_size - 1);  // the largest token id
+  // A length-delimited field: its tag, its length and `payload` bytes.
+  auto field = [](int64_t payload) { return 2 + VarintBytes(payload) + payload; };
+  const int64_t prompt = std::max(field(limits.max_prompt_bytes), field(limits.max_prompt_bytes * id));  // text or ids
+  const int64_t stops = limits.max_stop * field(limits.max_stop_bytes);
+  const int64_t stop_ids = field(vocab_size * id);          // packed
+  const int64_t logit_bias = vocab_size * field(1 + id + 1 + 4);  // an entry: key (tag, id), value (tag, float)
+  const int64_t rest = field(128) + field(static_cast<int64_t>(kMaxCacheSaltBytes)) + 256;  // request_id, cache_salt, scalars
+  return prompt + stops + stop_ids + logit_bias + rest;
+}
+
 bool IsValidRequestId(const std::string& id) {
   if (id.empty() || id.size() > 128) return false;
   return std::all_of(id.begin(), id.end(), [](char ch) { return ch >= 0x21 && ch <= 0x7e; });

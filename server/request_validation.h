@@ -37,6 +37,14 @@ bool IsValidRequestId(const std::string& id);
 // vocabulary; else an INVALID_ARGUMENT naming the first that is not.
 Status CheckTokenIds(const std::string& field, const google::protobuf::RepeatedField<int32_t>& ids, int64_t vocab_size);
 
+// An upper bound on the serialized size in bytes of any GenerateRequest that
+// validation accepts under `limits` for a vocabulary of `vocab_size` ids: the
+// prompt (as text or as ids), max_stop stop strings of max_stop_bytes, a
+// stop id and a logit_bias entry for every id, and room for the other fields
+// (request_id, cache_salt, the scalars). max_message_bytes must be at least
+// this, or valid requests would be refused unread.
+int64_t LargestValidRequestBytes(const RequestLimits& limits, int64_t vocab_size);
+
 // `fallback_seed` is used when the request has no seed; `fallback_id` when it
 // has no request_id.
 StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r, const ValidationContext& ctx,

@@ -140,6 +140,15 @@ StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg, c
   auto loaded = load(cfg);
   if (!loaded.ok()) return fail(loaded.status());
   const ModelConfig model_config = loaded->model;
+  // The largest valid request for this model (its vocabulary sizes the id fields) must fit in a message.
+  const int64_t largest_request = LargestValidRequestBytes(cfg.limits, model_config.vocab_size);
+  if (cfg.max_message_bytes < largest_request) {
+    return fail(InvalidArgument(
+        "max_message_bytes (" + std::to_string(cfg.max_message_bytes) + ") is too small for the largest valid request " +
+        "under max_prompt_bytes, max_stop and max_stop_bytes, with stop_token_ids and logit_bias entries for each of the " +
+        "model's " + std::to_string(model_config.vocab_size) + " token ids; it must be at least " +
+        std::to_string(largest_request)));
+  }
   impl->engine = std::move(loaded->engine);
   const StepEngineInfo info = impl->engine->Info();
 

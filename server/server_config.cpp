@@ -195,15 +195,6 @@ Status ServerConfig::Validate() const {
   MODSERVE_RETURN_IF_ERROR(Range("max_n", limits.max_n, 1, 128));
   MODSERVE_RETURN_IF_ERROR(Range("max_concurrent_streams", max_concurrent_streams, 1, 1 << 20));
   MODSERVE_RETURN_IF_ERROR(Range("max_message_bytes", max_message_bytes, 1024, int64_t{1} << 30));
-  // The largest valid request must fit in a message: the prompt (sent as
-  // prompt_token_ids, up to 2 bytes an id for a vocabulary under 2^14), the
-  // stop strings, and room for the other fields.
-  const int64_t largest_request = 2 * limits.max_prompt_bytes + limits.max_stop * (limits.max_stop_bytes + 8) + 1024;
-  if (max_message_bytes < largest_request) {
-    return InvalidArgument("max_message_bytes (" + std::to_string(max_message_bytes) +
-                           ") is too small for the largest valid request under max_prompt_bytes, max_stop and "
-                           "max_stop_bytes; it must be at least " + std::to_string(largest_request));
-  }
   if (tls_cert_file.empty() != tls_key_file.empty()) {
     return InvalidArgument("tls_cert_file and tls_key_file must be set together (TLS needs a certificate and its key)");
   }

@@ -231,6 +231,51 @@ TEST(RequestValidation, PromptTokenIdsMinPAndStopTokenIdsReachTheRequest) {
   EXPECT_TRUE(a->stop.stop_token_ids.empty());
 }
 
+// The largest request validation accepts fits in the bound max_message_bytes is checked against.
+TEST(RequestValidation, TheLargestValidRequestFitsItsBound) {
+  for (int64_t vocab : {int64_t{258}, int64_t{50257}}) {
+    SCOPED_TRACE(vocab);
+    ValidationContext ctx = Ctx();
+    ctx.vocab_size = vocab;
+    ctx.max_context = 1 << 20;  // so that a prompt of max_prompt_bytes ids is valid
+    ctx.priority_scheduling = true;
+    const RequestLimits& lim = ctx.limits;
+    v1::GenerateRequest r;
+    for (int64_t i = 0; i < lim.max_prompt_bytes; ++i) r.add_prompt_token_ids(static_cast<int32_t>(vocab - 1));
+    for (int64_t i = 0; i < lim.max_stop; ++i) r.add_stop(std::string(static_cast<size_t>(lim.max_stop_bytes), 's'));
+    for (int64_t id = 0; id < vocab; ++id) {
+      r.add_stop_token_ids(static_cast<int32_t>(id));
+      (*r.mutable_logit_bias())[static_cast<int32_t>(id)] = -100.0f;
+    }
+    r.set_request_id(std::string(128, 'r'));
+    r.set_cache_salt(std::string(kMaxCacheSaltBytes, 'c'));
+    r.set_max_tokens(static_cast<int32_t>(lim.max_tokens));
+    r.set_min_tokens(static_cast<int32_t>(lim.max_tokens));
+    r.set_temperature(2);
+    r.set_top_p(0.5f);
+    r.set_top_k(static_cast<int32_t>(vocab));
+    r.set_min_p(0.5f);
+    r.set_seed(~uint64_t{0});
+    r.set_return_routes(true);
+    r.set_return_logprobs(true);
+    r.set_return_prompt_logprobs(true);
+    r.set_top_logprobs(static_cast<int32_t>(MaxTopLogprobs(vocab)));
+    r.set_repetition_penalty(2);
+    r.set_presence_penalty(-2);
+    r.set_frequency_penalty(-2);
+    r.set_ignore_eos(true);
+    r.set_priority(INT32_MIN);
+    r.set_n(static_cast<int32_t>(lim.max_n));
+    auto g = ValidateGenerateRequest(r, ctx, 0, "x");
+    ASSERT_TRUE(g.ok()) << g.status().ToString();
+    const int64_t bound = LargestValidRequestBytes(lim, vocab);
+    EXPECT_LE(static_cast<int64_t>(r.ByteSizeLong()), bound);
+    EXPECT_GE(static_cast<int64_t>(r.ByteSizeLong()), bound * 9 / 10) << "a bound this loose would refuse servers for nothing";
+  }
+  // The shipped model's vocabulary under the default limits fits the default max_message_bytes.
+  EXPECT_LE(LargestValidRequestBytes(RequestLimits{}, 258), ServerConfig{}.max_message_bytes);
+}
+
 TEST(RequestValidation, DefaultMaxTokensShrinksToTheRoomLeft) {
   v1::GenerateRequest r;
   r.set_prompt(std::string(250, 'a'));  // 251 tokens of 256
