@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "client/grpc_code_name.h"
+#include "proto/grpc_code_name.h"
 #include "client/load_generator.h"
 #include "engine/flags.h"
 #include "grpc/health/v1/health.grpc.pb.h"

@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "client/grpc_code_name.h"
+#include "proto/grpc_code_name.h"
 #include "modserve/v1/modserve.grpc.pb.h"
 
 namespace modserve {

@@ -7,7 +7,7 @@
 #include <mutex>
 #include <random>
 
-#include "client/grpc_code_name.h"
+#include "proto/grpc_code_name.h"
 #include "server/grpc_status.h"
 #include "server/request_decoding.h"
 #include "server/wire_bytes.h"

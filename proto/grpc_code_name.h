@@ -1,4 +1,5 @@
-// GrpcCodeName: the upper-case name of a gRPC status code, for reports.
+// GrpcCodeName: the upper-case name of a gRPC status code, for reports and
+// metrics labels; beside the API because the server and the clients both use it.
 //
 // Thread-safety: a pure function.
 #pragma once
