@@ -15,13 +15,37 @@ bool Sampler::penalized() const {
   return params_.repetition_penalty != 1.0 || params_.presence_penalty != 0.0 || params_.frequency_penalty != 0.0;
 }
 
+void Sampler::MaskByGuide(std::vector<float>& l) const {
+  const float none = -std::numeric_limits<float>::infinity();
+  for (size_t id = 0; id < l.size(); ++id) {
+    const bool allowed = id < 256 ? guide_state_ >= 0 && params_.guide->Next(guide_state_, static_cast<uint8_t>(id)) >= 0
+                                  : static_cast<int64_t>(id) == params_.guide_eos_id &&
+                                        (guide_state_ < 0 || params_.guide->Accepting(guide_state_));
+    if (!allowed) l[id] = none;
+  }
+}
+
+bool Sampler::OthersRemain(const std::vector<float>& l) const {
+  for (size_t id = 0; id < l.size(); ++id) {
+    const auto i = static_cast<int64_t>(id);
+    if (l[id] == -std::numeric_limits<float>::infinity() || i == params_.eos_id) continue;
+    if (std::find(params_.stop_token_ids.begin(), params_.stop_token_ids.end(), i) == params_.stop_token_ids.end()) return true;
+  }
+  return false;
+}
+
 int64_t Sampler::Sample(const std::vector<float>& logits) {
-  const bool hold = picked_ < params_.min_tokens && (params_.eos_id >= 0 || !params_.stop_token_ids.empty());
+  bool hold = picked_ < params_.min_tokens && (params_.eos_id >= 0 || !params_.stop_token_ids.empty());
   ++picked_;
-  if (!hold && params_.logit_bias.empty() && !penalized()) return Pick(logits);
+  const TokenGuide* guide = params_.guide.get();
+  if (!hold && guide == nullptr && params_.logit_bias.empty() && !penalized()) return Pick(logits);
   const size_t n = logits.size();
   processed_logits_.assign(logits.begin(), logits.end());
   std::vector<float>& l = processed_logits_;
+  if (guide != nullptr) {
+    MaskByGuide(l);
+    hold = hold && OthersRemain(l);
+  }
   if (hold) {
     auto ban = [&](int64_t id) {
       if (id >= 0 && static_cast<size_t>(id) < n) l[static_cast<size_t>(id)] = -std::numeric_limits<float>::infinity();
@@ -32,7 +56,7 @@ int64_t Sampler::Sample(const std::vector<float>& logits) {
   for (const auto& [id, bias] : params_.logit_bias) {
     if (id >= 0 && static_cast<size_t>(id) < n) l[static_cast<size_t>(id)] += bias;
   }
-  if (!penalized()) return Pick(l);
+  if (!penalized()) return Advance(Pick(l));
   if (counts_.size() < n) {
     counts_.resize(n, 0);
     seen_.resize(n, 0);
@@ -57,6 +81,14 @@ int64_t Sampler::Sample(const std::vector<float>& logits) {
   if (token >= 0 && static_cast<size_t>(token) < n) {
     ++counts_[static_cast<size_t>(token)];
     seen_[static_cast<size_t>(token)] = 1;
+  }
+  return Advance(token);
+}
+
+int64_t Sampler::Advance(int64_t token) {
+  if (params_.guide != nullptr && guide_state_ >= 0) {
+    // A byte moves the guide on; EOS (or anything else) leaves nothing more to match.
+    guide_state_ = token >= 0 && token < 256 ? params_.guide->Next(guide_state_, static_cast<uint8_t>(token)) : -1;
   }
   return token;
 }

@@ -12,15 +12,23 @@
 // when not), then the frequency and presence penalties (OpenAI style: minus
 // frequency_penalty per occurrence in the output so far, and
 // presence_penalty once if it occurs there). The sampler counts the tokens it
-// picks as that output.
+// picks as that output. With a guide (token_guide.h: guided decoding), only
+// the ids that keep the output a possible match of the guide's pattern can
+// be picked, and `guide_eos_id` only where the output is a full match; this
+// mask comes first, and min_tokens then holds EOS and the stop ids back only
+// while the guide leaves some other id (a complete match with nothing more
+// to add ends even within min_tokens).
 //
 // Thread-safety: a Sampler owns its RNG and counts; use one per request.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <utility>
 #include <vector>
+
+#include "engine/token_guide.h"
 
 namespace modserve {
 
@@ -38,6 +46,11 @@ struct SamplingParams {
   std::vector<int64_t> stop_token_ids;  // more ids min_tokens holds back
   // (id, bias) pairs added to the logits; ids outside the row are ignored.
   std::vector<std::pair<int64_t, float>> logit_bias;
+  // Guided decoding: the output must stay in the guide's language (null:
+  // unguided). Byte ids follow the guide's moves; guide_eos_id is allowed
+  // where the output is a full match; every other id never.
+  std::shared_ptr<const TokenGuide> guide;
+  int64_t guide_eos_id = -1;
 };
 
 class Sampler {
@@ -51,10 +64,17 @@ class Sampler {
  private:
   bool penalized() const;
   int64_t Pick(const std::vector<float>& logits);
+  // Sets the ids the guide does not allow now to -inf in `l`.
+  void MaskByGuide(std::vector<float>& l) const;
+  // Moves the guide (if any) past the picked `token`; returns it.
+  int64_t Advance(int64_t token);
+  // Whether `l` leaves an id other than EOS and the stop ids.
+  bool OthersRemain(const std::vector<float>& l) const;
 
   SamplingParams params_;
   std::mt19937_64 rng_;
   int64_t picked_ = 0;                   // tokens sampled so far
+  int32_t guide_state_ = TokenGuide::kStart;  // with a guide: its state after the output so far
   // Sized at the first penalized Sample (the vocabulary), then kept:
   std::vector<int64_t> prompt_;          // until then, when the repetition penalty is on
   std::vector<int32_t> counts_;          // per id, occurrences in the output
