@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <functional>
 #include <iostream>
 #include <string>
@@ -145,6 +146,14 @@ Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
   req->set_ignore_eos(f.Bool("ignore-eos"));
   MODSERVE_RETURN_IF_ERROR(ParseLogitBias(f.Str("logit-bias"), req->mutable_logit_bias()));
   req->set_cache_salt(f.Str("cache-salt"));
+  req->set_guided_regex(f.Str("guided-regex"));
+  const std::string choices = f.Str("guided-choice");
+  for (size_t start = 0; !choices.empty();) {  // CHOICE|CHOICE|...
+    const size_t bar = std::min(choices.find('|', start), choices.size());
+    req->add_guided_choice(choices.substr(start, bar - start));
+    if (bar == choices.size()) break;
+    start = bar + 1;
+  }
   int32_t priority = 0;
   MODSERVE_RETURN_IF_ERROR(GetPriority(f, &priority));
   req->set_priority(priority);
@@ -253,6 +262,8 @@ Status Run(int argc, char** argv) {
   f.Define("logit-bias", "", "generate, stream: ID:BIAS,... added to those token ids' logits (-100 .. 100)");
   f.Define("routes", "false", "stream: show which routed layers each token computed", true);
   f.Define("cache-salt", "", "generate, stream: reuse (and leave) cached prompt prefixes only under this salt");
+  f.Define("guided-regex", "", "generate, stream: the completion must be a whole match of this regular expression");
+  f.Define("guided-choice", "", "generate, stream: the completion must be one of these strings, CHOICE|CHOICE|...");
   f.Define("n", "1", "generate, stream: completions of the prompt (completion i samples with seed + i), each printed whole; bench: per request");
   f.Define("priority", "0", "generate, stream, bench: scheduling priority, lower first (server scheduling_policy: priority)");
   f.Define("logprobs", "-1",

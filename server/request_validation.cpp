@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/token_guide.h"
 #include "engine/tokenizer.h"
 #include "server/utf8_stream.h"
 
@@ -45,6 +46,43 @@ int64_t VarintBytes(int64_t v) {
   return n;
 }
 
+// The request's guide (guided_regex or guided_choice), compiled; null if it has none.
+StatusOr<std::shared_ptr<const TokenGuide>> ValidateGuide(const v1::GenerateRequest& r) {
+  const bool by_regex = !r.guided_regex().empty();
+  if (by_regex && r.guided_choice_size() > 0) {
+    return InvalidArgument("guided_regex and guided_choice are both set; a request may have one guide");
+  }
+  if (!by_regex && r.guided_choice_size() == 0) return std::shared_ptr<const TokenGuide>();
+  if (r.ignore_eos()) {
+    return InvalidArgument(std::string(by_regex ? "guided_regex" : "guided_choice") +
+                           " can not be combined with ignore_eos: a guided completion ends with EOS once it matches");
+  }
+  if (by_regex) {
+    if (static_cast<int64_t>(r.guided_regex().size()) > kMaxGuideBytes) {
+      return InvalidArgument("guided_regex is " + std::to_string(r.guided_regex().size()) + " bytes; the limit is " +
+                             std::to_string(kMaxGuideBytes));
+    }
+    if (!IsValidUtf8(r.guided_regex())) return InvalidArgument("guided_regex is not valid UTF-8");
+    return TokenGuide::FromRegex(r.guided_regex(), "guided_regex");
+  }
+  if (r.guided_choice_size() > kMaxGuideChoices) {
+    return InvalidArgument("guided_choice has " + std::to_string(r.guided_choice_size()) + " entries; at most " +
+                           std::to_string(kMaxGuideChoices) + " are allowed");
+  }
+  int64_t bytes = 0;
+  for (int i = 0; i < r.guided_choice_size(); ++i) {
+    const std::string name = "guided_choice[" + std::to_string(i) + "]";
+    if (r.guided_choice(i).empty()) return InvalidArgument(name + " must not be empty");
+    if (!IsValidUtf8(r.guided_choice(i))) return InvalidArgument(name + " is not valid UTF-8");
+    bytes += static_cast<int64_t>(r.guided_choice(i).size());
+  }
+  if (bytes > kMaxGuideBytes) {
+    return InvalidArgument("guided_choice has " + std::to_string(bytes) + " bytes in all; the limit is " +
+                           std::to_string(kMaxGuideBytes));
+  }
+  return TokenGuide::FromChoices({r.guided_choice().begin(), r.guided_choice().end()}, "guided_choice");
+}
+
 }  // namespace
 
 int64_t LargestValidRequestBytes(const RequestLimits& limits, int64_t vocab_size) {
@@ -55,8 +93,9 @@ int64_t LargestValidRequestBytes(const RequestLimits& limits, int64_t vocab_size
   const int64_t stops = limits.max_stop * field(limits.max_stop_bytes);
   const int64_t stop_ids = field(vocab_size * id);          // packed
   const int64_t logit_bias = vocab_size * field(1 + id + 1 + 4);  // an entry: key (tag, id), value (tag, float)
+  const int64_t guide = std::max(field(kMaxGuideBytes), kMaxGuideChoices * field(0) + kMaxGuideBytes);  // regex or choices
   const int64_t rest = field(128) + field(static_cast<int64_t>(kMaxCacheSaltBytes)) + 256;  // request_id, cache_salt, scalars
-  return prompt + stops + stop_ids + logit_bias + rest;
+  return prompt + stops + stop_ids + logit_bias + guide + rest;
 }
 
 bool IsValidRequestId(const std::string& id) {
@@ -190,6 +229,9 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
                            " but the server runs scheduling_policy: fcfs, where it must be 0");
   }
 
+  auto guide = ValidateGuide(r);
+  if (!guide.ok()) return guide.status();
+
   GenerationRequest g;
   g.request_id = r.has_request_id() ? r.request_id() : fallback_id;
   g.cache_salt = r.cache_salt();
@@ -213,6 +255,8 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
   g.sampling.min_tokens = r.min_tokens();
   g.sampling.eos_id = ending_eos;
   g.sampling.logit_bias = std::move(bias_by_id);
+  g.sampling.guide = std::move(guide).value();
+  g.sampling.guide_eos_id = ctx.eos_id;
   g.stop.max_tokens = max_tokens;
   g.stop.min_tokens = r.min_tokens();
   g.stop.eos_id = ending_eos;

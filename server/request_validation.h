@@ -19,6 +19,8 @@ namespace modserve {
 constexpr int64_t kMaxTopLogprobs = 20;
 inline int64_t MaxTopLogprobs(int64_t vocab_size) { return vocab_size < kMaxTopLogprobs ? vocab_size : kMaxTopLogprobs; }
 inline constexpr size_t kMaxCacheSaltBytes = 256;  // longest GenerateRequest.cache_salt
+inline constexpr int64_t kMaxGuideBytes = 4096;     // longest guided_regex; guided_choice's bytes in all
+inline constexpr int64_t kMaxGuideChoices = 64;     // most guided_choice entries
 
 // What validation needs to know about the served model.
 struct ValidationContext {

@@ -2,10 +2,12 @@
 // shared mod-server (shipped model, loopback): the penalties, min_tokens,
 // logit_bias and ignore_eos give the reference generation's tokens; stop
 // strings and stop token ids end a completion and are named; min_p and a
-// prompt sent as token ids; unary and streamed alike.
+// prompt sent as token ids; guided decoding (a regex, a list of choices)
+// shapes the completion however the model leans; unary and streamed alike.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -188,6 +190,53 @@ TEST_F(ServerE2E, StopTokenIdsPromptTokenIdsAndMinPAndTheStopThatMatched) {
 
   // Without a stop match nothing is set.
   EXPECT_EQ(greedy.stop_match_case(), v1::GenerateResponse::STOP_MATCH_NOT_SET);
+}
+
+// A guide holds the model to its pattern: greedy and sampled completions
+// are whole matches ending with EOS, the same unary and streamed, where the
+// unguided model writes prose.
+TEST_F(ServerE2E, GuidedRegexAndChoiceShapeTheCompletion) {
+  const std::string pattern = "[0-9]{3}-[0-9]{4}( ext\\. [0-9]{1,4})?";
+  const std::regex whole(pattern);
+  v1::GenerateRequest r = Request("Call the clerk at ", 40);
+  v1::GenerateResponse unguided;
+  ASSERT_TRUE(Unary(r, &unguided).ok());
+  EXPECT_FALSE(std::regex_match(unguided.text(), whole)) << "the test means something only if the model alone does not match";
+  r.set_guided_regex(pattern);
+  v1::GenerateResponse guided;
+  ASSERT_TRUE(Unary(r, &guided).ok());
+  EXPECT_EQ(guided.finish_reason(), v1::FINISH_REASON_EOS) << guided.text();
+  EXPECT_TRUE(std::regex_match(guided.text(), whole)) << guided.text();
+  StreamResult streamed = Stream(r);
+  ASSERT_TRUE(streamed.status.ok()) << streamed.status.error_message();
+  EXPECT_EQ(streamed.text, guided.text());
+  EXPECT_EQ(streamed.messages.back().finish_reason(), v1::FINISH_REASON_EOS);
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    v1::GenerateRequest sampled = r;
+    sampled.set_temperature(1.0f);
+    sampled.set_seed(seed);
+    v1::GenerateResponse out;
+    ASSERT_TRUE(Unary(sampled, &out).ok());
+    EXPECT_TRUE(std::regex_match(out.text(), whole)) << "seed " << seed << ": " << out.text();
+  }
+
+  v1::GenerateRequest choice = Request("The jury found the defendant ", 40);
+  for (const char* c : {"guilty", "not guilty", "innocent \xE2\x80\x94 of everything"}) choice.add_guided_choice(c);
+  v1::GenerateResponse picked;
+  ASSERT_TRUE(Unary(choice, &picked).ok());
+  EXPECT_EQ(picked.finish_reason(), v1::FINISH_REASON_EOS);
+  EXPECT_TRUE(std::find(choice.guided_choice().begin(), choice.guided_choice().end(), picked.text()) !=
+              choice.guided_choice().end())
+      << picked.text();
+  // Cut short by max_tokens: a prefix of a match, finish LENGTH.
+  choice.set_max_tokens(3);
+  v1::GenerateResponse cut;
+  ASSERT_TRUE(Unary(choice, &cut).ok());
+  EXPECT_EQ(cut.finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(cut.text().size(), 3u);
+  EXPECT_TRUE(std::any_of(choice.guided_choice().begin(), choice.guided_choice().end(),
+                          [&](const std::string& c) { return c.rfind(cut.text(), 0) == 0; }))
+      << cut.text();
 }
 
 }  // namespace

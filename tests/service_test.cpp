@@ -266,6 +266,10 @@ TEST(RequestValidation, TheLargestValidRequestFitsItsBound) {
     r.set_ignore_eos(true);
     r.set_priority(INT32_MIN);
     r.set_n(static_cast<int32_t>(lim.max_n));
+    r.set_ignore_eos(false);  // a guide excludes it
+    for (int64_t i = 0; i < kMaxGuideChoices; ++i) {
+      r.add_guided_choice(std::string(static_cast<size_t>(kMaxGuideBytes / kMaxGuideChoices - 1), 'g') + std::to_string(i % 10));
+    }
     auto g = ValidateGenerateRequest(r, ctx, 0, "x");
     ASSERT_TRUE(g.ok()) << g.status().ToString();
     const int64_t bound = LargestValidRequestBytes(lim, vocab);
@@ -274,6 +278,29 @@ TEST(RequestValidation, TheLargestValidRequestFitsItsBound) {
   }
   // The shipped model's vocabulary under the default limits fits the default max_message_bytes.
   EXPECT_LE(LargestValidRequestBytes(RequestLimits{}, 258), ServerConfig{}.max_message_bytes);
+}
+
+TEST(RequestValidation, AGuideIsCompiledIntoTheSamplingParams) {
+  v1::GenerateRequest r;
+  r.set_prompt("hello");
+  auto plain = ValidateGenerateRequest(r, Ctx(), 0, "x");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->sampling.guide, nullptr);
+  r.set_guided_regex("[0-9]{3}");
+  auto g = ValidateGenerateRequest(r, Ctx(), 0, "x");
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  ASSERT_NE(g->sampling.guide, nullptr);
+  EXPECT_EQ(g->sampling.guide_eos_id, Ctx().eos_id);
+  const TokenGuide& guide = *g->sampling.guide;
+  EXPECT_TRUE(guide.Accepting(guide.Walk("123")));
+  EXPECT_LT(guide.Walk("12a"), 0);
+  r.clear_guided_regex();
+  r.add_guided_choice("positive");
+  r.add_guided_choice("negative");
+  g = ValidateGenerateRequest(r, Ctx(), 0, "x");
+  ASSERT_TRUE(g.ok());
+  EXPECT_TRUE(g->sampling.guide->Accepting(g->sampling.guide->Walk("negative")));
+  EXPECT_FALSE(g->sampling.guide->Accepting(g->sampling.guide->Walk("neg")));
 }
 
 TEST(RequestValidation, DefaultMaxTokensShrinksToTheRoomLeft) {
@@ -347,6 +374,14 @@ TEST(RequestValidation, EveryBadFieldIsNamed) {
       {[](auto* r) { r->set_priority(-3); }, "priority is -3 but the server runs scheduling_policy: fcfs, where it must be 0"},
       {[](auto* r) { r->set_n(-1); }, "n must be in [0, 8] (0: one completion), got -1"},
       {[](auto* r) { r->set_n(9); }, "n must be in [0, 8] (0: one completion), got 9"},
+      {[](auto* r) { r->set_guided_regex("a("); }, "guided_regex: unclosed ( at offset 1"},
+      {[](auto* r) { r->set_guided_regex("a"); r->add_guided_choice("b"); }, "guided_regex and guided_choice are both set"},
+      {[](auto* r) { r->set_guided_regex("a"); r->set_ignore_eos(true); }, "guided_regex can not be combined with ignore_eos"},
+      {[](auto* r) { r->set_guided_regex(std::string(4097, 'a')); }, "guided_regex is 4097 bytes; the limit is 4096"},
+      {[](auto* r) { r->set_guided_regex("(a|b)*a(a|b){14}"); }, "guided_regex is too complex"},
+      {[](auto* r) { r->add_guided_choice("yes"); r->add_guided_choice(""); }, "guided_choice[1] must not be empty"},
+      {[](auto* r) { for (int i = 0; i < 65; ++i) r->add_guided_choice("c"); }, "guided_choice has 65 entries; at most 64"},
+      {[](auto* r) { for (int i = 0; i < 5; ++i) r->add_guided_choice(std::string(1000, 'c')); }, "guided_choice has 5000 bytes in all; the limit is 4096"},
   };
   for (const auto& c : cases) {
     v1::GenerateRequest r;
@@ -405,6 +440,8 @@ TEST(RequestDecoding, GoodBytesGiveTheRequestBadOnesNameTheProblem) {
       {[](auto* w) { w->set_prompt("\xF5"); }, "prompt is not valid UTF-8 (first bad byte at offset 0)"},
       {[](auto* w) { w->add_stop("x"); w->add_stop("y\xBF"); }, "stop[1] is not valid UTF-8 (first bad byte at offset 1)"},
       {[](auto* w) { w->set_request_id("\x80"); }, "request_id is not valid UTF-8"},
+      {[](auto* w) { w->set_guided_regex("[\xC3]"); }, "guided_regex is not valid UTF-8 (first bad byte at offset 1)"},
+      {[](auto* w) { w->add_guided_choice("ok"); w->add_guided_choice("\xFF"); }, "guided_choice[1] is not valid UTF-8"},
   };
   for (const auto& c : cases) {
     wire::GenerateRequestWire w;
