@@ -10,8 +10,8 @@ namespace modserve {
 namespace {
 
 // Work (byte moves and closure steps) compiling one guide may take: bounds
-// the time a pathological pattern costs the caller's thread (~0.1 s).
-constexpr int64_t kMaxWork = 40'000'000;
+// the time a pathological pattern costs the caller's thread (~0.15 s here).
+constexpr int64_t kMaxWork = 10'000'000;
 
 // States a tree needs as an automaton of byte moves and empty moves
 // (Thompson's construction, below), saturating above `cap`.
