@@ -39,6 +39,19 @@ Status RpcError(const char* what, const grpc::Status& s) {
                        std::string(what) + " failed: " + GrpcCodeName(s.error_code()) + ": " + s.error_message());
 }
 
+// One unary Generator call `name` over `conn`, with its metadata and a deadline
+// `timeout` seconds away.
+template <typename Request, typename Response>
+Status CallUnary(const ClientConnection& conn, double timeout, const char* name,
+                 grpc::Status (v1::Generator::Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+                 const Request& req, Response* resp) {
+  auto stub = v1::Generator::NewStub(conn.channel());
+  grpc::ClientContext ctx;
+  conn.Prepare(&ctx, timeout);
+  grpc::Status s = ((*stub).*method)(&ctx, req, resp);
+  return s.ok() ? Status::Ok() : RpcError(name, s);
+}
+
 // Calls `each` on every comma-separated item of `text` (none if it is
 // empty), stopping at the first error.
 Status ForEachItem(const std::string& text, const std::function<Status(const std::string&)>& each) {
@@ -363,12 +376,9 @@ Status Run(int argc, char** argv) {
     return Status::Ok();
   }
   if (cmd == "info") {
-    auto stub = v1::Generator::NewStub(channel);
-    grpc::ClientContext ctx;
-    conn->Prepare(&ctx, timeout);
     v1::ModelInfo info;
-    grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
-    if (!s.ok()) return RpcError("GetModelInfo", s);
+    MODSERVE_RETURN_IF_ERROR(
+        CallUnary(*conn, timeout, "GetModelInfo", &v1::Generator::Stub::GetModelInfo, v1::GetModelInfoRequest(), &info));
     std::cout << info.DebugString();
     return Status::Ok();
   }
@@ -376,12 +386,8 @@ Status Run(int argc, char** argv) {
     v1::TokenizeRequest req;
     req.set_text(f.Str("prompt"));
     req.set_add_bos(f.Bool("add-bos"));
-    auto stub = v1::Generator::NewStub(channel);
-    grpc::ClientContext ctx;
-    conn->Prepare(&ctx, timeout);
     v1::TokenizeResponse resp;
-    grpc::Status s = stub->Tokenize(&ctx, req, &resp);
-    if (!s.ok()) return RpcError("Tokenize", s);
+    MODSERVE_RETURN_IF_ERROR(CallUnary(*conn, timeout, "Tokenize", &v1::Generator::Stub::Tokenize, req, &resp));
     std::string ids;
     for (int32_t id : resp.token_ids()) ids += (ids.empty() ? "" : ",") + std::to_string(id);
     std::cout << ids << "\nprompt_tokens " << resp.prompt_tokens() << "\n";
@@ -390,12 +396,8 @@ Status Run(int argc, char** argv) {
   if (cmd == "detokenize") {
     v1::DetokenizeRequest req;
     MODSERVE_RETURN_IF_ERROR(ParseIdList("token-ids", f.Str("token-ids"), req.mutable_token_ids()));
-    auto stub = v1::Generator::NewStub(channel);
-    grpc::ClientContext ctx;
-    conn->Prepare(&ctx, timeout);
     v1::DetokenizeResponse resp;
-    grpc::Status s = stub->Detokenize(&ctx, req, &resp);
-    if (!s.ok()) return RpcError("Detokenize", s);
+    MODSERVE_RETURN_IF_ERROR(CallUnary(*conn, timeout, "Detokenize", &v1::Generator::Stub::Detokenize, req, &resp));
     std::cout << resp.text() << std::flush;
     return Status::Ok();
   }
