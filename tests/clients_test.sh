@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python and Node client examples against a real mod-server (shipped
 # model, loopback, a free port): each makes one unary and one streaming call
-# and must get the same tokens both ways. Python stubs are generated from
+# and must get the same tokens both ways, then tokenizes the prompt and gets
+# a guided answer from a list. Python stubs are generated from
 # proto/ here; the Node packages are installed from npm into a scratch folder.
 # Then mod-client's --logprobs prints a line per generated token, and its
 # --logit-bias, --min-tokens, --ignore-eos, --stop-token-ids, --prompt-token-ids,
@@ -34,6 +35,8 @@ check() {  # check NAME OUTPUT_FILE
   grep -q '^same tokens: yes' "$2" || { echo "FAIL: $1 unary and stream differ"; exit 1; }
   # "The jury said " is 14 bytes: 14 prompt tokens scored, each logprob < 0.
   grep -qE '^prompt logprobs: 14 tokens, total -[0-9]+\.[0-9]{3}$' "$2" || { echo "FAIL: $1 prompt logprobs"; exit 1; }
+  grep -q '^tokenize: 14 ids, prompt_tokens 15$' "$2" || { echo "FAIL: $1 tokenize"; exit 1; }
+  grep -qE '^guided choice: (yes|no)$' "$2" || { echo "FAIL: $1 guided choice"; exit 1; }
   echo "PASS: $1"
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Calls mod-server from Node.js: one unary Generate and one GenerateStream,
-// then scores the prompt (its log-likelihood), with @grpc/grpc-js and @grpc/proto-loader (npm install in this folder).
+// then scores the prompt (its log-likelihood), tokenizes it and asks a
+// question with guided decoding (the answer one of a list), with @grpc/grpc-js and @grpc/proto-loader (npm install in this folder).
 //   node client/node/example.js --server 127.0.0.1:50051
 'use strict';
 const path = require('path');
@@ -47,7 +48,16 @@ client.Generate(request, { deadline: deadline() }, (err, unary) => {
       if (e) fail('Generate (scoring)', e);
       const total = scored.prompt_logprobs.reduce((sum, lp) => sum + lp.token.logprob, 0);
       console.log(`prompt logprobs: ${scored.prompt_logprobs.length} tokens, total ${total.toFixed(3)}`);
-      client.close();
+      client.Tokenize({ text: request.prompt }, { deadline: deadline() }, (te, tokens) => {
+        if (te) fail('Tokenize', te);
+        console.log(`tokenize: ${tokens.token_ids.length} ids, prompt_tokens ${tokens.prompt_tokens}`);
+        const question = { prompt: 'Is the jury out? ', max_tokens: 8, guided_choice: ['yes', 'no'] };
+        client.Generate(question, { deadline: deadline() }, (ge, answer) => {
+          if (ge) fail('Generate (guided)', ge);
+          console.log(`guided choice: ${answer.text}`);
+          client.close();
+        });
+      });
     });
   });
 });

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Calls mod-server from Python: one unary Generate and one GenerateStream, then scores the prompt.
+"""Calls mod-server from Python: one unary Generate and one GenerateStream, then scores, tokenizes and guides.
 
 Uses Debian's python3-grpcio and python3-protobuf; generate the stubs from
 proto/ first (tests/clients_test.sh does exactly this):
@@ -35,6 +35,10 @@ def main() -> int:
             # Scoring: the prompt's log-likelihood under the model (one token to generate).
             scored = stub.Generate(modserve_pb2.GenerateRequest(prompt=args.prompt, max_tokens=1,
                                                                 return_prompt_logprobs=True), timeout=args.timeout)
+            tokens = stub.Tokenize(modserve_pb2.TokenizeRequest(text=args.prompt), timeout=args.timeout)
+            # Guided decoding: the answer is one of the choices.
+            answer = stub.Generate(modserve_pb2.GenerateRequest(prompt="Is the jury out? ", max_tokens=8,
+                                                                guided_choice=["yes", "no"]), timeout=args.timeout)
         except grpc.RpcError as e:
             print(f"python client: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1
@@ -48,6 +52,8 @@ def main() -> int:
     print("same tokens: " + ("yes" if list(unary.token_ids) == streamed_ids else "no"))
     total = sum(lp.token.logprob for lp in scored.prompt_logprobs)
     print(f"prompt logprobs: {len(scored.prompt_logprobs)} tokens, total {total:.3f}")
+    print(f"tokenize: {len(tokens.token_ids)} ids, prompt_tokens {tokens.prompt_tokens}")
+    print(f"guided choice: {answer.text}")
     return 0
 
 
