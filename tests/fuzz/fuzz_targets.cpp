@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "engine/safetensors.h"
+#include "engine/token_guide.h"
 #include "server/request_decoding.h"
 #include "server/request_validation.h"
 #include "server/server_config.h"
@@ -109,12 +110,61 @@ void ServerConfigYaml(const uint8_t* data, size_t size) {
   FUZZ_CHECK(v.ok() || !v.message().empty());
 }
 
+void TokenGuidePattern(const uint8_t* data, size_t size) {
+  const std::string_view in(reinterpret_cast<const char*>(data), size);
+  const bool choices_mode = !in.empty() && in[0] == '\0';
+  std::vector<std::string> choices;
+  StatusOr<std::shared_ptr<const TokenGuide>> g = Status::Error(StatusCode::kInternal, "unset");
+  if (choices_mode) {
+    for (size_t start = 1; start <= in.size();) {
+      const size_t nl = std::min(in.find('\n', start), in.size());
+      choices.emplace_back(in.substr(start, nl - start));
+      start = nl + 1;
+    }
+    g = TokenGuide::FromChoices(choices, "guided_choice");
+  } else {
+    g = TokenGuide::FromRegex(in, "guided_regex");
+  }
+  if (!g.ok()) {
+    FUZZ_CHECK(g.status().code() == StatusCode::kInvalidArgument);
+    FUZZ_CHECK(!g.status().message().empty());
+    return;
+  }
+  const TokenGuide& guide = **g;
+  const int64_t n = guide.num_states();
+  FUZZ_CHECK(n >= 1 && n <= TokenGuide::kMaxStates);
+  std::vector<uint8_t> seen(static_cast<size_t>(n), 0);
+  std::vector<int32_t> todo = {TokenGuide::kStart};
+  seen[0] = 1;
+  while (!todo.empty()) {
+    const int32_t s = todo.back();
+    todo.pop_back();
+    bool moves = false;
+    for (int b = 0; b < 256; ++b) {
+      const int32_t t = guide.Next(s, static_cast<uint8_t>(b));
+      FUZZ_CHECK(t >= -1 && t < n);
+      if (t < 0) continue;
+      moves = true;
+      if (seen[static_cast<size_t>(t)] == 0) {
+        seen[static_cast<size_t>(t)] = 1;
+        todo.push_back(t);
+      }
+    }
+    FUZZ_CHECK(moves || guide.Accepting(s));
+  }
+  for (const std::string& c : choices) {
+    const int32_t s = guide.Walk(c);
+    FUZZ_CHECK(s >= 0 && guide.Accepting(s));
+  }
+}
+
 const std::vector<Target>& Targets() {
   static const std::vector<Target> targets = {
       {"request_validation", RequestValidation},
       {"utf8_stream", Utf8Stream},
       {"safetensors_header", SafetensorsHeader},
       {"server_config", ServerConfigYaml},
+      {"token_guide", TokenGuidePattern},
   };
   return targets;
 }

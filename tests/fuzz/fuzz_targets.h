@@ -28,6 +28,12 @@ void SafetensorsHeader(const uint8_t* data, size_t size);
 // ParseServerConfigYaml on a config file: an accepted config validates or
 // names the key that does not.
 void ServerConfigYaml(const uint8_t* data, size_t size);
+// TokenGuide::FromRegex on the input (or, when it starts with a 0 byte,
+// FromChoices on the rest split at newlines): an accepted guide has at most
+// kMaxStates states, its moves stay in range, every state reachable from
+// the start is a match or has a move on (no dead ends), and a guide from
+// choices accepts each of them.
+void TokenGuidePattern(const uint8_t* data, size_t size);
 
 struct Target {
   const char* name;  // also the corpus folder's name
