@@ -1,0 +1,32 @@
+// JsonSchemaRegex: a JSON Schema as a TokenGuide pattern (token_guide.h)
+// whose whole matches are JSON texts valid under the schema, for guided
+// decoding of JSON. The JSON is compact, with at most one space after each
+// ':' and ',' (so `{"a": 1, "b": [true]}` and `{"a":1,"b":[true]}` both
+// match), object properties come in the order the schema lists them, and
+// only listed properties appear (those not `required` may be left out).
+//
+// Supported keywords: type (a name or a list of names: string, integer,
+// number, boolean, null, object, array), properties, required, items,
+// minItems, maxItems, minLength, maxLength (counts up to 1000), enum,
+// const, anyOf and oneOf (both as "any of": oneOf's exclusivity is not
+// enforced). Annotations are ignored (title, description, default,
+// examples, $schema, $id, $comment, and additionalProperties, which changes
+// nothing when only listed properties are written). Any other keyword
+// (pattern, minimum, $ref, allOf, format, ...) is refused, naming it and
+// where it is (a JSON pointer), rather than silently not enforced.
+//
+// Thread-safety: a pure function.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "engine/status.h"
+
+namespace modserve {
+
+// INVALID_ARGUMENT "<field>: ..." for text that is not JSON, a schema that is
+// not an object (or true), an unsupported keyword, or a count over 1000.
+StatusOr<std::string> JsonSchemaRegex(std::string_view schema, const std::string& field);
+
+}  // namespace modserve
