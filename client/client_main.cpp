@@ -160,6 +160,7 @@ Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
   MODSERVE_RETURN_IF_ERROR(ParseLogitBias(f.Str("logit-bias"), req->mutable_logit_bias()));
   req->set_cache_salt(f.Str("cache-salt"));
   req->set_guided_regex(f.Str("guided-regex"));
+  req->set_guided_json(f.Str("guided-json"));
   const std::string choices = f.Str("guided-choice");
   for (size_t start = 0; !choices.empty();) {  // CHOICE|CHOICE|...
     const size_t bar = std::min(choices.find('|', start), choices.size());
@@ -276,6 +277,7 @@ Status Run(int argc, char** argv) {
   f.Define("routes", "false", "stream: show which routed layers each token computed", true);
   f.Define("cache-salt", "", "generate, stream: reuse (and leave) cached prompt prefixes only under this salt");
   f.Define("guided-regex", "", "generate, stream: the completion must be a whole match of this regular expression");
+  f.Define("guided-json", "", "generate, stream: the completion must be JSON valid under this JSON Schema (its text)");
   f.Define("guided-choice", "", "generate, stream: the completion must be one of these strings, CHOICE|CHOICE|...");
   f.Define("n", "1", "generate, stream: completions of the prompt (completion i samples with seed + i), each printed whole; bench: per request");
   f.Define("priority", "0", "generate, stream, bench: scheduling priority, lower first (server scheduling_policy: priority)");

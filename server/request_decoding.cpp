@@ -31,6 +31,7 @@ StatusOr<v1::GenerateRequest> DecodeGenerateRequest(std::string_view wire) {
   if (w.has_request_id()) MODSERVE_RETURN_IF_ERROR(CheckUtf8("request_id", w.request_id()));
   MODSERVE_RETURN_IF_ERROR(CheckUtf8("cache_salt", w.cache_salt()));
   MODSERVE_RETURN_IF_ERROR(CheckUtf8("guided_regex", w.guided_regex()));
+  MODSERVE_RETURN_IF_ERROR(CheckUtf8("guided_json", w.guided_json()));
   for (int i = 0; i < w.guided_choice_size(); ++i) {
     MODSERVE_RETURN_IF_ERROR(CheckUtf8("guided_choice[" + std::to_string(i) + "]", w.guided_choice(i)));
   }

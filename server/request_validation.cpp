@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/json_schema_regex.h"
 #include "engine/token_guide.h"
 #include "engine/tokenizer.h"
 #include "server/utf8_stream.h"
@@ -48,14 +49,27 @@ int64_t VarintBytes(int64_t v) {
 
 // The request's guide (guided_regex or guided_choice), compiled; null if it has none.
 StatusOr<std::shared_ptr<const TokenGuide>> ValidateGuide(const v1::GenerateRequest& r) {
-  const bool by_regex = !r.guided_regex().empty();
-  if (by_regex && r.guided_choice_size() > 0) {
-    return InvalidArgument("guided_regex and guided_choice are both set; a request may have one guide");
+  const bool by_regex = !r.guided_regex().empty(), by_choice = r.guided_choice_size() > 0, by_json = !r.guided_json().empty();
+  if (by_regex + by_choice + by_json > 1) {
+    std::string set;
+    for (const auto& [on, name] : {std::pair{by_regex, "guided_regex"}, {by_choice, "guided_choice"}, {by_json, "guided_json"}}) {
+      if (on) set += std::string(set.empty() ? "" : " and ") + name;
+    }
+    return InvalidArgument(set + " are set; a request may have one guide");
   }
-  if (!by_regex && r.guided_choice_size() == 0) return std::shared_ptr<const TokenGuide>();
+  if (!by_regex && !by_choice && !by_json) return std::shared_ptr<const TokenGuide>();
   if (r.ignore_eos()) {
-    return InvalidArgument(std::string(by_regex ? "guided_regex" : "guided_choice") +
+    return InvalidArgument(std::string(by_regex ? "guided_regex" : by_choice ? "guided_choice" : "guided_json") +
                            " can not be combined with ignore_eos: a guided completion ends with EOS once it matches");
+  }
+  if (by_json) {
+    if (static_cast<int64_t>(r.guided_json().size()) > kMaxGuideJsonBytes) {
+      return InvalidArgument("guided_json is " + std::to_string(r.guided_json().size()) + " bytes; the limit is " +
+                             std::to_string(kMaxGuideJsonBytes));
+    }
+    auto regex = JsonSchemaRegex(r.guided_json(), "guided_json");
+    if (!regex.ok()) return regex.status();
+    return TokenGuide::FromRegex(*regex, "guided_json");
   }
   if (by_regex) {
     if (static_cast<int64_t>(r.guided_regex().size()) > kMaxGuideBytes) {
@@ -93,7 +107,8 @@ int64_t LargestValidRequestBytes(const RequestLimits& limits, int64_t vocab_size
   const int64_t stops = limits.max_stop * field(limits.max_stop_bytes);
   const int64_t stop_ids = field(vocab_size * id);          // packed
   const int64_t logit_bias = vocab_size * field(1 + id + 1 + 4);  // an entry: key (tag, id), value (tag, float)
-  const int64_t guide = std::max(field(kMaxGuideBytes), kMaxGuideChoices * field(0) + kMaxGuideBytes);  // regex or choices
+  const int64_t guide =  // a regex, choices or a schema
+      std::max({field(kMaxGuideBytes), kMaxGuideChoices * field(0) + kMaxGuideBytes, field(kMaxGuideJsonBytes)});
   const int64_t rest = field(128) + field(static_cast<int64_t>(kMaxCacheSaltBytes)) + 256;  // request_id, cache_salt, scalars
   return prompt + stops + stop_ids + logit_bias + guide + rest;
 }

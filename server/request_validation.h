@@ -21,6 +21,7 @@ inline int64_t MaxTopLogprobs(int64_t vocab_size) { return vocab_size < kMaxTopL
 inline constexpr size_t kMaxCacheSaltBytes = 256;  // longest GenerateRequest.cache_salt
 inline constexpr int64_t kMaxGuideBytes = 4096;     // longest guided_regex; guided_choice's bytes in all
 inline constexpr int64_t kMaxGuideChoices = 64;     // most guided_choice entries
+inline constexpr int64_t kMaxGuideJsonBytes = 16384;  // longest guided_json schema
 
 // What validation needs to know about the served model.
 struct ValidationContext {

@@ -145,7 +145,7 @@ StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg, c
   if (cfg.max_message_bytes < largest_request) {
     return fail(InvalidArgument(
         "max_message_bytes (" + std::to_string(cfg.max_message_bytes) + ") is too small for the largest valid request " +
-        "under max_prompt_bytes, max_stop and max_stop_bytes, with stop_token_ids and logit_bias entries for each of the " +
+        "under max_prompt_bytes, max_stop and max_stop_bytes, with the longest guide and stop_token_ids and logit_bias entries for each of the " +
         "model's " + std::to_string(model_config.vocab_size) + " token ids; it must be at least " +
         std::to_string(largest_request)));
   }

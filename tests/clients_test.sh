@@ -7,8 +7,8 @@
 # Then mod-client's --logprobs prints a line per generated token, and its
 # --logit-bias, --min-tokens, --ignore-eos, --stop-token-ids, --prompt-token-ids,
 # --min-p, --cache-salt, --priority and --n reach the server, and its tokenize
-# and detokenize commands round-trip a prompt, and --guided-regex and
-# --guided-choice hold the completion to their pattern.
+# and detokenize commands round-trip a prompt, and --guided-regex,
+# --guided-choice and --guided-json hold the completion to their pattern.
 # Usage: tests/clients_test.sh BIN_DIR SOURCE_DIR
 set -euo pipefail
 bin=$1
@@ -108,12 +108,15 @@ if "$bin/mod-client" --server "$address" detokenize --token-ids 72,300 2>"$work/
 fi
 grep -q 'INVALID_ARGUMENT: token_ids\[1\] is 300' "$work/bad.err" || { cat "$work/bad.err"; exit 1; }
 echo "PASS: mod-client tokenize, detokenize"
-echo "== mod-client --guided-regex, --guided-choice"
+echo "== mod-client --guided-regex, --guided-choice, --guided-json"
 got=$("$bin/mod-client" --server "$address" generate --prompt "Call " --max-tokens 20 --guided-regex '[0-9]{3}-[0-9]{4}' 2>/dev/null)
 [[ "$got" =~ ^[0-9]{3}-[0-9]{4}$ ]] || { echo "FAIL: --guided-regex gave \"$got\""; exit 1; }
 got=$("$bin/mod-client" --server "$address" generate --prompt "Is it? " --max-tokens 20 --guided-choice 'yes|no|n/a' 2>/dev/null)
 [[ "$got" == yes || "$got" == no || "$got" == n/a ]] || { echo "FAIL: --guided-choice 'yes|no|n/a' gave \"$got\""; exit 1; }
-echo "PASS: mod-client --guided-regex, --guided-choice"
+got=$("$bin/mod-client" --server "$address" generate --prompt "Is it? " --max-tokens 20 \
+  --guided-json '{"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}' 2>/dev/null)
+[[ "$got" =~ ^\{\"ok\":\ ?(true|false)\}$ ]] || { echo "FAIL: --guided-json gave \"$got\""; exit 1; }
+echo "PASS: mod-client --guided-regex, --guided-choice, --guided-json"
 echo "== mod-client --cache-salt"
 long="The jury further said in term-end presentments that the City Executive Committee had charge of it."
 cached() {

@@ -182,7 +182,7 @@ TEST(StartUp, BadSecurityFilesStopTheServerNamingKeyAndFileButNoSecret) {
        {"tls_cert_file", "no PEM CERTIFICATE"}, ""},
       {[](auto* c) { c->tls_cert_file = Certs()("server.pem"); }, {"tls_cert_file and tls_key_file must be set together"}, ""},
       {[](auto* c) { c->tls_client_ca_file = Certs()("ca.pem"); }, {"tls_client_ca_file", "needs TLS"}, ""},
-      {[](auto* c) { c->max_message_bytes = 4096; }, {"max_message_bytes (4096) is too small", "258 token ids", "at least 25219"}, ""},
+      {[](auto* c) { c->max_message_bytes = 4096; }, {"max_message_bytes (4096) is too small", "258 token ids", "at least 37320"}, ""},
       {[](auto* c) { c->max_concurrent_streams = 0; }, {"max_concurrent_streams must be in [1"}, ""},
   };
   const std::string key_text = Certs().Read("server.key");
@@ -204,11 +204,11 @@ TEST(StartUp, BadSecurityFilesStopTheServerNamingKeyAndFileButNoSecret) {
 
 TEST(Limits, AnOversizedMessageIsRefusedAndTheNextRequestIsServed) {
   ServerConfig cfg = LoopbackConfig();
-  cfg.max_message_bytes = 25600;  // >= the largest valid request under the default limits, vocabulary 258 (25,219 bytes)
+  cfg.max_message_bytes = 38912;  // >= the largest valid request under the default limits, vocabulary 258 (37,320 bytes)
   FakeServer s = testing::StartFake(cfg, 1000, std::chrono::microseconds(0));
   ASSERT_NE(s.app, nullptr);
   ClientConnection conn = Connect(s);
-  grpc::Status big = Call(conn, Request(std::string(27000, 'a'), 4));
+  grpc::Status big = Call(conn, Request(std::string(40000, 'a'), 4));
   EXPECT_EQ(big.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << big.error_message();
   EXPECT_TRUE(Call(conn).ok());
 }

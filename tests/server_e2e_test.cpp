@@ -450,8 +450,9 @@ TEST_F(ServerE2E, EveryInvalidRequestGetsAClearErrorAndTheNextRequestIsServed) {
       {[](Wire* r) { r->clear_prompt(); r->add_prompt_token_ids(258); }, invalid, "prompt_token_ids[0] is 258; ids must be in [0, 257]"},
       {[](Wire* r) { r->clear_prompt(); r->add_prompt_token_ids(65); r->set_max_tokens(255); }, invalid, "plus the prompt's 2 tokens exceeds the context length"},
       {[](Wire* r) { r->set_guided_regex("[0-9]{3}(a|\\bc)"); }, invalid, "guided_regex: \\b is not supported at offset 11"},
-      {[](Wire* r) { r->set_guided_regex("x"); r->add_guided_choice("y"); }, invalid, "guided_regex and guided_choice are both set"},
+      {[](Wire* r) { r->set_guided_regex("x"); r->add_guided_choice("y"); }, invalid, "guided_regex and guided_choice are set; a request may have one guide"},
       {[](Wire* r) { r->add_guided_choice("a\xC3"); }, invalid, "guided_choice[0] is not valid UTF-8"},
+      {[](Wire* r) { r->set_guided_json(R"({"type": "integer", "minimum": 0})"); }, invalid, "guided_json: the keyword \"minimum\" is not supported (at the root)"},
   };
   auto check = [&](const std::string& wire, grpc::StatusCode code, const std::string& expect) {
     SCOPED_TRACE(expect);

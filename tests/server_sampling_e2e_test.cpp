@@ -2,9 +2,11 @@
 // shared mod-server (shipped model, loopback): the penalties, min_tokens,
 // logit_bias and ignore_eos give the reference generation's tokens; stop
 // strings and stop token ids end a completion and are named; min_p and a
-// prompt sent as token ids; guided decoding (a regex, a list of choices)
+// prompt sent as token ids; guided decoding (a regex, a list of choices, a JSON Schema)
 // shapes the completion however the model leans; unary and streamed alike.
 #include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <regex>
@@ -228,6 +230,21 @@ TEST_F(ServerE2E, GuidedRegexAndChoiceShapeTheCompletion) {
   EXPECT_TRUE(std::find(choice.guided_choice().begin(), choice.guided_choice().end(), picked.text()) !=
               choice.guided_choice().end())
       << picked.text();
+  // A JSON Schema: the completion parses and fits it.
+  v1::GenerateRequest json = Request("The clerk read the verdict: ", 150);
+  json.set_guided_json(R"({"type": "object", "properties": {
+      "name": {"type": "string", "maxLength": 12},
+      "verdict": {"enum": ["guilty", "not guilty"]},
+      "unanimous": {"type": "boolean"}}, "required": ["name", "verdict", "unanimous"]})");
+  v1::GenerateResponse record;
+  ASSERT_TRUE(Unary(json, &record).ok());
+  EXPECT_EQ(record.finish_reason(), v1::FINISH_REASON_EOS) << record.text();
+  nlohmann::json parsed;
+  ASSERT_NO_THROW(parsed = nlohmann::json::parse(record.text())) << record.text();
+  EXPECT_TRUE(parsed["name"].is_string()) << record.text();
+  EXPECT_TRUE(parsed["verdict"] == "guilty" || parsed["verdict"] == "not guilty") << record.text();
+  EXPECT_TRUE(parsed["unanimous"].is_boolean()) << record.text();
+
   // Cut short by max_tokens: a prefix of a match, finish LENGTH.
   choice.set_max_tokens(3);
   v1::GenerateResponse cut;

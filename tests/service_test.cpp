@@ -267,9 +267,10 @@ TEST(RequestValidation, TheLargestValidRequestFitsItsBound) {
     r.set_priority(INT32_MIN);
     r.set_n(static_cast<int32_t>(lim.max_n));
     r.set_ignore_eos(false);  // a guide excludes it
-    for (int64_t i = 0; i < kMaxGuideChoices; ++i) {
-      r.add_guided_choice(std::string(static_cast<size_t>(kMaxGuideBytes / kMaxGuideChoices - 1), 'g') + std::to_string(i % 10));
-    }
+    const std::string schema_start = R"({"type": "string", "description": ")", schema_end = "\"}";  // the largest guide
+    r.set_guided_json(schema_start +
+                      std::string(static_cast<size_t>(kMaxGuideJsonBytes) - schema_start.size() - schema_end.size(), 'd') +
+                      schema_end);
     auto g = ValidateGenerateRequest(r, ctx, 0, "x");
     ASSERT_TRUE(g.ok()) << g.status().ToString();
     const int64_t bound = LargestValidRequestBytes(lim, vocab);
@@ -295,6 +296,11 @@ TEST(RequestValidation, AGuideIsCompiledIntoTheSamplingParams) {
   EXPECT_TRUE(guide.Accepting(guide.Walk("123")));
   EXPECT_LT(guide.Walk("12a"), 0);
   r.clear_guided_regex();
+  r.set_guided_json(R"({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]})");
+  g = ValidateGenerateRequest(r, Ctx(), 0, "x");
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  EXPECT_TRUE(g->sampling.guide->Accepting(g->sampling.guide->Walk(R"({"ok": true})")));
+  r.clear_guided_json();
   r.add_guided_choice("positive");
   r.add_guided_choice("negative");
   g = ValidateGenerateRequest(r, Ctx(), 0, "x");
@@ -375,13 +381,17 @@ TEST(RequestValidation, EveryBadFieldIsNamed) {
       {[](auto* r) { r->set_n(-1); }, "n must be in [0, 8] (0: one completion), got -1"},
       {[](auto* r) { r->set_n(9); }, "n must be in [0, 8] (0: one completion), got 9"},
       {[](auto* r) { r->set_guided_regex("a("); }, "guided_regex: unclosed ( at offset 1"},
-      {[](auto* r) { r->set_guided_regex("a"); r->add_guided_choice("b"); }, "guided_regex and guided_choice are both set"},
+      {[](auto* r) { r->set_guided_regex("a"); r->add_guided_choice("b"); }, "guided_regex and guided_choice are set; a request may have one guide"},
       {[](auto* r) { r->set_guided_regex("a"); r->set_ignore_eos(true); }, "guided_regex can not be combined with ignore_eos"},
       {[](auto* r) { r->set_guided_regex(std::string(4097, 'a')); }, "guided_regex is 4097 bytes; the limit is 4096"},
       {[](auto* r) { r->set_guided_regex("(a|b)*a(a|b){14}"); }, "guided_regex is too complex"},
       {[](auto* r) { r->add_guided_choice("yes"); r->add_guided_choice(""); }, "guided_choice[1] must not be empty"},
       {[](auto* r) { for (int i = 0; i < 65; ++i) r->add_guided_choice("c"); }, "guided_choice has 65 entries; at most 64"},
       {[](auto* r) { for (int i = 0; i < 5; ++i) r->add_guided_choice(std::string(1000, 'c')); }, "guided_choice has 5000 bytes in all; the limit is 4096"},
+      {[](auto* r) { r->set_guided_json(R"({"type": "string", "pattern": "a+"})"); }, "guided_json: the keyword \"pattern\" is not supported (at the root)"},
+      {[](auto* r) { r->set_guided_json("{"); }, "guided_json is not valid JSON"},
+      {[](auto* r) { r->set_guided_json(R"({"type": "null"})"); r->add_guided_choice("b"); }, "guided_choice and guided_json are set"},
+      {[](auto* r) { r->set_guided_json(std::string(16385, ' ')); }, "guided_json is 16385 bytes; the limit is 16384"},
   };
   for (const auto& c : cases) {
     v1::GenerateRequest r;
