@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "engine/safetensors.h"
+#include "engine/json_schema_regex.h"
 #include "engine/token_guide.h"
 #include "server/request_decoding.h"
 #include "server/request_validation.h"
@@ -113,9 +114,19 @@ void ServerConfigYaml(const uint8_t* data, size_t size) {
 void TokenGuidePattern(const uint8_t* data, size_t size) {
   const std::string_view in(reinterpret_cast<const char*>(data), size);
   const bool choices_mode = !in.empty() && in[0] == '\0';
+  const bool schema_mode = !in.empty() && in[0] == '\1';
   std::vector<std::string> choices;
   StatusOr<std::shared_ptr<const TokenGuide>> g = Status::Error(StatusCode::kInternal, "unset");
-  if (choices_mode) {
+  if (schema_mode) {
+    auto regex = JsonSchemaRegex(in.substr(1), "guided_json");
+    if (!regex.ok()) {
+      FUZZ_CHECK(regex.status().code() == StatusCode::kInvalidArgument);
+      return;
+    }
+    g = TokenGuide::FromRegex(*regex, "guided_json");
+    // The pattern a schema gives always parses: only its size may be refused.
+    FUZZ_CHECK(g.ok() || g.status().message().find("too ") != std::string::npos);
+  } else if (choices_mode) {
     for (size_t start = 1; start <= in.size();) {
       const size_t nl = std::min(in.find('\n', start), in.size());
       choices.emplace_back(in.substr(start, nl - start));

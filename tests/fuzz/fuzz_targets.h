@@ -29,7 +29,8 @@ void SafetensorsHeader(const uint8_t* data, size_t size);
 // names the key that does not.
 void ServerConfigYaml(const uint8_t* data, size_t size);
 // TokenGuide::FromRegex on the input (or, when it starts with a 0 byte,
-// FromChoices on the rest split at newlines): an accepted guide has at most
+// FromChoices on the rest split at newlines; with a 1 byte, the guide of the
+// JSON Schema that follows, whose pattern must always parse): an accepted guide has at most
 // kMaxStates states, its moves stay in range, every state reachable from
 // the start is a match or has a move on (no dead ends), and a guide from
 // choices accepts each of them.
