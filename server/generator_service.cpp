@@ -360,13 +360,10 @@ Status GeneratorService::CheckReady(const grpc::CallbackServerContext* ctx) cons
 }
 
 Status GeneratorService::Prepare(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& bytes, Submission* sub) {
-  Scheduler* scheduler = scheduler_.load();
-  if (Status auth = Authenticate(ctx); !auth.ok()) {
-    if (scheduler != nullptr) metrics_->CountRejected(auth.code());
-    return auth;
-  }
-  if (scheduler == nullptr) {
-    return Unavailable("the model is still loading; retry shortly");
+  if (Status ready = CheckReady(ctx); !ready.ok()) {
+    // A refused token is counted once the metrics exist (Attach sets them before the scheduler).
+    if (ready.code() == StatusCode::kUnauthenticated && scheduler_.load() != nullptr) metrics_->CountRejected(ready.code());
+    return ready;
   }
   auto request = DecodeGenerateRequest(WireBytes(bytes));
   if (!request.ok()) {
