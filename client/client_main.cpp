@@ -15,7 +15,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
 #include <functional>
 #include <iostream>
 #include <string>
@@ -52,13 +51,13 @@ Status CallUnary(const ClientConnection& conn, double timeout, const char* name,
   return s.ok() ? Status::Ok() : RpcError(name, s);
 }
 
-// Calls `each` on every comma-separated item of `text` (none if it is
+// Calls `each` on every item of `text` separated by `sep` (none if it is
 // empty), stopping at the first error.
-Status ForEachItem(const std::string& text, const std::function<Status(const std::string&)>& each) {
+Status ForEachItem(const std::string& text, const std::function<Status(const std::string&)>& each, char sep = ',') {
   if (text.empty()) return Status::Ok();
   size_t start = 0;
   while (true) {
-    size_t end = text.find(',', start);
+    size_t end = text.find(sep, start);
     if (end == std::string::npos) end = text.size();
     MODSERVE_RETURN_IF_ERROR(each(text.substr(start, end - start)));
     if (end == text.size()) return Status::Ok();
@@ -161,13 +160,10 @@ Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
   req->set_cache_salt(f.Str("cache-salt"));
   req->set_guided_regex(f.Str("guided-regex"));
   req->set_guided_json(f.Str("guided-json"));
-  const std::string choices = f.Str("guided-choice");
-  for (size_t start = 0; !choices.empty();) {  // CHOICE|CHOICE|...
-    const size_t bar = std::min(choices.find('|', start), choices.size());
-    req->add_guided_choice(choices.substr(start, bar - start));
-    if (bar == choices.size()) break;
-    start = bar + 1;
-  }
+  MODSERVE_RETURN_IF_ERROR(ForEachItem(f.Str("guided-choice"), [req](const std::string& choice) {  // CHOICE|CHOICE|...
+    req->add_guided_choice(choice);
+    return Status::Ok();
+  }, '|'));
   int32_t priority = 0;
   MODSERVE_RETURN_IF_ERROR(GetPriority(f, &priority));
   req->set_priority(priority);
