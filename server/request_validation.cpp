@@ -47,7 +47,13 @@ int64_t VarintBytes(int64_t v) {
   return n;
 }
 
-// The request's guide (guided_regex or guided_choice), compiled; null if it has none.
+// OK unless `bytes` is over `limit`: then "<subject><bytes><unit>; the limit is <limit>".
+Status CheckGuideBytes(const std::string& subject, int64_t bytes, int64_t limit, const std::string& unit = " bytes") {
+  if (bytes <= limit) return Status::Ok();
+  return InvalidArgument(subject + std::to_string(bytes) + unit + "; the limit is " + std::to_string(limit));
+}
+
+// The request's guide (guided_regex, guided_choice or guided_json), compiled; null if it has none.
 StatusOr<std::shared_ptr<const TokenGuide>> ValidateGuide(const v1::GenerateRequest& r) {
   const bool by_regex = !r.guided_regex().empty(), by_choice = r.guided_choice_size() > 0, by_json = !r.guided_json().empty();
   if (by_regex + by_choice + by_json > 1) {
@@ -63,19 +69,13 @@ StatusOr<std::shared_ptr<const TokenGuide>> ValidateGuide(const v1::GenerateRequ
                            " can not be combined with ignore_eos: a guided completion ends with EOS once it matches");
   }
   if (by_json) {
-    if (static_cast<int64_t>(r.guided_json().size()) > kMaxGuideJsonBytes) {
-      return InvalidArgument("guided_json is " + std::to_string(r.guided_json().size()) + " bytes; the limit is " +
-                             std::to_string(kMaxGuideJsonBytes));
-    }
+    MODSERVE_RETURN_IF_ERROR(CheckGuideBytes("guided_json is ", static_cast<int64_t>(r.guided_json().size()), kMaxGuideJsonBytes));
     auto regex = JsonSchemaRegex(r.guided_json(), "guided_json");
     if (!regex.ok()) return regex.status();
     return TokenGuide::FromRegex(*regex, "guided_json");
   }
   if (by_regex) {
-    if (static_cast<int64_t>(r.guided_regex().size()) > kMaxGuideBytes) {
-      return InvalidArgument("guided_regex is " + std::to_string(r.guided_regex().size()) + " bytes; the limit is " +
-                             std::to_string(kMaxGuideBytes));
-    }
+    MODSERVE_RETURN_IF_ERROR(CheckGuideBytes("guided_regex is ", static_cast<int64_t>(r.guided_regex().size()), kMaxGuideBytes));
     if (!IsValidUtf8(r.guided_regex())) return InvalidArgument("guided_regex is not valid UTF-8");
     return TokenGuide::FromRegex(r.guided_regex(), "guided_regex");
   }
@@ -90,10 +90,7 @@ StatusOr<std::shared_ptr<const TokenGuide>> ValidateGuide(const v1::GenerateRequ
     if (!IsValidUtf8(r.guided_choice(i))) return InvalidArgument(name + " is not valid UTF-8");
     bytes += static_cast<int64_t>(r.guided_choice(i).size());
   }
-  if (bytes > kMaxGuideBytes) {
-    return InvalidArgument("guided_choice has " + std::to_string(bytes) + " bytes in all; the limit is " +
-                           std::to_string(kMaxGuideBytes));
-  }
+  MODSERVE_RETURN_IF_ERROR(CheckGuideBytes("guided_choice has ", bytes, kMaxGuideBytes, " bytes in all"));
   return TokenGuide::FromChoices({r.guided_choice().begin(), r.guided_choice().end()}, "guided_choice");
 }
 

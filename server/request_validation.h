@@ -43,8 +43,9 @@ Status CheckTokenIds(const std::string& field, const google::protobuf::RepeatedF
 // An upper bound on the serialized size in bytes of any GenerateRequest that
 // validation accepts under `limits` for a vocabulary of `vocab_size` ids: the
 // prompt (as text or as ids), max_stop stop strings of max_stop_bytes, a
-// stop id and a logit_bias entry for every id, and room for the other fields
-// (request_id, cache_salt, the scalars). max_message_bytes must be at least
+// stop id and a logit_bias entry for every id, the longest guide (regex,
+// choices or JSON Schema), and room for the other fields (request_id,
+// cache_salt, the scalars). max_message_bytes must be at least
 // this, or valid requests would be refused unread.
 int64_t LargestValidRequestBytes(const RequestLimits& limits, int64_t vocab_size);
 
