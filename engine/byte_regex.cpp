@@ -11,15 +11,18 @@ int32_t ByteRegex::Add(RegexNode n) {
   return static_cast<int32_t>(nodes.size() - 1);
 }
 
+int32_t ByteRegex::Range(uint8_t lo, uint8_t hi) {
+  RegexNode r;
+  r.kind = RegexNode::Kind::kByteRange;
+  r.lo = lo;
+  r.hi = hi;
+  return Add(r);
+}
+
 int32_t ByteRegex::Bytes(std::string_view bytes) {
   RegexNode concat;
   concat.kind = RegexNode::Kind::kConcat;
-  for (char ch : bytes) {
-    RegexNode r;
-    r.kind = RegexNode::Kind::kByteRange;
-    r.lo = r.hi = static_cast<uint8_t>(ch);
-    concat.kids.push_back(Add(r));
-  }
+  for (char ch : bytes) concat.kids.push_back(Range(static_cast<uint8_t>(ch), static_cast<uint8_t>(ch)));
   return Add(std::move(concat));
 }
 
@@ -112,13 +115,7 @@ class Parser {
     n.kids = std::move(kids);
     return re_.Add(std::move(n));
   }
-  int32_t Range(uint8_t lo, uint8_t hi) {
-    RegexNode n;
-    n.kind = RegexNode::Kind::kByteRange;
-    n.lo = lo;
-    n.hi = hi;
-    return re_.Add(n);
-  }
+  int32_t Range(uint8_t lo, uint8_t hi) { return re_.Range(lo, hi); }
   int32_t Seq(std::vector<int32_t> kids) { return Node(RegexNode::Kind::kConcat, std::move(kids)); }
 
   // The alternatives of the UTF-8 byte sequences of the characters in `s`.

@@ -29,6 +29,7 @@ struct ByteRegex {
   int32_t root = 0;
 
   int32_t Add(RegexNode n);
+  int32_t Range(uint8_t lo, uint8_t hi);  // one byte in [lo, hi]
   int32_t Bytes(std::string_view bytes);  // the concatenation of these bytes
 };
 
