@@ -58,6 +58,10 @@ class TokenGuide {
   int64_t num_states() const { return static_cast<int64_t>(accepting_.size()); }
   // The state after `bytes` from the start, or -1 if they can not begin a match.
   int32_t Walk(std::string_view bytes) const;
+  // Bytes the automaton occupies (for caches that bound their memory).
+  int64_t memory_bytes() const {
+    return static_cast<int64_t>(sizeof(*this) + next_.capacity() * sizeof(next_[0]) + accepting_.capacity());
+  }
 
   // Bytes of one class move alike from every state.
   TokenGuide(std::array<uint8_t, 256> class_of, size_t n_classes, std::vector<int16_t> next, std::vector<uint8_t> accepting)

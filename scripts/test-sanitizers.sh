@@ -9,7 +9,8 @@
 # - ThreadSanitizer (build-tsan/): the scheduler's tests, among them its
 #   threads as the server runs them (step loop, submitting and cancelling
 #   clients, sinks handing updates to the write dispatcher, drain) without
-#   gRPC. The gRPC server tests are not run under TSan: Debian's libgrpc is
+#   gRPC; and the guide cache's tests (lookups racing one compile). The
+#   gRPC server tests are not run under TSan: Debian's libgrpc is
 #   uninstrumented, and its call arenas reuse memory and hand work between
 #   threads through atomics TSan cannot see, so every run reports hundreds of
 #   races on gRPC's own objects (the code before this script's TSan step
@@ -25,7 +26,7 @@ if [[ "$which" == all || "$which" == asan ]]; then
   flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
   cmake -S . -B build-asan "${common[@]}" -DCMAKE_CXX_FLAGS="$flags" \
     -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
-  targets=(core_tests scheduler_tests service_tests security_tests server_fake_engine_tests fuzz_regression_tests
+  targets=(core_tests scheduler_tests guide_cache_tests service_tests security_tests server_fake_engine_tests fuzz_regression_tests
            engine_tests server_e2e_tests)
   cmake --build build-asan -j"$(nproc)" --target "${targets[@]}" mod-server
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -38,7 +39,7 @@ fi
 if [[ "$which" == all || "$which" == tsan ]]; then
   cmake -S . -B build-tsan "${common[@]}" -DCMAKE_CXX_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
     -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
-  targets=(scheduler_tests)
+  targets=(scheduler_tests guide_cache_tests)
   cmake --build build-tsan -j"$(nproc)" --target "${targets[@]}"
   export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
   for t in "${targets[@]}"; do

@@ -53,6 +53,10 @@ struct ServerMetrics::Impl {
   Family<Gauge>* capacity = nullptr;
   Histogram* decode_step = nullptr;
   Histogram* mixed_step = nullptr;
+  Counter* guide_hits = nullptr;
+  Counter* guide_misses = nullptr;
+  Gauge* guide_bytes = nullptr;
+  Histogram* guide_compile = nullptr;
 };
 
 ServerMetrics::ServerMetrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -125,6 +129,22 @@ StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string&
                          .Register(reg);
   m->decode_step = &m->step_seconds->Add({{"kind", "decode"}}, latency);
   m->mixed_step = &m->step_seconds->Add({{"kind", "mixed"}}, latency);
+  auto& guide_lookups = prometheus::BuildCounter()
+                            .Name("modserve_guide_cache_lookups_total")
+                            .Help("Guided requests by whether their compiled guide (or its refusal) was in the guide cache")
+                            .Register(reg);
+  m->guide_hits = &guide_lookups.Add({{"result", "hit"}});
+  m->guide_misses = &guide_lookups.Add({{"result", "miss"}});
+  m->guide_bytes = &prometheus::BuildGauge()
+                        .Name("modserve_guide_cache_bytes")
+                        .Help("Bytes of the compiled guides the guide cache keeps (guide_cache_mb bounds it)")
+                        .Register(reg)
+                        .Add({});
+  m->guide_compile = &prometheus::BuildHistogram()
+                          .Name("modserve_guide_compile_seconds")
+                          .Help("Time to compile a guide not in the cache (on the gRPC thread, before the request is queued)")
+                          .Register(reg)
+                          .Add({}, latency);
   std::shared_ptr<prometheus::Registry> registry = m->registry;
   auto http = MetricsHttpServer::Start(address, [registry] { return prometheus::TextSerializer().Serialize(registry->Collect()); });
   if (!http.ok()) return http.status();
@@ -193,6 +213,12 @@ void ServerMetrics::OnPrefixCacheUsage(double ratio) { impl_->prefix_usage->Set(
 void ServerMetrics::OnPrefixLookup(int64_t queried, int64_t hit) {
   impl_->prefix_queries->Increment(static_cast<double>(queried));
   impl_->prefix_hits->Increment(static_cast<double>(hit));
+}
+
+void ServerMetrics::OnGuideLookup(bool hit, double compile_seconds, int64_t cached_bytes) {
+  (hit ? impl_->guide_hits : impl_->guide_misses)->Increment();
+  if (!hit) impl_->guide_compile->Observe(compile_seconds);
+  impl_->guide_bytes->Set(static_cast<double>(cached_bytes));
 }
 
 void ServerMetrics::OnFirstToken(double seconds) { impl_->ttft->Observe(seconds); }

@@ -53,8 +53,15 @@ Status CheckGuideBytes(const std::string& subject, int64_t bytes, int64_t limit,
   return InvalidArgument(subject + std::to_string(bytes) + unit + "; the limit is " + std::to_string(limit));
 }
 
-// The request's guide (guided_regex, guided_choice or guided_json), compiled; null if it has none.
-StatusOr<std::shared_ptr<const TokenGuide>> ValidateGuide(const v1::GenerateRequest& r) {
+// compile()'s guide, through `cache` (kept under `key`) if there is one.
+StatusOr<std::shared_ptr<const TokenGuide>> CompileGuide(GuideCache* cache, const std::string& key,
+                                                         const GuideCache::Compile& compile) {
+  return cache != nullptr ? cache->GetOrCompile(key, compile) : compile();
+}
+
+// The request's guide (guided_regex, guided_choice or guided_json), compiled
+// (or found in `cache`, if not null); null if it has none.
+StatusOr<std::shared_ptr<const TokenGuide>> ValidateGuide(const v1::GenerateRequest& r, GuideCache* cache) {
   const bool by_regex = !r.guided_regex().empty(), by_choice = r.guided_choice_size() > 0, by_json = !r.guided_json().empty();
   if (by_regex + by_choice + by_json > 1) {
     std::string set;
@@ -70,28 +77,34 @@ StatusOr<std::shared_ptr<const TokenGuide>> ValidateGuide(const v1::GenerateRequ
   }
   if (by_json) {
     MODSERVE_RETURN_IF_ERROR(CheckGuideBytes("guided_json is ", static_cast<int64_t>(r.guided_json().size()), kMaxGuideJsonBytes));
-    auto regex = JsonSchemaRegex(r.guided_json(), "guided_json");
-    if (!regex.ok()) return regex.status();
-    return TokenGuide::FromRegex(*regex, "guided_json");
+    return CompileGuide(cache, "json\n" + r.guided_json(), [&r]() -> StatusOr<std::shared_ptr<const TokenGuide>> {
+      auto regex = JsonSchemaRegex(r.guided_json(), "guided_json");
+      if (!regex.ok()) return regex.status();
+      return TokenGuide::FromRegex(*regex, "guided_json");
+    });
   }
   if (by_regex) {
     MODSERVE_RETURN_IF_ERROR(CheckGuideBytes("guided_regex is ", static_cast<int64_t>(r.guided_regex().size()), kMaxGuideBytes));
     if (!IsValidUtf8(r.guided_regex())) return InvalidArgument("guided_regex is not valid UTF-8");
-    return TokenGuide::FromRegex(r.guided_regex(), "guided_regex");
+    return CompileGuide(cache, "regex\n" + r.guided_regex(), [&r] { return TokenGuide::FromRegex(r.guided_regex(), "guided_regex"); });
   }
   if (r.guided_choice_size() > kMaxGuideChoices) {
     return InvalidArgument("guided_choice has " + std::to_string(r.guided_choice_size()) + " entries; at most " +
                            std::to_string(kMaxGuideChoices) + " are allowed");
   }
   int64_t bytes = 0;
+  std::string key = "choice\n";  // each choice as <length>:<bytes>
   for (int i = 0; i < r.guided_choice_size(); ++i) {
     const std::string name = "guided_choice[" + std::to_string(i) + "]";
     if (r.guided_choice(i).empty()) return InvalidArgument(name + " must not be empty");
     if (!IsValidUtf8(r.guided_choice(i))) return InvalidArgument(name + " is not valid UTF-8");
     bytes += static_cast<int64_t>(r.guided_choice(i).size());
+    key += std::to_string(r.guided_choice(i).size()) + ":" + r.guided_choice(i);
   }
   MODSERVE_RETURN_IF_ERROR(CheckGuideBytes("guided_choice has ", bytes, kMaxGuideBytes, " bytes in all"));
-  return TokenGuide::FromChoices({r.guided_choice().begin(), r.guided_choice().end()}, "guided_choice");
+  return CompileGuide(cache, key, [&r] {
+    return TokenGuide::FromChoices({r.guided_choice().begin(), r.guided_choice().end()}, "guided_choice");
+  });
 }
 
 }  // namespace
@@ -241,7 +254,7 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
                            " but the server runs scheduling_policy: fcfs, where it must be 0");
   }
 
-  auto guide = ValidateGuide(r);
+  auto guide = ValidateGuide(r, ctx.guide_cache.get());
   if (!guide.ok()) return guide.status();
 
   GenerationRequest g;

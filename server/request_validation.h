@@ -2,14 +2,17 @@
 // GenerationRequest for the scheduler, or an INVALID_ARGUMENT status whose
 // message names the field and its allowed range.
 //
-// Thread-safety: pure functions.
+// Thread-safety: pure functions, but for the context's guide cache, which is
+// thread-safe.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "engine/status.h"
 #include "modserve/v1/modserve.pb.h"
 #include "server/generation_request.h"
+#include "server/guide_cache.h"
 #include "server/server_config.h"
 
 namespace modserve {
@@ -31,6 +34,7 @@ struct ValidationContext {
   int64_t bos_id = 256;
   int64_t eos_id = 257;
   bool priority_scheduling = false;  // scheduling_policy: priority (else a request's priority must be 0)
+  std::shared_ptr<GuideCache> guide_cache;  // compiled guides kept across requests; null: each request compiles its own
 };
 
 // Whether `id` may be a request_id: 1 to 128 printable ASCII characters, no spaces.

@@ -43,7 +43,8 @@ struct ServerApp::Impl {
 
 namespace {
 
-ServedModel DescribeModel(const ServerConfig& cfg, const ModelConfig& mc, const StepEngineInfo& info) {
+ServedModel DescribeModel(const ServerConfig& cfg, const ModelConfig& mc, const StepEngineInfo& info,
+                          ServerMetrics* metrics) {
   ServedModel m;
   m.validation.limits = cfg.limits;
   // A request's n completions are queued together: never more than the queue holds.
@@ -53,6 +54,8 @@ ServedModel DescribeModel(const ServerConfig& cfg, const ModelConfig& mc, const 
   m.validation.bos_id = mc.bos_id;
   m.validation.eos_id = mc.eos_id;
   m.validation.priority_scheduling = cfg.scheduling_policy == "priority";
+  m.validation.guide_cache = std::make_shared<GuideCache>(
+      cfg.guide_cache_mb << 20, [metrics](bool hit, double seconds, int64_t bytes) { metrics->OnGuideLookup(hit, seconds, bytes); });
   m.routed_layers = info.routed_layers;
   v1::ModelInfo& p = m.info;
   p.set_architecture("mod-transformer");
@@ -170,7 +173,7 @@ StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg, c
     }
   });
   marked.get_future().wait();
-  impl->service.Attach(impl->scheduler.get(), DescribeModel(cfg, model_config, info), impl->metrics.get());
+  impl->service.Attach(impl->scheduler.get(), DescribeModel(cfg, model_config, info, impl->metrics.get()), impl->metrics.get());
   impl->SetServing(true);
   return std::make_unique<ServerApp>(std::move(impl));
 }

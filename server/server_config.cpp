@@ -90,6 +90,8 @@ const std::vector<Key>& Keys() {
              [](ServerConfig* c) { return &c->max_prefill_tokens; }),
       BoolKey("prefix_caching", "reuse the K/V of prompt prefixes earlier requests ran (true or false)",
               &ServerConfig::prefix_caching),
+      IntKey("guide_cache_mb", "MiB of compiled guides (guided_regex, guided_choice, guided_json) kept across requests (0: none)",
+             [](ServerConfig* c) { return &c->guide_cache_mb; }),
       StringKey("scheduling_policy", "fcfs (every request's priority must be 0) or priority (lower values served first)",
                 &ServerConfig::scheduling_policy),
       StringKey("io_priority",
@@ -184,6 +186,7 @@ Status ServerConfig::Validate() const {
   MODSERVE_RETURN_IF_ERROR(Range("max_running", max_running, 1, 4096));
   MODSERVE_RETURN_IF_ERROR(Range("max_batch_tokens", max_batch_tokens, 1, 1 << 20));
   MODSERVE_RETURN_IF_ERROR(Range("max_prefill_tokens", max_prefill_tokens, 0, 1 << 20));
+  MODSERVE_RETURN_IF_ERROR(Range("guide_cache_mb", guide_cache_mb, 0, 1 << 20));
   if (!(drain_grace_seconds >= 0 && drain_grace_seconds <= 3600)) {
     return InvalidArgument("drain_grace_seconds must be in [0, 3600]");
   }

@@ -39,6 +39,7 @@ struct ServerConfig {
   int64_t max_batch_tokens = 256;               // tokens per engine step
   int64_t max_prefill_tokens = 32;              // prompt tokens per step while any request decodes (0: no cap)
   bool prefix_caching = true;                   // reuse the K/V of prompt prefixes earlier requests ran
+  int64_t guide_cache_mb = 64;                  // compiled guides kept across requests, MiB (0: none kept)
   std::string scheduling_policy = "fcfs";       // fcfs (request priority must be 0) | priority
   double drain_grace_seconds = 30;              // SIGTERM: time in-flight requests get to finish
   // Request log: one JSON line per ended Generate call (request_log.h) to

@@ -200,6 +200,7 @@ TEST_F(ServerE2E, StopTokenIdsPromptTokenIdsAndMinPAndTheStopThatMatched) {
 TEST_F(ServerE2E, GuidedRegexAndChoiceShapeTheCompletion) {
   const std::string pattern = "[0-9]{3}-[0-9]{4}( ext\\. [0-9]{1,4})?";
   const std::regex whole(pattern);
+  const auto metrics_before = Metrics();
   v1::GenerateRequest r = Request("Call the clerk at ", 40);
   v1::GenerateResponse unguided;
   ASSERT_TRUE(Unary(r, &unguided).ok());
@@ -254,6 +255,14 @@ TEST_F(ServerE2E, GuidedRegexAndChoiceShapeTheCompletion) {
   EXPECT_TRUE(std::any_of(choice.guided_choice().begin(), choice.guided_choice().end(),
                           [&](const std::string& c) { return c.rfind(cut.text(), 0) == 0; }))
       << cut.text();
+
+  // Each guide compiled once: the regex's six requests, the choices' two and the schema's one.
+  const auto metrics_after = Metrics();
+  auto delta = [&](const std::string& series) { return metrics_after.at(series) - metrics_before.at(series); };
+  EXPECT_EQ(delta("modserve_guide_cache_lookups_total{result=\"miss\"}"), 3);
+  EXPECT_EQ(delta("modserve_guide_cache_lookups_total{result=\"hit\"}"), 6);
+  EXPECT_EQ(delta("modserve_guide_compile_seconds_count"), 3);
+  EXPECT_GT(metrics_after.at("modserve_guide_cache_bytes"), 0);
 }
 
 }  // namespace

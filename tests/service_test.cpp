@@ -18,6 +18,7 @@
 #include "server/metrics.h"
 #include "server/metrics_http_server.h"
 #include "modserve/v1/request_wire.pb.h"
+#include "server/guide_cache.h"
 #include "server/request_decoding.h"
 #include "server/tokenization.h"
 #include "server/request_log.h"
@@ -104,6 +105,7 @@ TEST(ServerConfig, ErrorsNameTheKeyFlagOrFile) {
       {"prefix_caching: maybe\n", {}, "key \"prefix_caching\": expected true or false, got \"maybe\""},
       {"", {"--prefix-caching", "1"}, "--prefix-caching: expected true or false, got \"1\""},
       {"default_max_tokens: 5000\n", {}, "default_max_tokens must be in [1, 1024]"},
+      {"", {"--guide-cache-mb", "-1"}, "guide_cache_mb must be in [0, 1048576], got -1"},
       {"{{{\n", {}, "not valid YAML"},
       {"- a\n- b\n", {}, "expected a mapping"},
       {"", {"--max-running", "x"}, "--max-running: expected an integer"},
@@ -307,6 +309,45 @@ TEST(RequestValidation, AGuideIsCompiledIntoTheSamplingParams) {
   ASSERT_TRUE(g.ok());
   EXPECT_TRUE(g->sampling.guide->Accepting(g->sampling.guide->Walk("negative")));
   EXPECT_FALSE(g->sampling.guide->Accepting(g->sampling.guide->Walk("neg")));
+}
+
+TEST(RequestValidation, RequestsWithTheSameGuideShareItThroughTheCache) {
+  ValidationContext ctx = Ctx();
+  ctx.guide_cache = std::make_shared<GuideCache>(1 << 20);
+  v1::GenerateRequest r;
+  r.set_prompt("hello");
+  r.set_guided_regex("[0-9]{3}");
+  auto a = ValidateGenerateRequest(r, ctx, 0, "x");
+  auto b = ValidateGenerateRequest(r, ctx, 1, "y");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->sampling.guide.get(), b->sampling.guide.get());
+  // Same text, different kinds: not the same entry (each names its own field).
+  r.clear_guided_regex();
+  r.add_guided_choice("[0-9]{3}");
+  auto c = ValidateGenerateRequest(r, ctx, 0, "x");
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE(c->sampling.guide.get(), a->sampling.guide.get());
+  EXPECT_TRUE(c->sampling.guide->Accepting(c->sampling.guide->Walk("[0-9]{3}")));
+  // Choices are keyed with their boundaries: {"ab", "c"} is not {"a", "bc"}.
+  r.clear_guided_choice();
+  for (const char* x : {"ab", "c"}) r.add_guided_choice(x);
+  auto d = ValidateGenerateRequest(r, ctx, 0, "x");
+  r.clear_guided_choice();
+  for (const char* x : {"a", "bc"}) r.add_guided_choice(x);
+  auto e = ValidateGenerateRequest(r, ctx, 0, "x");
+  ASSERT_TRUE(d.ok() && e.ok());
+  EXPECT_TRUE(e->sampling.guide->Accepting(e->sampling.guide->Walk("bc")));
+  EXPECT_FALSE(e->sampling.guide->Accepting(e->sampling.guide->Walk("ab")));
+  // A refused schema is refused again from the cache, with the same message.
+  r.clear_guided_choice();
+  r.set_guided_json(R"({"type": "string", "pattern": "a+"})");
+  auto f = ValidateGenerateRequest(r, ctx, 0, "x");
+  auto f2 = ValidateGenerateRequest(r, ctx, 0, "x");
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f2.status().message(), f.status().message());
+  EXPECT_NE(f.status().message().find("guided_json"), std::string::npos) << f.status().message();
+  EXPECT_EQ(ctx.guide_cache->stats().hits, 2);
+  EXPECT_EQ(ctx.guide_cache->stats().misses, 5);
 }
 
 TEST(RequestValidation, DefaultMaxTokensShrinksToTheRoomLeft) {
