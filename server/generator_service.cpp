@@ -81,6 +81,7 @@ class RequestReactor : public Base, public UpdateTarget {
           std::string reasons;  // each completion's, in index order
           for (const std::string& r : finish_reasons_) reasons += (reasons.empty() ? "" : ",") + r;
           record_.finish_reason = reasons;
+          record_.stops = stops_;
         }
         svc_->request_log()->Write(FormatRequestRecord(record_, std::chrono::system_clock::now()));
       }
@@ -110,6 +111,7 @@ class RequestReactor : public Base, public UpdateTarget {
     }
     if (!u.finished || !u.status.ok()) return;
     finish_reasons_[static_cast<size_t>(index)] = FinishReasonName(u.finish_reason);
+    stops_[static_cast<size_t>(index)] = {u.stop_string, u.stop_token_id};
     auto add = [](int64_t* total, int64_t v) { *total = std::max<int64_t>(*total, 0) + v; };
     record_.prompt_tokens = u.usage.prompt_tokens;
     add(&record_.completion_tokens, u.usage.completion_tokens);
@@ -164,6 +166,8 @@ class RequestReactor : public Base, public UpdateTarget {
       record_.priority = sub.requests.empty() ? 0 : sub.requests.front().priority;
       completions_ = std::max<int>(1, static_cast<int>(sub.requests.size()));
       finish_reasons_.assign(static_cast<size_t>(completions_), "");
+      stops_.assign(static_cast<size_t>(completions_), StopMatch{});
+      record_.guide = sub.guide;
     }
     if (!prepared.ok()) return prepared;
     std::vector<UpdateSink> sinks;
@@ -201,6 +205,7 @@ class RequestReactor : public Base, public UpdateTarget {
   Clock::time_point arrival_ = Clock::now();
   RequestRecord record_;         // under link_->mu (filled only with a request log)
   std::vector<std::string> finish_reasons_;  // under link_->mu: per completion, for the log
+  std::vector<StopMatch> stops_;             // likewise: what stopped each completion
 };
 
 // Unary Generate: collects every update into one response (n > 1: one per
@@ -380,6 +385,10 @@ Status GeneratorService::Prepare(grpc::CallbackServerContext* ctx, const grpc::B
     return g.status();
   }
   sub->request_id = g->request_id;
+  sub->guide = !request->guided_regex().empty() ? "regex"
+               : request->guided_choice_size() > 0 ? "choice"
+               : !request->guided_json().empty() ? "json"
+                                                 : "";
   const auto deadline = ctx->deadline();
   if (deadline != std::chrono::system_clock::time_point::max()) {
     g->deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - std::chrono::system_clock::now());

@@ -80,11 +80,14 @@ class GeneratorService final : public GeneratorServiceBase {
   // (and model() may be read).
   Status CheckReady(const grpc::CallbackServerContext* ctx) const;
   const ServedModel& model() const { return *model_; }
+  // The metrics once Attach has run (the scheduler is set), else null.
+  ServerMetrics* attached_metrics() const { return scheduler_.load() != nullptr ? metrics_ : nullptr; }
   // A call's request, validated: its id and its n completions (completion i
   // samples with seed + i; only completion 0 scores the prompt).
   struct Submission {
     std::string request_id;  // known even when Prepare fails, if the request named a valid one
     std::vector<GenerationRequest> requests;
+    std::string guide;  // the request's guide kind for the log: "regex", "choice", "json" or ""
   };
   // For reactors: authenticates, decodes and validates the call's request into `sub`.
   Status Prepare(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& request, Submission* sub);

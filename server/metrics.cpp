@@ -53,6 +53,7 @@ struct ServerMetrics::Impl {
   Family<Gauge>* capacity = nullptr;
   Histogram* decode_step = nullptr;
   Histogram* mixed_step = nullptr;
+  Family<Counter>* tokenization = nullptr;
   Counter* guide_hits = nullptr;
   Counter* guide_misses = nullptr;
   Gauge* guide_bytes = nullptr;
@@ -129,6 +130,10 @@ StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string&
                          .Register(reg);
   m->decode_step = &m->step_seconds->Add({{"kind", "decode"}}, latency);
   m->mixed_step = &m->step_seconds->Add({{"kind", "mixed"}}, latency);
+  m->tokenization = &prometheus::BuildCounter()
+                         .Name("modserve_tokenization_requests_total")
+                         .Help("Tokenize and Detokenize calls that ended, by rpc and gRPC code")
+                         .Register(reg);
   auto& guide_lookups = prometheus::BuildCounter()
                             .Name("modserve_guide_cache_lookups_total")
                             .Help("Guided requests by whether their compiled guide (or its refusal) was in the guide cache")
@@ -213,6 +218,10 @@ void ServerMetrics::OnPrefixCacheUsage(double ratio) { impl_->prefix_usage->Set(
 void ServerMetrics::OnPrefixLookup(int64_t queried, int64_t hit) {
   impl_->prefix_queries->Increment(static_cast<double>(queried));
   impl_->prefix_hits->Increment(static_cast<double>(hit));
+}
+
+void ServerMetrics::CountTokenization(const std::string& rpc, StatusCode code) {
+  impl_->tokenization->Add({{"rpc", rpc}, {"code", StatusCodeName(code)}}).Increment();
 }
 
 void ServerMetrics::OnGuideLookup(bool hit, double compile_seconds, int64_t cached_bytes) {

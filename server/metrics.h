@@ -37,6 +37,9 @@ class ServerMetrics : public SchedulerObserver {
   // A request refused before it reached the scheduler (invalid, queue full, draining).
   void CountRejected(StatusCode code);
 
+  // A Tokenize or Detokenize call (`rpc`) that ended with `code`.
+  void CountTokenization(const std::string& rpc, StatusCode code);
+
   // A guided request's guide looked up in the guide cache (GuideCache::Observer).
   void OnGuideLookup(bool hit, double compile_seconds, int64_t cached_bytes);
 

@@ -1,5 +1,7 @@
 #include "server/request_log.h"
 
+#include <algorithm>
+
 #include <fcntl.h>
 #include <limits.h>
 #include <unistd.h>
@@ -43,6 +45,19 @@ std::string FormatRequestRecord(const RequestRecord& r, std::chrono::system_cloc
   j["code"] = r.code;
   if (!r.message.empty()) j["message"] = r.message;
   if (!r.finish_reason.empty()) j["finish_reason"] = r.finish_reason;
+  auto stop = [](const StopMatch& m) -> nlohmann::ordered_json {
+    if (m.token_id >= 0) return m.token_id;
+    if (!m.text.empty()) return m.text;
+    return nullptr;
+  };
+  const bool stopped = std::any_of(r.stops.begin(), r.stops.end(), [](const StopMatch& m) { return m.token_id >= 0 || !m.text.empty(); });
+  if (stopped && r.stops.size() == 1) {
+    j["stop"] = stop(r.stops[0]);
+  } else if (stopped) {
+    j["stop"] = nlohmann::ordered_json::array();
+    for (const StopMatch& m : r.stops) j["stop"].push_back(stop(m));
+  }
+  if (!r.guide.empty()) j["guide"] = r.guide;
   if (r.n > 1) j["n"] = r.n;
   if (r.priority != 0) j["priority"] = r.priority;
   if (r.prompt_tokens >= 0) j["prompt_tokens"] = r.prompt_tokens;

@@ -1,5 +1,5 @@
-// RequestLog: the server's request log, one JSON line per ended Generate or
-// GenerateStream call (accepted or refused), for operators: who asked, what
+// RequestLog: the server's request log, one JSON line per ended call of
+// Generate, GenerateStream, Tokenize or Detokenize (accepted or refused), for operators: who asked, what
 // came back, how long it took. Lines go to stderr, stdout or a file
 // (appended), written by the log's own thread, so no caller (a gRPC reactor)
 // ever blocks on the destination: a line is queued, and when kMaxQueued
@@ -18,14 +18,22 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/status.h"
 
 namespace modserve {
 
+// What ended a completion with finish reason stop: an entry of
+// GenerateRequest.stop, or of stop_token_ids (token_id >= 0).
+struct StopMatch {
+  std::string text;
+  int64_t token_id = -1;
+};
+
 // What the log says about one call.
 struct RequestRecord {
-  std::string rpc;         // "Generate" or "GenerateStream"
+  std::string rpc;         // "Generate", "GenerateStream", "Tokenize" or "Detokenize"
   std::string request_id;  // empty when the call was refused before it got one
   std::string peer;        // gRPC's peer string, e.g. "ipv4:127.0.0.1:40312"
   std::string code;        // gRPC code name, e.g. "OK", "INVALID_ARGUMENT"
@@ -33,9 +41,14 @@ struct RequestRecord {
   // "length", "eos", "stop"; empty unless the call succeeded. With n > 1:
   // each completion's, in index order, joined by commas ("length,eos").
   std::string finish_reason;
+  // Per completion, in index order, what stopped it (written as "stop": the
+  // string or the token id; with n > 1 an array, null for the completions
+  // that did not end on a stop); empty: none did.
+  std::vector<StopMatch> stops;
+  std::string guide;               // "regex", "choice" or "json" for a guided request; empty: none
   int64_t n = 1;                   // completions asked for (GenerateRequest.n); written when > 1
   int32_t priority = 0;            // GenerateRequest.priority; written when not 0
-  int64_t prompt_tokens = -1;      // -1: unknown (the call did not finish OK); the prompt's, once
+  int64_t prompt_tokens = -1;      // -1: unknown (the call did not finish OK); the prompt's, once (Tokenize: the text's)
   int64_t completion_tokens = -1;  // this and the rest: summed over the n completions
   int64_t cached_prompt_tokens = -1;
   int64_t routed_computed = -1;

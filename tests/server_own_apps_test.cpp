@@ -350,8 +350,9 @@ TEST(ServerProcess, SigtermDrainsInFlightRequestsAndExitsZero) {
 }
 
 // With request_log set, every ended Generate call writes one JSON line: the
-// request id, rpc, peer, code (and message), finish reason, token counts
-// equal to the usage the client got, TTFT within the duration.
+// request id, rpc, peer, code (and message), finish reason, the stop that
+// matched, the guide's kind, token counts equal to the usage the client got,
+// TTFT within the duration; Tokenize and Detokenize calls write one too.
 TEST(ServerRequestLog, OneJsonLinePerCallNamingItsOutcome) {
   const std::string path = testing::TempDir("request_log") + "/requests.log";
   ServerConfig c = TestConfig();
@@ -409,6 +410,32 @@ TEST(ServerRequestLog, OneJsonLinePerCallNamingItsOutcome) {
     }
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
   }
+  v1::GenerateResponse guided;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(60));
+    v1::GenerateRequest r = Request("The jury found the defendant ", 20);
+    r.set_request_id("log-guided");
+    for (const char* c : {"guilty", "not guilty"}) r.add_guided_choice(c);
+    r.add_stop("ilt");  // in both choices: the completion ends on it
+    ASSERT_TRUE(stub->Generate(&ctx, r, &guided).ok());
+    ASSERT_EQ(guided.finish_reason(), v1::FINISH_REASON_STOP) << guided.text();
+  }
+  {  // Tokenize and Detokenize are logged and counted too
+    grpc::ClientContext ctx;
+    v1::TokenizeRequest tr;
+    tr.set_text("The jury");
+    v1::TokenizeResponse tokens;
+    ASSERT_TRUE(stub->Tokenize(&ctx, tr, &tokens).ok());
+    grpc::ClientContext bad_ctx;
+    v1::DetokenizeRequest dr;
+    dr.add_token_ids(100000);
+    v1::DetokenizeResponse text;
+    EXPECT_EQ(stub->Detokenize(&bad_ctx, dr, &text).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  const auto metrics = Scrape(app->metrics_port());
+  EXPECT_EQ(metrics.at("modserve_tokenization_requests_total{code=\"OK\",rpc=\"Tokenize\"}"), 1);
+  EXPECT_EQ(metrics.at("modserve_tokenization_requests_total{code=\"INVALID_ARGUMENT\",rpc=\"Detokenize\"}"), 1);
   // The server ends the cancelled call within a step of hearing of it.
   const std::string cancelled = "modserve_requests_total{code=\"CANCELLED\",finish_reason=\"none\"}";
   for (int i = 0; i < 250 && Scrape(app->metrics_port())[cancelled] < 1; ++i) {
@@ -421,9 +448,9 @@ TEST(ServerRequestLog, OneJsonLinePerCallNamingItsOutcome) {
   int lines = 0;
   for (std::string line; std::getline(in, line); ++lines) {
     auto j = nlohmann::json::parse(line);  // throws (fails the test) unless each line is JSON
-    by_id[j.value("request_id", "(none)")] = j;
+    by_id[j.value("request_id", j["rpc"].get<std::string>())] = j;  // Tokenize, Detokenize: no id
   }
-  EXPECT_EQ(lines, 5);
+  EXPECT_EQ(lines, 8);
   const auto& u = by_id["log-unary"];
   EXPECT_EQ(u["rpc"], "Generate");
   EXPECT_EQ(u["code"], "OK");
@@ -455,6 +482,19 @@ TEST(ServerRequestLog, OneJsonLinePerCallNamingItsOutcome) {
   EXPECT_EQ(x["code"], "CANCELLED");
   EXPECT_FALSE(x.contains("completion_tokens")) << "not finished";
   EXPECT_GT(x["ttft_ms"].get<double>(), 0);
+  const auto& g = by_id["log-guided"];
+  EXPECT_EQ(g["guide"], "choice");
+  EXPECT_EQ(g["finish_reason"], "stop");
+  EXPECT_EQ(g["stop"], "ilt") << "the stop string that matched";
+  EXPECT_FALSE(u.contains("guide"));
+  EXPECT_FALSE(u.contains("stop")) << "ended on length";
+  const auto& t = by_id["Tokenize"];
+  EXPECT_EQ(t["code"], "OK");
+  EXPECT_EQ(t["prompt_tokens"], 9) << "8 bytes and BOS";
+  EXPECT_NE(t["peer"].get<std::string>().find("127.0.0.1"), std::string::npos);
+  const auto& d = by_id["Detokenize"];
+  EXPECT_EQ(d["code"], "INVALID_ARGUMENT");
+  EXPECT_NE(d["message"].get<std::string>().find("token_ids"), std::string::npos) << d["message"];
 
   c.request_log = "/nonexistent-dir/requests.log";
   auto refused = ServerApp::Start(c, LoadLibTorchEngine);

@@ -621,6 +621,17 @@ TEST(RequestLog, RecordsAreOneJsonObjectWithTheKnownFieldsOnly) {
   EXPECT_FALSE(j.contains("message"));
   EXPECT_EQ(j["n"], 3);
   EXPECT_EQ(j["priority"], -2);
+  EXPECT_FALSE(j.contains("stop"));
+  EXPECT_FALSE(j.contains("guide"));
+  r.stops = {{"", -1}, {"", -1}, {"", -1}};  // none ended on a stop
+  EXPECT_FALSE(nlohmann::json::parse(FormatRequestRecord(r, at)).contains("stop"));
+  r.stops = {{"\n\n", -1}, {"", -1}, {"", 7}};
+  r.guide = "json";
+  j = nlohmann::json::parse(FormatRequestRecord(r, at));
+  EXPECT_EQ(j["stop"], nlohmann::json::parse(R"(["\n\n", null, 7])")) << "per completion: the string, none, the token id";
+  EXPECT_EQ(j["guide"], "json");
+  r.stops = {{"", 7}};
+  EXPECT_EQ(nlohmann::json::parse(FormatRequestRecord(r, at))["stop"], 7) << "one completion: the match itself";
   RequestRecord refused;
   refused.rpc = "Generate";
   refused.code = "INVALID_ARGUMENT";
