@@ -47,6 +47,11 @@ done
 # Load from the load generator (streaming requests, 8 at a time).
 "$bin/mod-client" --server "127.0.0.1:$grpc_port" bench --concurrency 8 --requests 48 --shared-prefix-bytes 48 --prompt-bytes 32 --max-tokens 32 \
   | sed -n '1,3p'
+# Guided requests (the guide cache panel): one choice list three times, one compile.
+for _ in 1 2 3; do
+  "$bin/mod-client" --server "127.0.0.1:$grpc_port" generate --prompt "The verdict: " --max-tokens 16 \
+    --guided-choice 'guilty|not guilty' >/dev/null
+done
 fetch "http://127.0.0.1:$metrics_port/metrics" >"$work/metrics.txt"
 
 # Wait until Prometheus has scraped twice after the load and evaluated the rules.
