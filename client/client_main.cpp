@@ -156,6 +156,13 @@ Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
   if (min_tokens < 0 || min_tokens > INT32_MAX) return InvalidArgument("--min-tokens must be in [0, 2^31 - 1]");
   req->set_min_tokens(static_cast<int32_t>(min_tokens));
   req->set_ignore_eos(f.Bool("ignore-eos"));
+  req->set_include_stop_str_in_output(f.Bool("include-stop"));
+  if (f.Has("truncate-prompt-tokens")) {
+    int64_t keep = 0;
+    MODSERVE_RETURN_IF_ERROR(f.Get("truncate-prompt-tokens", &keep));
+    if (keep < INT32_MIN || keep > INT32_MAX) return InvalidArgument("--truncate-prompt-tokens is out of range");
+    req->set_truncate_prompt_tokens(static_cast<int32_t>(keep));  // the server checks it against the context
+  }
   MODSERVE_RETURN_IF_ERROR(ParseLogitBias(f.Str("logit-bias"), req->mutable_logit_bias()));
   req->set_cache_salt(f.Str("cache-salt"));
   req->set_guided_regex(f.Str("guided-regex"));
@@ -267,6 +274,8 @@ Status Run(int argc, char** argv) {
   f.Define("frequency-penalty", "0", "generate, stream: subtracted per time a token was generated so far");
   f.Define("stop", "", "a stop string");
   f.Define("stop-token-ids", "", "generate, stream: token ids ID,ID,... that end the completion");
+  f.Define("include-stop", "false", "generate, stream: keep the stop string that ended the completion in its text", true);
+  f.Define("truncate-prompt-tokens", "0", "generate, stream: keep only the prompt's last N tokens (unset: none)");
   f.Define("min-tokens", "0", "generate, stream: tokens before EOS or the stop string may end the completion");
   f.Define("ignore-eos", "false", "generate, stream, bench: generate past EOS (until max tokens or the stop string)", true);
   f.Define("logit-bias", "", "generate, stream: ID:BIAS,... added to those token ids' logits (-100 .. 100)");

@@ -32,7 +32,7 @@ FinishReason GenerationState::Add(int64_t token) {
     for (size_t i = 0; may_stop && i < criteria_.stop.size(); ++i) {
       const std::string& s = criteria_.stop[i];
       if (!s.empty() && text_.size() >= s.size() && text_.compare(text_.size() - s.size(), s.size(), s) == 0) {
-        text_.resize(text_.size() - s.size());
+        if (!criteria_.include_stop) text_.resize(text_.size() - s.size());
         matched_stop_ = static_cast<int64_t>(i);
         return finish_ = FinishReason::kStop;
       }
@@ -43,7 +43,7 @@ FinishReason GenerationState::Add(int64_t token) {
 }
 
 size_t GenerationState::StableLength() const {
-  if (finished()) return text_.size();
+  if (finished() || criteria_.include_stop) return text_.size();
   size_t hold = 0;  // longest suffix of text_ that is a proper prefix of a stop string
   for (const auto& s : criteria_.stop) {
     if (s.empty()) continue;

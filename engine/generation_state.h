@@ -1,14 +1,15 @@
 // GenerationState: one request's generated tokens and when to stop: EOS,
 // max tokens, a stop token id, or a stop string (which may span several
-// tokens). The text of the completion never includes the stop string, a stop
-// token or EOS (the tokens stay in tokens()). Neither EOS nor a stop token nor
+// tokens). The text of the completion never includes a stop token or EOS
+// (the tokens stay in tokens()), nor the stop string unless
+// StopCriteria::include_stop says so. Neither EOS nor a stop token nor
 // a stop string ends it within its first min_tokens tokens (a stop string
 // completed there stays in the text, as in vLLM V1). It remembers which stop
 // string or stop token ended it.
 //
 // StableLength() tells a streaming caller how many bytes of text() can be
 // sent: the bytes that can no longer turn out to be the start of a stop
-// string.
+// string (all of them with include_stop: none would be cut).
 //
 // Thread-safety: a plain value; one per request.
 #pragma once
@@ -28,6 +29,7 @@ struct StopCriteria {
   std::vector<std::string> stop;  // non-empty strings
   int64_t min_tokens = 0;         // tokens before EOS or a stop string may end generation
   std::vector<int64_t> stop_token_ids{};  // ids that end generation (kStop); they add no text
+  bool include_stop = false;              // a matched stop string stays in the text
 };
 
 class GenerationState {

@@ -146,12 +146,23 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
   }
   if (!by_ids && !IsValidUtf8(r.prompt())) return InvalidArgument("prompt is not valid UTF-8");
   MODSERVE_RETURN_IF_ERROR(CheckTokenIds("prompt_token_ids", r.prompt_token_ids(), ctx.vocab_size));
-  const int64_t prompt_tokens = prompt_len + 1;  // + BOS
+  // truncate_prompt_tokens: a longer prompt keeps only its last `kept` tokens.
+  int64_t kept = prompt_len;
+  if (r.has_truncate_prompt_tokens()) {
+    const int64_t k = r.truncate_prompt_tokens();
+    if (k < 1 || k > ctx.max_context - 2) {
+      return InvalidArgument("truncate_prompt_tokens must be in [1, " + std::to_string(ctx.max_context - 2) +
+                             "] (the context length " + std::to_string(ctx.max_context) +
+                             " less BOS and one generated token), got " + std::to_string(k));
+    }
+    kept = std::min(prompt_len, k);
+  }
+  const int64_t prompt_tokens = kept + 1;  // + BOS
   if (prompt_tokens >= ctx.max_context) {
     return InvalidArgument(field + " is " + std::to_string(prompt_tokens) + " tokens (" + std::to_string(prompt_len) +
                            unit + " + BOS) but the model's context length is " + std::to_string(ctx.max_context) +
                            " tokens; a prompt may have at most " + std::to_string(ctx.max_context - 2) + unit +
-                           " to leave room for one generated token");
+                           " to leave room for one generated token (or set truncate_prompt_tokens to keep its last ones)");
   }
   const int64_t room = ctx.max_context - prompt_tokens;
   int64_t max_tokens = r.max_tokens();
@@ -264,9 +275,10 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
   if (by_ids) {
     g.prompt.reserve(static_cast<size_t>(prompt_tokens));
     g.prompt.push_back(ctx.bos_id);
-    g.prompt.insert(g.prompt.end(), r.prompt_token_ids().begin(), r.prompt_token_ids().end());
+    g.prompt.insert(g.prompt.end(), r.prompt_token_ids().begin() + (prompt_len - kept), r.prompt_token_ids().end());
   } else {
     g.prompt = ByteTokenizer(ctx.bos_id, ctx.eos_id).Encode(r.prompt(), /*add_bos=*/true);
+    g.prompt.erase(g.prompt.begin() + 1, g.prompt.begin() + 1 + (prompt_len - kept));  // BOS stays
   }
   g.sampling.temperature = r.temperature();
   g.sampling.top_k = r.top_k();
@@ -287,6 +299,7 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
   g.stop.eos_id = ending_eos;
   g.stop.stop.assign(r.stop().begin(), r.stop().end());
   g.stop.stop_token_ids.assign(r.stop_token_ids().begin(), r.stop_token_ids().end());
+  g.stop.include_stop = r.include_stop_str_in_output();
   g.sampling.stop_token_ids = g.stop.stop_token_ids;
   g.return_routes = r.return_routes();
   g.return_logprobs = r.return_logprobs();

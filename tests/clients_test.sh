@@ -6,7 +6,8 @@
 # proto/ here; the Node packages are installed from npm into a scratch folder.
 # Then mod-client's --logprobs prints a line per generated token, and its
 # --logit-bias, --min-tokens, --ignore-eos, --stop-token-ids, --prompt-token-ids,
-# --min-p, --cache-salt, --priority and --n reach the server, and its tokenize
+# --min-p, --include-stop, --truncate-prompt-tokens, --cache-salt, --priority
+# and --n reach the server, and its tokenize
 # and detokenize commands round-trip a prompt, and --guided-regex,
 # --guided-choice and --guided-json hold the completion to their pattern.
 # Usage: tests/clients_test.sh BIN_DIR SOURCE_DIR
@@ -95,6 +96,16 @@ if "$bin/mod-client" --server "$address" generate --stop-token-ids 10,x 2>"$work
 fi
 grep -q 'stop-token-ids entry "x" is not a token id' "$work/bad.err" || { cat "$work/bad.err"; exit 1; }
 echo "PASS: mod-client --stop-token-ids, --prompt-token-ids, --min-p"
+echo "== mod-client --include-stop, --truncate-prompt-tokens"
+# 'A' forced and "AA" a stop string: cut from the text, or kept with --include-stop.
+text=$("$bin/mod-client" --server "$address" generate --max-tokens 6 --logit-bias 65:100 --stop AA 2>/dev/null)
+[[ -z "$text" ]] || { echo "FAIL: --stop AA with 'A' forced gave \"$text\""; exit 1; }
+text=$("$bin/mod-client" --server "$address" generate --max-tokens 6 --logit-bias 65:100 --stop AA --include-stop 2>/dev/null)
+[[ "$text" == "AA" ]] || { echo "FAIL: --include-stop gave \"$text\", not AA"; exit 1; }
+# A prompt cut to its last 2 bytes, "Hi", gives what "Hi" gives.
+got=$("$bin/mod-client" --server "$address" generate --prompt "Oh, Hi" --truncate-prompt-tokens 2 --max-tokens 8 2>/dev/null)
+[[ "$got" == "$want" ]] || { echo "FAIL: --truncate-prompt-tokens 2 of \"Oh, Hi\" gave \"$got\", --prompt Hi \"$want\""; exit 1; }
+echo "PASS: mod-client --include-stop, --truncate-prompt-tokens"
 echo "== mod-client tokenize, detokenize"
 # The ids tokenize prints, sent as --prompt-token-ids, give the text prompt's tokens; detokenize gives the text back.
 tokenized=$("$bin/mod-client" --server "$address" tokenize --prompt "Hi")

@@ -39,6 +39,18 @@ TEST(GenerationState, StopStringsSpanTokensAndAreCutFromTheText) {
   EXPECT_EQ(g.StableLength(), g.text().size());
 }
 
+TEST(GenerationState, WithIncludeStopTheStopStringStaysAndNothingIsHeldBack) {
+  StopCriteria c{100, 257, {"\n\n", "END"}};
+  c.include_stop = true;
+  GenerationState g(c);
+  AddText(g, "one\ntwo E");
+  EXPECT_EQ(g.StableLength(), 9u) << "nothing would be cut: all of it can be sent";
+  g.Add('N');
+  EXPECT_EQ(g.Add('D'), FinishReason::kStop);
+  EXPECT_EQ(g.text(), "one\ntwo END");
+  EXPECT_EQ(g.matched_stop(), 1);
+}
+
 TEST(GenerationState, BeforeMinTokensNeitherEosNorAStopStringEnds) {
   GenerationState g({10, 257, {"ab"}, 4});
   AddText(g, "ab");

@@ -417,6 +417,7 @@ TEST_F(ServerE2E, EveryInvalidRequestGetsAClearErrorAndTheNextRequestIsServed) {
       {[](Wire* r) { r->set_max_tokens(-2); }, invalid, "max_tokens must be in [0, 1024]"},
       {[](Wire* r) { r->set_max_tokens(2000); }, invalid, "max_tokens must be in [0, 1024]"},
       {[](Wire* r) { r->set_max_tokens(251); }, invalid, "exceeds the context length"},  // 6 prompt tokens + 251 > 256
+      {[](Wire* r) { r->set_truncate_prompt_tokens(-1); }, invalid, "truncate_prompt_tokens must be in [1, 254]"},
       {[](Wire* r) { r->set_temperature(9); }, invalid, "temperature must be in [0, 2]"},
       {[](Wire* r) { r->set_temperature(-1); }, invalid, "temperature must be in [0, 2]"},
       {[nan](Wire* r) { r->set_temperature(nan); }, invalid, "temperature must be in [0, 2]"},

@@ -127,6 +127,36 @@ TEST_F(ServerE2E, StopStringEndsTheCompletion) {
   ASSERT_FALSE(streamed.messages.empty());
   EXPECT_EQ(streamed.text, s.text());
   EXPECT_EQ(streamed.messages.back().stop_string(), stop);
+
+  // include_stop_str_in_output: the same completion with the stop string kept, unary and streamed.
+  r.set_include_stop_str_in_output(true);
+  v1::GenerateResponse kept;
+  ASSERT_TRUE(Unary(r, &kept).ok());
+  EXPECT_EQ(kept.finish_reason(), v1::FINISH_REASON_STOP);
+  EXPECT_EQ(kept.text(), s.text() + stop);
+  EXPECT_EQ(kept.token_ids_size(), s.token_ids_size());
+  StreamResult kept_streamed = Stream(r);
+  ASSERT_TRUE(kept_streamed.status.ok()) << kept_streamed.status.error_message();
+  EXPECT_EQ(kept_streamed.text, kept.text());
+}
+
+// truncate_prompt_tokens: a long history cut to its last tokens gives what
+// those tokens alone give, and usage counts only them.
+TEST_F(ServerE2E, TruncatePromptTokensServesTheLastTokensOfALongPrompt) {
+  const std::string tail = "The jury said ";
+  v1::GenerateResponse alone;
+  ASSERT_TRUE(Unary(Request(tail, 24), &alone).ok());
+  v1::GenerateRequest r = Request(std::string(400, 'x') + tail, 24);  // longer than the 256-token context
+  v1::GenerateResponse refused;
+  EXPECT_EQ(Unary(r, &refused).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  r.set_truncate_prompt_tokens(static_cast<int32_t>(tail.size()));
+  v1::GenerateResponse cut;
+  ASSERT_TRUE(Unary(r, &cut).ok());
+  EXPECT_EQ(cut.text(), alone.text());
+  EXPECT_EQ(cut.usage().prompt_tokens(), alone.usage().prompt_tokens());
+  StreamResult streamed = Stream(r);
+  ASSERT_TRUE(streamed.status.ok()) << streamed.status.error_message();
+  EXPECT_EQ(streamed.text, alone.text());
 }
 
 TEST_F(ServerE2E, StopTokenIdsPromptTokenIdsAndMinPAndTheStopThatMatched) {

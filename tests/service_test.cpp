@@ -14,6 +14,7 @@
 #include <limits>
 #include <thread>
 
+#include "engine/tokenizer.h"
 #include "metrics_scrape.h"
 #include "server/metrics.h"
 #include "server/metrics_http_server.h"
@@ -337,7 +338,7 @@ TEST(RequestValidation, RequestsWithTheSameGuideShareItThroughTheCache) {
   auto e = ValidateGenerateRequest(r, ctx, 0, "x");
   ASSERT_TRUE(d.ok() && e.ok());
   EXPECT_TRUE(e->sampling.guide->Accepting(e->sampling.guide->Walk("bc")));
-  EXPECT_FALSE(e->sampling.guide->Accepting(e->sampling.guide->Walk("ab")));
+  EXPECT_LT(e->sampling.guide->Walk("ab"), 0) << "\"ab\" does not even begin a choice of {\"a\", \"bc\"}";
   // A refused schema is refused again from the cache, with the same message.
   r.clear_guided_choice();
   r.set_guided_json(R"({"type": "string", "pattern": "a+"})");
@@ -348,6 +349,42 @@ TEST(RequestValidation, RequestsWithTheSameGuideShareItThroughTheCache) {
   EXPECT_NE(f.status().message().find("guided_json"), std::string::npos) << f.status().message();
   EXPECT_EQ(ctx.guide_cache->stats().hits, 2);
   EXPECT_EQ(ctx.guide_cache->stats().misses, 5);
+}
+
+TEST(RequestValidation, TruncatePromptTokensKeepsTheLastOnesAfterBos) {
+  v1::GenerateRequest r;
+  r.set_prompt(std::string(300, 'a') + "The end");  // longer than the context: refused untruncated
+  EXPECT_FALSE(ValidateGenerateRequest(r, Ctx(), 0, "x").ok());
+  r.set_truncate_prompt_tokens(7);
+  auto g = ValidateGenerateRequest(r, Ctx(), 0, "x");
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  const std::vector<int64_t> want = ByteTokenizer(256, 257).Encode("The end", /*add_bos=*/true);
+  EXPECT_EQ(g->prompt, want);
+  EXPECT_EQ(g->stop.max_tokens, 64) << "the default, with room left by the kept tokens";
+  r.set_truncate_prompt_tokens(200);  // shorter than the limit: the whole prompt
+  r.set_prompt("short");
+  g = ValidateGenerateRequest(r, Ctx(), 0, "x");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->prompt, ByteTokenizer(256, 257).Encode("short", true));
+  r.clear_prompt();  // ids are truncated alike
+  for (int id : {1, 2, 3, 4, 5}) r.add_prompt_token_ids(id);
+  r.set_truncate_prompt_tokens(2);
+  g = ValidateGenerateRequest(r, Ctx(), 0, "x");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->prompt, (std::vector<int64_t>{256, 4, 5}));
+}
+
+TEST(RequestValidation, IncludeStopStrInOutputReachesTheStopCriteria) {
+  v1::GenerateRequest r;
+  r.set_prompt("hello");
+  r.add_stop("\n");
+  auto g = ValidateGenerateRequest(r, Ctx(), 0, "x");
+  ASSERT_TRUE(g.ok());
+  EXPECT_FALSE(g->stop.include_stop);
+  r.set_include_stop_str_in_output(true);
+  g = ValidateGenerateRequest(r, Ctx(), 0, "x");
+  ASSERT_TRUE(g.ok());
+  EXPECT_TRUE(g->stop.include_stop);
 }
 
 TEST(RequestValidation, DefaultMaxTokensShrinksToTheRoomLeft) {
@@ -382,6 +419,12 @@ TEST(RequestValidation, EveryBadFieldIsNamed) {
        "stop_token_ids has 259 entries; at most the vocabulary size 258 are allowed"},
       {[](auto* r) { r->set_prompt(std::string(9000, 'a')); }, "max_prompt_bytes"},
       {[](auto* r) { r->set_prompt(std::string(255, 'a')); }, "context length is 256"},
+      {[](auto* r) { r->set_prompt(std::string(255, 'a')); }, "(or set truncate_prompt_tokens to keep its last ones)"},
+      {[](auto* r) { r->set_truncate_prompt_tokens(0); },
+       "truncate_prompt_tokens must be in [1, 254] (the context length 256 less BOS and one generated token), got 0"},
+      {[](auto* r) { r->set_truncate_prompt_tokens(255); }, "truncate_prompt_tokens must be in [1, 254]"},
+      {[](auto* r) { r->set_prompt(std::string(300, 'a')); r->set_truncate_prompt_tokens(200); r->set_max_tokens(100); },
+       "max_tokens 100 plus the prompt's 201 tokens exceeds the context length 256"},
       {[](auto* r) { r->set_prompt("ab\xC3"); }, "prompt is not valid UTF-8"},
       {[](auto* r) { r->set_prompt("ab\xFF"); }, "prompt is not valid UTF-8"},
       {[](auto* r) { r->set_max_tokens(-1); }, "max_tokens must be in [0, 1024]"},
