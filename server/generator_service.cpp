@@ -367,7 +367,8 @@ Status GeneratorService::CheckReady(const grpc::CallbackServerContext* ctx) cons
 Status GeneratorService::Prepare(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& bytes, Submission* sub) {
   if (Status ready = CheckReady(ctx); !ready.ok()) {
     // A refused token is counted once the metrics exist (Attach sets them before the scheduler).
-    if (ready.code() == StatusCode::kUnauthenticated && scheduler_.load() != nullptr) metrics_->CountRejected(ready.code());
+    ServerMetrics* metrics = attached_metrics();
+    if (ready.code() == StatusCode::kUnauthenticated && metrics != nullptr) metrics->CountRejected(ready.code());
     return ready;
   }
   auto request = DecodeGenerateRequest(WireBytes(bytes));
@@ -385,10 +386,7 @@ Status GeneratorService::Prepare(grpc::CallbackServerContext* ctx, const grpc::B
     return g.status();
   }
   sub->request_id = g->request_id;
-  sub->guide = !request->guided_regex().empty() ? "regex"
-               : request->guided_choice_size() > 0 ? "choice"
-               : !request->guided_json().empty() ? "json"
-                                                 : "";
+  sub->guide = GuideKind(*request);
   const auto deadline = ctx->deadline();
   if (deadline != std::chrono::system_clock::time_point::max()) {
     g->deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - std::chrono::system_clock::now());

@@ -46,11 +46,11 @@ std::string FormatRequestRecord(const RequestRecord& r, std::chrono::system_cloc
   if (!r.message.empty()) j["message"] = r.message;
   if (!r.finish_reason.empty()) j["finish_reason"] = r.finish_reason;
   auto stop = [](const StopMatch& m) -> nlohmann::ordered_json {
+    if (!m.matched()) return nullptr;
     if (m.token_id >= 0) return m.token_id;
-    if (!m.text.empty()) return m.text;
-    return nullptr;
+    return m.text;
   };
-  const bool stopped = std::any_of(r.stops.begin(), r.stops.end(), [](const StopMatch& m) { return m.token_id >= 0 || !m.text.empty(); });
+  const bool stopped = std::any_of(r.stops.begin(), r.stops.end(), [](const StopMatch& m) { return m.matched(); });
   if (stopped && r.stops.size() == 1) {
     j["stop"] = stop(r.stops[0]);
   } else if (stopped) {

@@ -29,6 +29,7 @@ namespace modserve {
 struct StopMatch {
   std::string text;
   int64_t token_id = -1;
+  bool matched() const { return token_id >= 0 || !text.empty(); }  // else the completion ended otherwise
 };
 
 // What the log says about one call.

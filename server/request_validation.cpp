@@ -72,7 +72,7 @@ StatusOr<std::shared_ptr<const TokenGuide>> ValidateGuide(const v1::GenerateRequ
   }
   if (!by_regex && !by_choice && !by_json) return std::shared_ptr<const TokenGuide>();
   if (r.ignore_eos()) {
-    return InvalidArgument(std::string(by_regex ? "guided_regex" : by_choice ? "guided_choice" : "guided_json") +
+    return InvalidArgument("guided_" + GuideKind(r) +
                            " can not be combined with ignore_eos: a guided completion ends with EOS once it matches");
   }
   if (by_json) {
@@ -121,6 +121,13 @@ int64_t LargestValidRequestBytes(const RequestLimits& limits, int64_t vocab_size
       std::max({field(kMaxGuideBytes), kMaxGuideChoices * field(0) + kMaxGuideBytes, field(kMaxGuideJsonBytes)});
   const int64_t rest = field(128) + field(static_cast<int64_t>(kMaxCacheSaltBytes)) + 256;  // request_id, cache_salt, scalars
   return prompt + stops + stop_ids + logit_bias + guide + rest;
+}
+
+std::string GuideKind(const v1::GenerateRequest& r) {
+  if (!r.guided_regex().empty()) return "regex";
+  if (r.guided_choice_size() > 0) return "choice";
+  if (!r.guided_json().empty()) return "json";
+  return "";
 }
 
 bool IsValidRequestId(const std::string& id) {
@@ -277,8 +284,8 @@ StatusOr<GenerationRequest> ValidateGenerateRequest(const v1::GenerateRequest& r
     g.prompt.push_back(ctx.bos_id);
     g.prompt.insert(g.prompt.end(), r.prompt_token_ids().begin() + (prompt_len - kept), r.prompt_token_ids().end());
   } else {
-    g.prompt = ByteTokenizer(ctx.bos_id, ctx.eos_id).Encode(r.prompt(), /*add_bos=*/true);
-    g.prompt.erase(g.prompt.begin() + 1, g.prompt.begin() + 1 + (prompt_len - kept));  // BOS stays
+    g.prompt = ByteTokenizer(ctx.bos_id, ctx.eos_id).Encode(std::string_view(r.prompt()).substr(prompt_len - kept),
+                                                             /*add_bos=*/true);
   }
   g.sampling.temperature = r.temperature();
   g.sampling.top_k = r.top_k();

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "engine/status.h"
 #include "modserve/v1/modserve.pb.h"
@@ -36,6 +37,10 @@ struct ValidationContext {
   bool priority_scheduling = false;  // scheduling_policy: priority (else a request's priority must be 0)
   std::shared_ptr<GuideCache> guide_cache;  // compiled guides kept across requests; null: each request compiles its own
 };
+
+// The kind of the request's guide, by the first of its guide fields that is
+// set: "regex", "choice", "json", or "" for none (the request log's "guide").
+std::string GuideKind(const v1::GenerateRequest& r);
 
 // Whether `id` may be a request_id: 1 to 128 printable ASCII characters, no spaces.
 bool IsValidRequestId(const std::string& id);

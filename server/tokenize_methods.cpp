@@ -17,12 +17,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // Ends `reactor`'s call `rpc` (which arrived at `arrival`) with `s`: counts
-// it, and logs it (`prompt_tokens` >= 0: the text's token count).
-void FinishCall(GeneratorService* svc, ServerMetrics* metrics, grpc::CallbackServerContext* ctx,
-                grpc::ServerUnaryReactor* reactor, const char* rpc, Clock::time_point arrival, const Status& s,
-                int64_t prompt_tokens) {
+// it (once the metrics are attached), and logs it (`prompt_tokens` >= 0: the
+// text's token count).
+void FinishCall(const GeneratorService* svc, grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* reactor,
+                const char* rpc, Clock::time_point arrival, const Status& s, int64_t prompt_tokens) {
   const grpc::Status status = ToGrpcStatus(s);
-  if (metrics != nullptr) metrics->CountTokenization(rpc, s.code());
+  if (ServerMetrics* metrics = svc->attached_metrics()) metrics->CountTokenization(rpc, s.code());
   if (svc->request_log() != nullptr) {
     RequestRecord record;
     record.rpc = rpc;
@@ -54,7 +54,7 @@ grpc::ServerUnaryReactor* GeneratorService::Tokenize(grpc::CallbackServerContext
     return Status::Ok();
   }();
   auto* reactor = ctx->DefaultReactor();
-  FinishCall(this, attached_metrics(), ctx, reactor, "Tokenize", arrival, s, prompt_tokens);
+  FinishCall(this, ctx, reactor, "Tokenize", arrival, s, prompt_tokens);
   return reactor;
 }
 
@@ -69,7 +69,7 @@ grpc::ServerUnaryReactor* GeneratorService::Detokenize(grpc::CallbackServerConte
     return Status::Ok();
   }();
   auto* reactor = ctx->DefaultReactor();
-  FinishCall(this, attached_metrics(), ctx, reactor, "Detokenize", arrival, s, -1);
+  FinishCall(this, ctx, reactor, "Detokenize", arrival, s, -1);
   return reactor;
 }
 
