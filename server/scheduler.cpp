@@ -225,20 +225,19 @@ Scheduler::Active* Scheduler::LowestRunning() const {
   return lowest;
 }
 
-void Scheduler::TakeInbox() {
-  std::lock_guard<std::mutex> lock(mu_);
-  while (!inbox_.empty()) {
-    Enqueue(std::move(inbox_.front()));
-    inbox_.pop_front();
-  }
-}
-
-void Scheduler::EndExpiredAndCancelled() {
+void Scheduler::TakeInboxAndEndCancelled() {
   std::set<Handle> cancel;
   bool all = false;
   Status all_status;
   {
+    // The inbox and the cancels are taken under one lock: a request
+    // submitted and cancelled between two takes would otherwise have its
+    // cancel swept before the request left the inbox, and run to the end.
     std::lock_guard<std::mutex> lock(mu_);
+    while (!inbox_.empty()) {
+      Enqueue(std::move(inbox_.front()));
+      inbox_.pop_front();
+    }
     cancel.swap(cancel_);
     all = cancel_all_;
     all_status = cancel_all_status_;
@@ -386,8 +385,7 @@ void Scheduler::Preempt(Active& a, bool for_priority) {
 }
 
 bool Scheduler::Step() {
-  TakeInbox();
-  EndExpiredAndCancelled();
+  TakeInboxAndEndCancelled();
   if (running_.empty() && waiting_.empty()) {
     SyncCounts();
     return false;

@@ -97,8 +97,9 @@ class Scheduler {
   struct Active;
   using ActivePtr = std::unique_ptr<Active>;
 
-  void TakeInbox();
-  void EndExpiredAndCancelled();
+  // Moves submitted requests to the waiting queue, then ends the requests
+  // cancelled (Cancel, CancelAll), expired or of a failed group.
+  void TakeInboxAndEndCancelled();
   void Finish(Active& a, Status status);
   // A request entering the engine: its start from the prefix cache, if any.
   void Admit(Active& a);

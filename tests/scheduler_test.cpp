@@ -632,6 +632,47 @@ TEST(SchedulerThreads, ConcurrentSubmitCancelAndDrainLoseNothing) {
   std::printf("%d accepted, %d refused, %d steps\n", accepted.load(), refused.load(), e.steps_run);
 }
 
+// A cancel sent right after Submit, while the step loop runs, is never lost:
+// the request ends CANCELLED, not after its 100000 tokens (a cancel swept
+// between the step's taking of the inbox and of the cancels used to match
+// nothing). The fake engine's steps take microseconds, so the requests are
+// long enough that none can end on its own before its cancel arrives.
+TEST(SchedulerThreads, ACancelRightAfterSubmitIsNeverLost) {
+  FakeEngine e(/*total_blocks=*/int64_t{1} << 24, /*block_size=*/16, /*max_context=*/int64_t{1} << 17);
+  e.record_steps = false;
+  Scheduler s(&e, SchedulerOptions{});
+  std::atomic<bool> stop{false};
+  std::thread loop([&] {
+    while (!stop) {
+      if (!s.Step()) s.WaitForWork(std::chrono::milliseconds(1));
+    }
+  });
+  const int kRequests = 2000;
+  std::vector<std::atomic<int>> codes(kRequests);
+  for (auto& c : codes) c = -1;
+  for (int i = 0; i < kRequests; ++i) {
+    auto h = s.Submit(Req("x", 100000), [&codes, i](RequestUpdate u) {
+      if (u.finished) codes[static_cast<size_t>(i)] = static_cast<int>(u.status.code());
+    });
+    ASSERT_TRUE(h.ok()) << h.status().message();
+    s.Cancel(*h);
+    if (i % 64 == 63) {  // keep the queue short
+      for (int w = 0; w < 2000 && !s.idle(); ++w) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+  for (int w = 0; w < 5000 && !s.idle(); ++w) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  stop = true;
+  s.Wake();
+  loop.join();
+  int cancelled = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    EXPECT_EQ(codes[static_cast<size_t>(i)], static_cast<int>(StatusCode::kCancelled)) << "request " << i;
+    cancelled += codes[static_cast<size_t>(i)] == static_cast<int>(StatusCode::kCancelled);
+  }
+  EXPECT_EQ(cancelled, kRequests);
+  EXPECT_EQ(e.sequences(), 0);
+}
+
 TEST(Utf8StreamDecoder, HoldsIncompleteAndReplacesInvalid) {
   Utf8StreamDecoder d;
   EXPECT_EQ(d.Push("a\xE2\x82"), "a");
