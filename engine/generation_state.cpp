@@ -14,16 +14,16 @@ const char* FinishReasonName(FinishReason r) {
   return "none";
 }
 
-FinishReason GenerationState::Add(int64_t token) {
+FinishReason GenerationState::Add(int64_t token, bool ends_early) {
   if (finished()) return finish_;
   tokens_.push_back(token);
   // The first min_tokens tokens always stay: EOS or a stop string can end
   // generation from the token after them on (the sampler holds EOS back for
-  // as many picks).
+  // as many picks, unless a guide leaves nothing else: `ends_early`).
   const bool may_stop = static_cast<int64_t>(tokens_.size()) > criteria_.min_tokens;
-  if (may_stop && criteria_.eos_id >= 0 && token == criteria_.eos_id) return finish_ = FinishReason::kEos;
+  if ((may_stop || ends_early) && criteria_.eos_id >= 0 && token == criteria_.eos_id) return finish_ = FinishReason::kEos;
   const auto& ids = criteria_.stop_token_ids;
-  if (may_stop && std::find(ids.begin(), ids.end(), token) != ids.end()) {
+  if ((may_stop || ends_early) && std::find(ids.begin(), ids.end(), token) != ids.end()) {
     matched_stop_token_ = token;
     return finish_ = FinishReason::kStop;
   }

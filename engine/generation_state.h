@@ -4,7 +4,9 @@
 // (the tokens stay in tokens()), nor the stop string unless
 // StopCriteria::include_stop says so. Neither EOS nor a stop token nor
 // a stop string ends it within its first min_tokens tokens (a stop string
-// completed there stays in the text, as in vLLM V1). It remembers which stop
+// completed there stays in the text, as in vLLM V1), except an EOS or stop
+// token the sampler had to let through there (Add's `ends_early`: a guide
+// that is fully matched leaves nothing else). It remembers which stop
 // string or stop token ended it.
 //
 // StableLength() tells a streaming caller how many bytes of text() can be
@@ -36,8 +38,10 @@ class GenerationState {
  public:
   explicit GenerationState(StopCriteria criteria) : criteria_(std::move(criteria)) {}
 
-  // Records one sampled token; returns why generation is finished (kNone: go on).
-  FinishReason Add(int64_t token);
+  // Records one sampled token; returns why generation is finished (kNone: go
+  // on). `ends_early`: EOS or a stop token ends generation even within
+  // min_tokens (Sampler::released_hold).
+  FinishReason Add(int64_t token, bool ends_early = false);
 
   // Ends generation for a reason found outside (e.g. the context is full).
   void ForceFinish(FinishReason r) {

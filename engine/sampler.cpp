@@ -37,6 +37,7 @@ bool Sampler::OthersRemain(const std::vector<float>& l) const {
 int64_t Sampler::Sample(const std::vector<float>& logits) {
   bool hold = picked_ < params_.min_tokens && (params_.eos_id >= 0 || !params_.stop_token_ids.empty());
   ++picked_;
+  released_hold_ = false;
   const TokenGuide* guide = params_.guide.get();
   if (!hold && guide == nullptr && params_.logit_bias.empty() && !penalized()) return Pick(logits);
   const size_t n = logits.size();
@@ -44,7 +45,8 @@ int64_t Sampler::Sample(const std::vector<float>& logits) {
   std::vector<float>& l = processed_logits_;
   if (guide != nullptr) {
     MaskByGuide(l);
-    hold = hold && OthersRemain(l);
+    released_hold_ = hold && !OthersRemain(l);
+    hold = hold && !released_hold_;
   }
   if (hold) {
     auto ban = [&](int64_t id) {

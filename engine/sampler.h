@@ -60,6 +60,10 @@ class Sampler {
   // Picks a token from `logits` (one entry per vocabulary id) after the
   // processing above, and counts it as output.
   int64_t Sample(const std::vector<float>& logits);
+  // Whether the last Sample was within min_tokens and the guide left only
+  // EOS or stop ids to pick: the id it picked ends generation all the same
+  // (GenerationState::Add's `ends_early`).
+  bool released_hold() const { return released_hold_; }
 
  private:
   bool penalized() const;
@@ -74,6 +78,7 @@ class Sampler {
   SamplingParams params_;
   std::mt19937_64 rng_;
   int64_t picked_ = 0;                   // tokens sampled so far
+  bool released_hold_ = false;
   int32_t guide_state_ = TokenGuide::kStart;  // with a guide: its state after the output so far
   // Sized at the first penalized Sample (the vocabulary), then kept:
   std::vector<int64_t> prompt_;          // until then, when the repetition penalty is on

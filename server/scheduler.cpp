@@ -594,7 +594,7 @@ void Scheduler::ApplyResult(const std::vector<Active*>& planned, const std::vect
 
     const int64_t token = a.sampler.Sample(result.logits[i]);
     a.tokens.push_back(token);
-    FinishReason reason = a.gen.Add(token);
+    FinishReason reason = a.gen.Add(token, a.sampler.released_hold());
     a.new_ids.push_back(token);
     if (a.req.return_routes) a.new_routes.push_back(routes.empty() ? 0 : routes.back());
     if (a.req.return_logprobs) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/generation_state.h"
 #include "engine/sampler.h"
 #include "engine/token_guide.h"
 
@@ -279,6 +280,47 @@ TEST(SamplerGuide, MinTokensHoldsEosBackOnlyWhileTheGuideOffersMore) {
     bool ended = false;
     EXPECT_EQ(SampleText(s, [&](int) { return m; }, 64, &ended), "ab");
     EXPECT_TRUE(ended) << "a complete match with nothing more to add ends within min_tokens";
+  }
+}
+
+// The sampler and the generation state as the scheduler pairs them: the EOS
+// a fully matched guide forces within min_tokens ends generation as EOS
+// (it used to be taken as output and sampled again until min_tokens).
+TEST(SamplerGuide, TheEosAFullMatchForcesWithinMinTokensEndsGeneration) {
+  for (const char* pattern : {"ab|a", "ab"}) {
+    SamplingParams p = Guided(pattern);
+    p.min_tokens = 5;
+    std::vector<float> m(258, 0.0f);
+    m['b'] = 2;
+    m['a'] = 1;
+    Sampler s(p);
+    StopCriteria c;
+    c.max_tokens = 5;
+    c.min_tokens = 5;
+    c.eos_id = kEos;
+    GenerationState g(c);
+    std::vector<bool> released;
+    FinishReason r = FinishReason::kNone;
+    for (int i = 0; i < 5 && r == FinishReason::kNone; ++i) {
+      const int64_t t = s.Sample(m);
+      released.push_back(s.released_hold());
+      r = g.Add(t, s.released_hold());
+    }
+    EXPECT_EQ(r, FinishReason::kEos) << pattern;
+    EXPECT_EQ(g.tokens(), (std::vector<int64_t>{'a', 'b', kEos})) << pattern;
+    EXPECT_EQ(g.text(), "ab") << pattern;
+    EXPECT_EQ(released, (std::vector<bool>{false, false, true})) << pattern;
+  }
+  // Without a guide the hold is never released.
+  SamplingParams p;
+  p.min_tokens = 3;
+  p.eos_id = kEos;
+  std::vector<float> l(258, 0.0f);
+  l[kEos] = 5;
+  Sampler s(p);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_NE(s.Sample(l), kEos);
+    EXPECT_FALSE(s.released_hold());
   }
 }
 
