@@ -2,6 +2,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cmath>
+#include <functional>
 #include <set>
 #include <vector>
 
@@ -9,6 +12,9 @@ namespace modserve {
 namespace {
 
 using Json = nlohmann::ordered_json;  // keeps an object's keys in the text's order
+
+// Keywords that say nothing about which values are valid.
+const std::set<std::string> kAnnotations = {"title", "description", "default", "examples", "$schema", "$id", "$comment"};
 
 constexpr int kMaxDepth = 16;       // nesting of schemas
 constexpr int64_t kMaxCount = 1000;  // minItems, maxItems, minLength, maxLength (TokenGuide::kMaxRepeat)
@@ -42,24 +48,17 @@ class Converter {
   StatusOr<std::string> Schema(const Json& s, const std::string& at, int depth) {
     if (depth > kMaxDepth) return Error(at, "schemas nest deeper than " + std::to_string(kMaxDepth));
     if (!s.is_object()) return Error(at, "a schema must be a JSON object");
-    static const std::set<std::string> kKnown = {
-        "type", "properties", "required", "items", "minItems", "maxItems", "minLength", "maxLength", "enum", "const",
-        "anyOf", "oneOf", "title", "description", "default", "examples", "$schema", "$id", "$comment",
-        "additionalProperties"};
-    for (const auto& [key, value] : s.items()) {
-      if (kKnown.count(key) == 0) return Error(at, "the keyword \"" + key + "\" is not supported");
-    }
-    if (s.contains("const")) return "(?:" + Literal(s["const"].dump()) + ")";
-    if (s.contains("enum")) {
-      if (!s["enum"].is_array() || s["enum"].empty()) return Error(at + "/enum", "enum must be a non-empty array");
-      std::string alts;
-      for (const auto& v : s["enum"]) alts += (alts.empty() ? "" : "|") + Literal(v.dump());
-      return "(?:" + alts + ")";
-    }
+    MODSERVE_RETURN_IF_ERROR(KnownKeywords(s, at));
+    if (s.contains("const") || s.contains("enum")) return Values(s, at, depth);
     for (const char* key : {"anyOf", "oneOf"}) {
       if (!s.contains(key)) continue;
+      for (const auto& [other, value] : s.items()) {
+        if (other != key && kAnnotations.count(other) == 0) {
+          return Error(at, "\"" + other + "\" next to " + key + " is not supported: move it into each of " + key + "'s schemas");
+        }
+      }
+      MODSERVE_RETURN_IF_ERROR(Branches(s, key, at));
       const Json& list = s[key];
-      if (!list.is_array() || list.empty()) return Error(at + "/" + key, std::string(key) + " must be a non-empty array");
       std::string alts;
       for (size_t i = 0; i < list.size(); ++i) {
         auto sub = Schema(list[i], at + "/" + key + "/" + std::to_string(i), depth + 1);
@@ -71,6 +70,30 @@ class Converter {
     if (!s.contains("type")) {
       return Error(at, "a schema needs a type, enum, const, anyOf or oneOf (any JSON value at all is not a regular language)");
     }
+    auto types = TypeNames(s, at);
+    if (!types.ok()) return types.status();
+    std::string alts;
+    for (const std::string& t : *types) {
+      auto one = Typed(s, t, at, depth);
+      if (!one.ok()) return one;
+      alts += (alts.empty() ? "" : "|") + *one;
+    }
+    return "(?:" + alts + ")";
+  }
+
+ private:
+  Status KnownKeywords(const Json& s, const std::string& at) const {
+    static const std::set<std::string> kKnown = {"type", "properties", "required", "items", "minItems", "maxItems",
+                                                 "minLength", "maxLength", "enum", "const", "anyOf", "oneOf",
+                                                 "additionalProperties"};
+    for (const auto& [key, value] : s.items()) {
+      if (kKnown.count(key) == 0 && kAnnotations.count(key) == 0) return Error(at, "the keyword \"" + key + "\" is not supported");
+    }
+    return Status::Ok();
+  }
+
+  // The names in `type`: one, or a non-empty list.
+  StatusOr<std::vector<std::string>> TypeNames(const Json& s, const std::string& at) const {
     std::vector<std::string> types;
     if (s["type"].is_string()) {
       types.push_back(s["type"].get<std::string>());
@@ -82,16 +105,122 @@ class Converter {
     } else {
       return Error(at + "/type", "type must be a name or a list of names");
     }
+    return types;
+  }
+
+  Status Branches(const Json& s, const char* key, const std::string& at) const {
+    if (!s[key].is_array() || s[key].empty()) return Error(at + "/" + key, std::string(key) + " must be a non-empty array");
+    return Status::Ok();
+  }
+
+  // const or enum: the listed values (written as JSON writes them) that the
+  // schema's other keywords admit; refused when they admit none.
+  StatusOr<std::string> Values(const Json& s, const std::string& at, int depth) {
+    Json rest = s;
+    std::vector<Json> values;
+    if (s.contains("const")) {
+      values.push_back(s["const"]);
+      rest.erase("const");
+    } else {
+      if (!s["enum"].is_array() || s["enum"].empty()) return Error(at + "/enum", "enum must be a non-empty array");
+      values.assign(s["enum"].begin(), s["enum"].end());
+      rest.erase("enum");
+    }
     std::string alts;
-    for (const std::string& t : types) {
-      auto one = Typed(s, t, at, depth);
-      if (!one.ok()) return one;
-      alts += (alts.empty() ? "" : "|") + *one;
+    for (const Json& v : values) {
+      auto admitted = Admits(rest, v, at, depth);
+      if (!admitted.ok()) return admitted.status();
+      if (*admitted) alts += (alts.empty() ? "" : "|") + Literal(v.dump());
+    }
+    if (alts.empty()) {
+      return Error(at, std::string(s.contains("const") ? "const's value is not" : "no value of enum is") + " valid under the schema's other keywords");
     }
     return "(?:" + alts + ")";
   }
 
- private:
+  // Whether the JSON value `v` is valid under schema `s` (JSON Schema's
+  // meaning: a keyword about strings, arrays or objects constrains only
+  // values of that type), with the same checks of the keywords as Schema.
+  StatusOr<bool> Admits(const Json& s, const Json& v, const std::string& at, int depth) const {
+    if (depth > kMaxDepth) return Error(at, "schemas nest deeper than " + std::to_string(kMaxDepth));
+    if (!s.is_object()) return Error(at, "a schema must be a JSON object");
+    MODSERVE_RETURN_IF_ERROR(KnownKeywords(s, at));
+    if (s.contains("const") && s["const"] != v) return false;
+    if (s.contains("enum")) {
+      if (!s["enum"].is_array() || s["enum"].empty()) return Error(at + "/enum", "enum must be a non-empty array");
+      if (std::find(s["enum"].begin(), s["enum"].end(), v) == s["enum"].end()) return false;
+    }
+    for (const char* key : {"anyOf", "oneOf"}) {
+      if (!s.contains(key)) continue;
+      MODSERVE_RETURN_IF_ERROR(Branches(s, key, at));
+      size_t admitted = 0;
+      for (size_t i = 0; i < s[key].size(); ++i) {
+        auto one = Admits(s[key][i], v, at + "/" + key + "/" + std::to_string(i), depth + 1);
+        if (!one.ok()) return one;
+        admitted += *one;
+      }
+      if (admitted == 0 || (std::string(key) == "oneOf" && admitted > 1)) return false;
+    }
+    if (s.contains("type")) {
+      auto types = TypeNames(s, at);
+      if (!types.ok()) return types.status();
+      bool any = false;
+      for (const std::string& t : *types) {
+        static const std::set<std::string> kTypes = {"string", "integer", "number", "boolean", "null", "array", "object"};
+        if (kTypes.count(t) == 0) return Error(at + "/type", "\"" + t + "\" is not a JSON Schema type");
+        any = any || (t == "string" && v.is_string()) || (t == "number" && v.is_number()) ||
+              (t == "integer" && (v.is_number_integer() || (v.is_number_float() && std::nearbyint(v.get<double>()) == v.get<double>()))) ||
+              (t == "boolean" && v.is_boolean()) || (t == "null" && v.is_null()) || (t == "array" && v.is_array()) ||
+              (t == "object" && v.is_object());
+      }
+      if (!any) return false;
+    }
+    int64_t min = 0, max = -1;
+    if (v.is_string()) {
+      MODSERVE_RETURN_IF_ERROR(Count(s, "minLength", at, 0, &min));
+      MODSERVE_RETURN_IF_ERROR(Count(s, "maxLength", at, -1, &max));
+      int64_t chars = 0;  // code points: bytes that do not continue a UTF-8 sequence
+      for (unsigned char c : v.get_ref<const std::string&>()) chars += (c & 0xC0) != 0x80;
+      if (chars < min || (max >= 0 && chars > max)) return false;
+    }
+    if (v.is_array()) {
+      MODSERVE_RETURN_IF_ERROR(Count(s, "minItems", at, 0, &min));
+      MODSERVE_RETURN_IF_ERROR(Count(s, "maxItems", at, -1, &max));
+      const auto n = static_cast<int64_t>(v.size());
+      if (n < min || (max >= 0 && n > max)) return false;
+      for (size_t i = 0; s.contains("items") && i < v.size(); ++i) {
+        auto one = Admits(s["items"], v[i], at + "/items", depth + 1);
+        if (!one.ok() || !*one) return one;
+      }
+    }
+    if (v.is_object()) {
+      if (s.contains("properties") && !s["properties"].is_object()) return Error(at + "/properties", "properties must be an object");
+      if (s.contains("required")) {
+        if (!s["required"].is_array()) return Error(at + "/required", "required must be an array of names");
+        for (const auto& r : s["required"]) {
+          if (!r.is_string()) return Error(at + "/required", "required must be an array of names");
+          if (!v.contains(r.get<std::string>())) return false;
+        }
+      }
+      for (const auto& [key, value] : v.items()) {
+        const bool listed = s.contains("properties") && s["properties"].contains(key);
+        if (listed) {
+          auto one = Admits(s["properties"][key], value, at + "/properties/" + key, depth + 1);
+          if (!one.ok() || !*one) return one;
+        } else if (s.contains("additionalProperties")) {
+          const Json& extra = s["additionalProperties"];
+          if (extra.is_boolean()) {
+            if (!extra.get<bool>()) return false;
+          } else {
+            auto one = Admits(extra, value, at + "/additionalProperties", depth + 1);
+            if (!one.ok() || !*one) return one;
+          }
+        }
+      }
+    }
+    return true;
+  }
+
   Status Error(const std::string& at, const std::string& what) const {
     return InvalidArgument(field_ + ": " + what + " (at " + (at.empty() ? "the root" : at) + ")");
   }
@@ -164,22 +293,32 @@ class Converter {
     for (const std::string& r : names) {
       if (listed.count(r) == 0) return Error(at + "/required", "\"" + r + "\" is required but not in properties");
     }
-    // From property i on, with at least one written before (`after`): each
-    // optional one is ", key: value" or nothing. With none written yet, the
-    // first one written starts without a comma: an alternative per optional
-    // property that may come first.
+    // After the first required property r every property follows a comma;
+    // before it, the optional ones written (if any) are a non-empty ordered
+    // selection followed by a comma. A selection of [lo, hi) either starts
+    // in its first half, the second half's choices then each following a
+    // comma, or lies in the second half: O(n log n) pattern bytes, where
+    // listing every possible first property would take O(n^2).
     const size_t n = parts.size();
-    std::vector<std::string> after(n + 1);
-    for (size_t i = n; i-- > 0;) {
-      const std::string one = kComma + parts[i];
-      after[i] = (required[i] ? one : "(?:" + one + ")?") + after[i + 1];
+    const size_t r = static_cast<size_t>(std::find(required.begin(), required.end(), true) - required.begin());
+    auto with_commas = [&](size_t lo, size_t hi) {
+      std::string out;
+      for (size_t i = lo; i < hi; ++i) out += required[i] ? kComma + parts[i] : "(?:" + (kComma + parts[i]) + ")?";
+      return out;
+    };
+    std::function<std::string(size_t, size_t)> selection = [&](size_t lo, size_t hi) -> std::string {
+      if (hi - lo == 1) return parts[lo];
+      const size_t mid = lo + (hi - lo) / 2;
+      return "(?:" + selection(lo, mid) + with_commas(mid, hi) + "|" + selection(mid, hi) + ")";
+    };
+    std::string body;
+    if (r == n) {
+      if (n > 0) body = "(?:" + selection(0, n) + ")?";
+    } else {
+      if (r > 0) body = "(?:" + selection(0, r) + kComma + ")?";
+      body += parts[r] + with_commas(r + 1, n);
     }
-    std::string first;  // the properties from i on with none written yet, built from the end
-    for (size_t i = n; i-- > 0;) {
-      const std::string here = parts[i] + after[i + 1];
-      first = required[i] ? here : "(?:" + here + (first.empty() ? ")?" : "|" + first + ")");
-    }
-    return "\\{" + first + "\\}";
+    return "\\{" + body + "\\}";
   }
 
   const std::string& field_;

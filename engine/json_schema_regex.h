@@ -8,12 +8,17 @@
 // Supported keywords: type (a name or a list of names: string, integer,
 // number, boolean, null, object, array), properties, required, items,
 // minItems, maxItems, minLength, maxLength (counts up to 1000), enum,
-// const, anyOf and oneOf (both as "any of": oneOf's exclusivity is not
-// enforced). Annotations are ignored (title, description, default,
-// examples, $schema, $id, $comment, and additionalProperties, which changes
-// nothing when only listed properties are written). Any other keyword
-// (pattern, minimum, $ref, allOf, format, ...) is refused, naming it and
-// where it is (a JSON pointer), rather than silently not enforced.
+// const, anyOf and oneOf (as "any of": oneOf's exclusivity is not
+// enforced on what is generated). The keywords beside enum or const filter
+// their values (`{"type": "string", "enum": ["a", 1]}` writes only "a",
+// oneOf there exactly one), and a schema whose values they all rule out is
+// refused; anyOf and oneOf take only annotations beside them (any other
+// keyword there is refused: it belongs in each branch).
+// additionalProperties changes nothing when only listed properties are
+// written; annotations are ignored (title, description, default, examples,
+// $schema, $id, $comment). Any other keyword (pattern, minimum, $ref,
+// allOf, format, ...) is refused, naming it and where it is (a JSON
+// pointer), rather than silently not enforced.
 //
 // Thread-safety: a pure function.
 #pragma once
@@ -24,6 +29,12 @@
 #include "engine/status.h"
 
 namespace modserve {
+
+// What to change in a schema whose pattern is too large for a TokenGuide
+// (TokenGuide::FromRegex's size_hint): each character a string's maxLength
+// allows takes about 80 automaton states.
+inline constexpr const char* kJsonSchemaSizeHint =
+    "a string maxLength of at most about 600, or fewer properties, enum values, anyOf branches or maxItems";
 
 // INVALID_ARGUMENT "<field>: ..." for text that is not JSON, a schema that is
 // not an object (or true), an unsupported keyword, or a count over 1000.

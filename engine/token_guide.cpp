@@ -149,11 +149,12 @@ struct Nfa {
 };
 
 // The subset construction, keeping only states from which a match can be completed.
-StatusOr<std::shared_ptr<const TokenGuide>> Compile(const ByteRegex& re, const std::string& field) {
+// `hint`: what the caller can change when the pattern is too large.
+StatusOr<std::shared_ptr<const TokenGuide>> Compile(const ByteRegex& re, const std::string& field, const std::string& hint) {
   const int64_t estimate = CountStates(re, re.root, TokenGuide::kMaxNfaStates);
   if (estimate > TokenGuide::kMaxNfaStates) {
     return InvalidArgument(field + " is too large: it would need over " + std::to_string(TokenGuide::kMaxNfaStates) +
-                           " automaton states (fewer or smaller repeat counts)");
+                           " automaton states (" + hint + ")");
   }
   Nfa nfa;
   const Nfa::Frag whole = nfa.Build(re, re.root);
@@ -279,10 +280,11 @@ StatusOr<std::shared_ptr<const TokenGuide>> Compile(const ByteRegex& re, const s
 
 }  // namespace
 
-StatusOr<std::shared_ptr<const TokenGuide>> TokenGuide::FromRegex(std::string_view pattern, const std::string& field) {
+StatusOr<std::shared_ptr<const TokenGuide>> TokenGuide::FromRegex(std::string_view pattern, const std::string& field,
+                                                                  const std::string& size_hint) {
   auto re = ParseByteRegex(pattern, field, kMaxRepeat, kMaxGroupDepth);
   if (!re.ok()) return re.status();
-  return Compile(*re, field);
+  return Compile(*re, field, size_hint);
 }
 
 StatusOr<std::shared_ptr<const TokenGuide>> TokenGuide::FromChoices(const std::vector<std::string>& choices,
@@ -293,7 +295,7 @@ StatusOr<std::shared_ptr<const TokenGuide>> TokenGuide::FromChoices(const std::v
   alt.kind = RegexNode::Kind::kAlt;
   for (const std::string& c : choices) alt.kids.push_back(re.Bytes(c));
   re.root = re.Add(std::move(alt));
-  return Compile(re, field);
+  return Compile(re, field, "fewer or shorter choices");
 }
 
 int32_t TokenGuide::Walk(std::string_view bytes) const {

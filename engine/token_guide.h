@@ -43,9 +43,11 @@ class TokenGuide {
   static constexpr int64_t kMaxGroupDepth = 100;     // nesting of ( )
 
   // INVALID_ARGUMENT naming `field`, the problem and its byte offset, for a
-  // pattern outside the language above or one needing over kMaxStates states.
+  // pattern outside the language above or one needing over kMaxStates states
+  // (or kMaxNfaStates: the message then ends with `size_hint`, what to change).
   static StatusOr<std::shared_ptr<const TokenGuide>> FromRegex(std::string_view pattern,
-                                                               const std::string& field = "regex");
+                                                               const std::string& field = "regex",
+                                                               const std::string& size_hint = "fewer or smaller repeat counts");
   // Exactly one of `choices` (each compared byte for byte).
   static StatusOr<std::shared_ptr<const TokenGuide>> FromChoices(const std::vector<std::string>& choices,
                                                                  const std::string& field = "choices");

@@ -80,7 +80,7 @@ StatusOr<std::shared_ptr<const TokenGuide>> ValidateGuide(const v1::GenerateRequ
     return CompileGuide(cache, "json\n" + r.guided_json(), [&r]() -> StatusOr<std::shared_ptr<const TokenGuide>> {
       auto regex = JsonSchemaRegex(r.guided_json(), "guided_json");
       if (!regex.ok()) return regex.status();
-      return TokenGuide::FromRegex(*regex, "guided_json");
+      return TokenGuide::FromRegex(*regex, "guided_json", kJsonSchemaSizeHint);
     });
   }
   if (by_regex) {

@@ -94,6 +94,83 @@ TEST(JsonSchemaRegex, OptionalPropertiesMayBeLeftOutAnywhere) {
   EXPECT_FALSE(Matches(*none, R"({"b":null,"a":null})"));
 }
 
+// Many optional properties: the pattern grows as n log n (listing every
+// property that may come first grew as n^2 and refused 30 optional
+// strings as too large). Every ordered selection matches, nothing else.
+TEST(JsonSchemaRegex, ManyOptionalPropertiesStayWithinTheGuidesSize) {
+  for (int required : {-1, 0, 31, 59}) {
+    std::string schema = R"({"type": "object", "properties": {)";
+    for (int i = 0; i < 60; ++i) schema += (i ? ", " : "") + std::string("\"p") + std::to_string(i) + R"(": {"type": "string"})";
+    schema += "}";
+    if (required >= 0) schema += R"(, "required": ["p)" + std::to_string(required) + "\"]";
+    schema += "}";
+    SCOPED_TRACE(schema.substr(schema.size() - 40));
+    auto regex = JsonSchemaRegex(schema, "guided_json");
+    ASSERT_TRUE(regex.ok()) << regex.status().ToString();
+    EXPECT_LT(regex->size(), 20000u);
+    auto g = TokenGuide::FromRegex(*regex, "guided_json");
+    ASSERT_TRUE(g.ok()) << g.status().ToString();
+    std::mt19937 rng(static_cast<unsigned>(required + 2));
+    for (int trial = 0; trial < 200; ++trial) {
+      std::string text = "{";
+      bool has_required = required < 0, any = false;
+      for (int i = 0; i < 60; ++i) {
+        if (i != required && rng() % 4 != 0) continue;
+        text += (any ? "," : "") + std::string("\"p") + std::to_string(i) + R"(":"v")";
+        any = true;
+        has_required = has_required || i == required;
+      }
+      text += "}";
+      EXPECT_EQ(Matches(**g, text), has_required) << text;
+    }
+    EXPECT_FALSE(Matches(**g, R"({"p1":"v","p0":"v"})"));
+    EXPECT_FALSE(Matches(**g, R"({,"p1":"v"})"));
+    EXPECT_FALSE(Matches(**g, R"({"p1":"v",})"));
+  }
+}
+
+TEST(JsonSchemaRegex, ASchemaTooLargeForTheGuideSaysWhatToChange) {
+  auto regex = JsonSchemaRegex(R"({"type": "string", "maxLength": 1000})", "guided_json");
+  ASSERT_TRUE(regex.ok());
+  auto g = TokenGuide::FromRegex(*regex, "guided_json", kJsonSchemaSizeHint);
+  ASSERT_FALSE(g.ok());
+  EXPECT_NE(g.status().message().find("guided_json is too large"), std::string::npos) << g.status().message();
+  EXPECT_NE(g.status().message().find("maxLength of at most about 600"), std::string::npos) << g.status().message();
+  auto fits = JsonSchemaRegex(R"({"type": "string", "maxLength": 600})", "guided_json");
+  EXPECT_TRUE(TokenGuide::FromRegex(*fits, "guided_json", kJsonSchemaSizeHint).ok());
+}
+
+// const and enum are filtered by the keywords beside them (JSON Schema's
+// meaning: all of a schema's keywords hold), so no value they rule out can
+// be written.
+TEST(JsonSchemaRegex, EnumAndConstKeepOnlyTheValuesTheirSiblingKeywordsAdmit) {
+  struct Case {
+    std::string schema;
+    std::vector<std::string> yes, no;
+  } cases[] = {
+      {R"({"type": "string", "enum": ["a", 1, null]})", {R"("a")"}, {"1", "null"}},
+      {R"({"enum": ["a", "bbb", "\u00e9"], "maxLength": 1})", {R"("a")", R"("é")"}, {R"("bbb")"}},
+      {R"({"type": ["integer", "null"], "enum": [1, 1.5, 2.0, null, "x"]})", {"1", "2.0", "null"}, {"1.5", R"("x")"}},
+      {R"({"enum": [[1], [1, 2, 3], ["a"]], "items": {"type": "integer"}, "maxItems": 2})", {"[1]"}, {"[1,2,3]", R"(["a"])"}},
+      {R"({"enum": [{"a": 1}, {"b": 1}, {"a": "x"}], "properties": {"a": {"type": "integer"}}, "required": ["a"]})",
+       {R"({"a":1})"},
+       {R"({"b":1})", R"({"a":"x"})"}},
+      {R"({"enum": [{"a": 1}, {"a": 1, "z": 2}], "properties": {"a": {}}, "additionalProperties": false})",
+       {R"({"a":1})"},
+       {R"({"a":1,"z":2})"}},
+      {R"({"enum": [1, "a", true], "anyOf": [{"type": "boolean"}, {"const": 1}]})", {"1", "true"}, {R"("a")"}},
+      {R"({"enum": [1, 2, 3], "oneOf": [{"enum": [1, 2]}, {"enum": [2, 3]}]})", {"1", "3"}, {"2"}},  // exactly one
+      {R"({"const": "ab", "type": "string", "minLength": 2, "enum": ["ab", "c"]})", {R"("ab")"}, {R"("c")"}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.schema);
+    auto g = SchemaGuide(c.schema);
+    ASSERT_NE(g, nullptr);
+    for (const auto& yes : c.yes) EXPECT_TRUE(Matches(*g, yes)) << yes;
+    for (const auto& no : c.no) EXPECT_FALSE(Matches(*g, no)) << no;
+  }
+}
+
 TEST(JsonSchemaRegex, UnsupportedSchemasAreRefusedNamingTheKeywordAndWhere) {
   struct Case {
     std::string schema, expect;
@@ -110,6 +187,12 @@ TEST(JsonSchemaRegex, UnsupportedSchemasAreRefusedNamingTheKeywordAndWhere) {
       {R"({"type": "date"})", "\"date\" is not a JSON Schema type (at /type)"},
       {R"({"enum": []})", "enum must be a non-empty array (at /enum)"},
       {R"({"anyOf": [{"type": "integer"}, {"format": "email"}]})", "the keyword \"format\" is not supported (at /anyOf/1)"},
+      {R"({"type": "string", "enum": [1, 2]})", "no value of enum is valid under the schema's other keywords (at the root)"},
+      {R"({"type": "object", "properties": {"a": {"const": "abc", "maxLength": 2}}})", "const's value is not valid under the schema's other keywords (at /properties/a)"},
+      {R"({"enum": ["a"], "minLength": -1})", "minLength must be an integer in [0, 1000] (at /minLength)"},
+      {R"({"enum": ["a"], "anyOf": [{"type": "text"}]})", "\"text\" is not a JSON Schema type (at /anyOf/0/type)"},
+      {R"({"type": "object", "anyOf": [{"type": "object"}]})", "\"type\" next to anyOf is not supported: move it into each of anyOf's schemas"},
+      {R"({"oneOf": [{"type": "null"}], "maxLength": 3, "title": "t"})", "\"maxLength\" next to oneOf is not supported"},
       {"{\"type\": ", "guided_json is not valid JSON"},
   };
   for (const auto& c : cases) {
