@@ -10,6 +10,7 @@
 // server_e2e_fixture.h; the sampling and stop controls are tested in
 // server_sampling_e2e_test.cpp). Tests that need a server of their own are in
 // server_own_apps_test.cpp.
+#include <grpc/support/time.h>
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/codegen/client_unary_call.h>
@@ -368,6 +369,20 @@ TEST_F(ServerE2E, ExpiredDeadlineFreesTheRequest) {
   EXPECT_TRUE(WaitIdle());
 }
 
+// A timeout of centuries (Python's timeout=1e10, the longest grpc-timeout
+// header) is as good as none: its conversion to the scheduler's clock must
+// not overflow into a deadline already past.
+TEST_F(ServerE2E, ADeadlineCenturiesAwayIsNoDeadline) {
+  for (int64_t seconds : {int64_t{10000000000}, int64_t{3600} * 99999999}) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_seconds(seconds, GPR_TIMESPAN)));
+    v1::GenerateResponse resp;
+    const grpc::Status st = stub_->Generate(&ctx, Request("Once upon a time", 4), &resp);
+    EXPECT_TRUE(st.ok()) << seconds << " s: " << st.error_message();
+    EXPECT_EQ(resp.token_ids_size(), 4) << seconds << " s";
+  }
+}
+
 // Raw calls: the request's bytes as given (the wire twin lets a test put
 // invalid UTF-8 or garbage on the wire, which the generated stubs would not).
 // Calls unary method `name` of the Generator service with request bytes `wire`.
@@ -564,6 +579,7 @@ TEST_F(ServerE2E, HealthModelInfoAndReflection) {
     EXPECT_EQ(info.limits().max_top_logprobs(), 20);
     EXPECT_TRUE(info.prefix_caching());
     EXPECT_EQ(info.kv_block_size(), 16);
+    EXPECT_EQ(info.kv_blocks(), ServerConfig().kv_blocks);
     EXPECT_EQ(info.scheduling_policy(), "fcfs");
   }
   namespace refl = modserve::testing::reflection;
