@@ -76,6 +76,7 @@ ServedModel DescribeModel(const ServerConfig& cfg, const ModelConfig& mc, const 
   p.set_device(cfg.device);
   p.set_prefix_caching(info.prefix_caching);
   p.set_kv_block_size(static_cast<int32_t>(info.block_size));
+  p.set_kv_blocks(info.total_blocks);
   p.set_scheduling_policy(cfg.scheduling_policy);
   auto* lim = p.mutable_limits();
   lim->set_max_prompt_bytes(static_cast<int32_t>(cfg.limits.max_prompt_bytes));
