@@ -32,9 +32,11 @@ namespace modserve {
 
 // What to change in a schema whose pattern is too large for a TokenGuide
 // (TokenGuide::FromRegex's size_hint): each character a string's maxLength
-// allows takes about 80 automaton states.
+// allows takes about 32 automaton states, and each item maxItems allows all
+// of its item schema's.
 inline constexpr const char* kJsonSchemaSizeHint =
-    "a string maxLength of at most about 600, or fewer properties, enum values, anyOf branches or maxItems";
+    "smaller maxLength or maxItems (each array item repeats its schema's states), or fewer properties, enum values or "
+    "anyOf branches";
 
 // INVALID_ARGUMENT "<field>: ..." for text that is not JSON, a schema that is
 // not an object (or true), an unsupported keyword, or a count over 1000.

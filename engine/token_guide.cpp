@@ -13,6 +13,8 @@ namespace {
 // the time a pathological pattern costs the caller's thread (~0.15 s here).
 constexpr int64_t kMaxWork = 10'000'000;
 
+bool IsRange(const ByteRegex& re, int32_t id) { return re.nodes[static_cast<size_t>(id)].kind == RegexNode::Kind::kByteRange; }
+
 // States a tree needs as an automaton of byte moves and empty moves
 // (Thompson's construction, below), saturating above `cap`.
 int64_t CountStates(const ByteRegex& re, int32_t id, int64_t cap) {
@@ -25,7 +27,10 @@ int64_t CountStates(const ByteRegex& re, int32_t id, int64_t cap) {
     case RegexNode::Kind::kConcat:
     case RegexNode::Kind::kAlt: {
       int64_t total = n.kind == RegexNode::Kind::kAlt ? 2 : 1;
-      for (int32_t k : n.kids) total = sat(total + CountStates(re, k, cap));
+      for (int32_t k : n.kids) {
+        if (n.kind == RegexNode::Kind::kAlt && IsRange(re, k)) continue;  // a move between the alternation's own states
+        total = sat(total + CountStates(re, k, cap));
+      }
       return total;
     }
     case RegexNode::Kind::kRepeat: {
@@ -104,8 +109,16 @@ struct Nfa {
         return f;
       }
       case RegexNode::Kind::kAlt: {
+        // A byte-range alternative (a class's ranges: [0-9a-fA-F] is three)
+        // is one move from the alternation's entry to its exit, not two
+        // states of its own: a JSON string character takes 32 states, not 82.
         const Frag f{New(), New()};
         for (int32_t k : n.kids) {
+          if (IsRange(re, k)) {
+            const RegexNode& r = re.nodes[static_cast<size_t>(k)];
+            AddMove(f.in, r.lo, r.hi, f.out);
+            continue;
+          }
           const Frag part = Build(re, k);
           Link(f.in, part.in);
           Link(part.out, f.out);
