@@ -28,15 +28,35 @@ targets=(request_validation utf8_stream safetensors_header server_config token_g
 cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]/#/fuzz_}"
 mkdir -p build-fuzz/artifacts
 export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-for t in "${targets[@]}"; do
-  corpus=build-fuzz/corpus/$t
+# One target: its run's log in build-fuzz/<target>.log; non-zero on a find.
+fuzz_one() {
+  local t=$1 corpus=build-fuzz/corpus/$1
   mkdir -p "$corpus"
   cp -n tests/fuzz/corpus/"$t"/* "$corpus"/
-  echo "== fuzz_$t (${seconds} s)"
   build-fuzz/bin/fuzz_"$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
-    -artifact_prefix=build-fuzz/artifacts/"$t"- -print_final_stats=1 "$corpus" 2>build-fuzz/"$t".log ||
-    { tail -40 build-fuzz/"$t".log; echo "FAIL: fuzz_$t found a crash; the input is in build-fuzz/artifacts/"; exit 1; }
-  grep -E '^stat::(number_of_executed_units|new_units_added)|Done [0-9]+ runs' build-fuzz/"$t".log | tr '\n' ' '
-  echo "corpus $(ls "$corpus" | wc -l) inputs"
+    -artifact_prefix=build-fuzz/artifacts/"$t"- -print_final_stats=1 "$corpus" 2>build-fuzz/"$t".log
+}
+# Each fuzzer runs on one core, so the targets run one per core at a time
+# (the wall time of ceil(targets / cores) runs, not of every run in turn).
+jobs=$(nproc)
+declare -A pid_of
+for t in "${targets[@]}"; do
+  while (($(jobs -rp | wc -l) >= jobs)); do wait -n || true; done
+  echo "== fuzz_$t (${seconds} s)"
+  fuzz_one "$t" &
+  pid_of[$t]=$!
 done
+failed=()
+for t in "${targets[@]}"; do
+  if ! wait "${pid_of[$t]}"; then
+    tail -40 build-fuzz/"$t".log
+    echo "FAIL: fuzz_$t found a crash; the input is in build-fuzz/artifacts/"
+    failed+=("$t")
+    continue
+  fi
+  echo -n "fuzz_$t: "
+  grep -E '^stat::(number_of_executed_units|new_units_added)|Done [0-9]+ runs' build-fuzz/"$t".log | tr '\n' ' '
+  echo "corpus $(find build-fuzz/corpus/"$t" -type f | wc -l) inputs"
+done
+if ((${#failed[@]})); then exit 1; fi
 echo "PASS: ${#targets[@]} fuzz targets, ${seconds} s each, no crash"
