@@ -105,14 +105,20 @@ Status ParseIdList(const std::string& flag, const std::string& text, google::pro
   });
 }
 
-// --priority, an int32.
-Status GetPriority(const Flags& f, int32_t* priority) {
-  int64_t p = 0;
-  MODSERVE_RETURN_IF_ERROR(f.Get("priority", &p));
-  if (p < INT32_MIN || p > INT32_MAX) return InvalidArgument("--priority must be in [-2^31, 2^31 - 1]");
-  *priority = static_cast<int32_t>(p);
+// An int32 flag (the request's fields are int32: a larger value must not
+// wrap into another one, e.g. --max-tokens 4294967296 into 0, the default).
+Status GetInt32(const Flags& f, const std::string& flag, int32_t* out) {
+  int64_t v = 0;
+  MODSERVE_RETURN_IF_ERROR(f.Get(flag, &v));
+  if (v < INT32_MIN || v > INT32_MAX) {
+    return InvalidArgument("--" + flag + " must be in [-2^31, 2^31 - 1] (a 32-bit request field), got " + std::to_string(v));
+  }
+  *out = static_cast<int32_t>(v);
   return Status::Ok();
 }
+
+// --priority, an int32.
+Status GetPriority(const Flags& f, int32_t* priority) { return GetInt32(f, "priority", priority); }
 
 // --n, completions per request: 1 .. 2^31 - 1 (the server's max_n decides the rest).
 Status GetN(const Flags& f, int32_t* n) {
@@ -127,18 +133,18 @@ Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
   MODSERVE_RETURN_IF_ERROR(ParseIdList("prompt-token-ids", f.Str("prompt-token-ids"), req->mutable_prompt_token_ids()));
   if (req->prompt_token_ids_size() == 0) req->set_prompt(f.Str("prompt"));
   MODSERVE_RETURN_IF_ERROR(ParseIdList("stop-token-ids", f.Str("stop-token-ids"), req->mutable_stop_token_ids()));
-  int64_t max_tokens = 0, top_k = 0;
+  int32_t max_tokens = 0, top_k = 0;
   double temperature = 0, top_p = 0, min_p = 0, repetition = 0, presence = 0, frequency = 0;
-  MODSERVE_RETURN_IF_ERROR(f.Get("max-tokens", &max_tokens));
-  MODSERVE_RETURN_IF_ERROR(f.Get("top-k", &top_k));
+  MODSERVE_RETURN_IF_ERROR(GetInt32(f, "max-tokens", &max_tokens));
+  MODSERVE_RETURN_IF_ERROR(GetInt32(f, "top-k", &top_k));
   MODSERVE_RETURN_IF_ERROR(f.Get("temperature", &temperature));
   MODSERVE_RETURN_IF_ERROR(f.Get("top-p", &top_p));
   MODSERVE_RETURN_IF_ERROR(f.Get("min-p", &min_p));
   MODSERVE_RETURN_IF_ERROR(f.Get("repetition-penalty", &repetition));
   MODSERVE_RETURN_IF_ERROR(f.Get("presence-penalty", &presence));
   MODSERVE_RETURN_IF_ERROR(f.Get("frequency-penalty", &frequency));
-  req->set_max_tokens(static_cast<int32_t>(max_tokens));
-  req->set_top_k(static_cast<int32_t>(top_k));
+  req->set_max_tokens(max_tokens);
+  req->set_top_k(top_k);
   req->set_temperature(static_cast<float>(temperature));
   req->set_top_p(static_cast<float>(top_p));
   req->set_min_p(static_cast<float>(min_p));
@@ -175,12 +181,12 @@ Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
   MODSERVE_RETURN_IF_ERROR(GetPriority(f, &priority));
   req->set_priority(priority);
   req->set_return_routes(f.Bool("routes"));
-  int64_t logprobs = -1;
-  MODSERVE_RETURN_IF_ERROR(f.Get("logprobs", &logprobs));
+  int32_t logprobs = -1;
+  MODSERVE_RETURN_IF_ERROR(GetInt32(f, "logprobs", &logprobs));
   if (logprobs < -1) return InvalidArgument("--logprobs must be >= 0 (alternatives per token), or -1 for none");
   if (logprobs >= 0) {
     req->set_return_logprobs(true);
-    req->set_top_logprobs(static_cast<int32_t>(logprobs));
+    req->set_top_logprobs(logprobs);
   }
   req->set_return_prompt_logprobs(f.Bool("prompt-logprobs"));
   int32_t n = 1;
@@ -290,7 +296,8 @@ Status Run(int argc, char** argv) {
            "generate, stream: also print each token's log-probability and this many alternatives (-1: none)");
   f.Define("prompt-logprobs", "false",
            "generate, stream: also print each prompt token's log-probability (and --logprobs alternatives)", true);
-  f.Define("concurrency", "8", "bench: client threads (requests in flight)");
+  f.Define("concurrency", "8",
+           "bench: requests in flight at most (with --rate, an arrival waits for a free one, and the wait counts in its latency)");
   f.Define("requests", "64", "bench: requests to send");
   f.Define("rate", "0", "bench: Poisson arrival rate, requests/s (0: closed loop)");
   f.Define("prompt-bytes", "64", "bench: prompt length in bytes");
@@ -302,7 +309,7 @@ Status Run(int argc, char** argv) {
   const std::string cmd = f.positional()[0];
   double timeout = 0;
   MODSERVE_RETURN_IF_ERROR(f.Get("timeout", &timeout));
-  if (!(timeout > 0)) return InvalidArgument("--timeout must be > 0 seconds");
+  if (!(timeout > 0) || timeout > 1e9) return InvalidArgument("--timeout must be in (0, 1e9] seconds");
 
   ConnectionOptions co;
   co.server = f.Str("server");
@@ -433,8 +440,9 @@ Status Run(int argc, char** argv) {
     MODSERVE_RETURN_IF_ERROR(f.Get("temperature", &o.temperature));
     o.ignore_eos = f.Bool("ignore-eos");
     MODSERVE_RETURN_IF_ERROR(GetPriority(f, &o.priority));
-    int64_t max_tokens = 0;
-    MODSERVE_RETURN_IF_ERROR(f.Get("max-tokens", &max_tokens));
+    int32_t max_tokens = 0;
+    MODSERVE_RETURN_IF_ERROR(GetInt32(f, "max-tokens", &max_tokens));
+    if (max_tokens < 0) return InvalidArgument("--max-tokens must be >= 0 (0: 64 per request), got " + std::to_string(max_tokens));
     if (max_tokens > 0) o.max_tokens = max_tokens;
     if (o.concurrency < 1 || o.concurrency > 4096) return InvalidArgument("--concurrency must be in [1, 4096]");
     if (o.requests < 1) return InvalidArgument("--requests must be >= 1");

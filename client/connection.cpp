@@ -12,6 +12,9 @@ StatusOr<ClientConnection> ClientConnection::Open(const ConnectionOptions& o) {
   if (!o.tls_cert_file.empty() && o.tls_ca_file.empty()) {
     return InvalidArgument("--tls-cert (mutual TLS) needs --tls-ca, the CA of the server's certificate");
   }
+  if (!o.tls_server_name.empty() && o.tls_ca_file.empty()) {
+    return InvalidArgument("--tls-server-name needs --tls-ca (without it the connection is plaintext)");
+  }
   ClientConnection c;
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
   grpc::ChannelArguments args;
@@ -38,8 +41,17 @@ StatusOr<ClientConnection> ClientConnection::Open(const ConnectionOptions& o) {
     if (t.empty()) return InvalidArgument("--token-file: " + o.token_file + " holds no token");
     c.authorization_ = "Bearer " + std::string(t);
   }
+  c.server_ = o.server;
+  c.creds_ = creds;
+  c.args_ = args;
   c.channel_ = grpc::CreateCustomChannel(o.server, creds, args);
   return c;
+}
+
+std::shared_ptr<grpc::Channel> ClientConnection::NewChannel() const {
+  grpc::ChannelArguments args = args_;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a TCP connection of its own, not the shared one
+  return grpc::CreateCustomChannel(server_, creds_, args);
 }
 
 void ClientConnection::Prepare(grpc::ClientContext* ctx, double timeout_seconds) const {

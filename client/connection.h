@@ -30,10 +30,17 @@ class ClientConnection {
   static StatusOr<ClientConnection> Open(const ConnectionOptions& opts);
 
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+  // Another channel to the same server with the same security, on a
+  // connection of its own (a server caps the calls in flight on one HTTP/2
+  // connection: max_concurrent_streams).
+  std::shared_ptr<grpc::Channel> NewChannel() const;
   // Sets the call's deadline (`timeout_seconds` from now) and its authorization metadata.
   void Prepare(grpc::ClientContext* ctx, double timeout_seconds) const;
 
  private:
+  std::string server_;
+  std::shared_ptr<grpc::ChannelCredentials> creds_;
+  grpc::ChannelArguments args_;
   std::shared_ptr<grpc::Channel> channel_;
   std::string authorization_;  // "Bearer <token>", or empty
 };

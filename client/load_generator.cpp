@@ -74,12 +74,14 @@ struct Tracker {
   int64_t in_flight = 0;
   Results results;
 
+  // Notifies under the lock: the waiting thread may return and destroy the
+  // tracker as soon as it sees in_flight reach 0, so no caller may touch it
+  // after unlocking (two calls ending together would otherwise notify a
+  // destroyed condition variable).
   void Done(const Results& r) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      results.Merge(r);
-      --in_flight;
-    }
+    std::lock_guard<std::mutex> lock(mu);
+    results.Merge(r);
+    --in_flight;
     cv.notify_one();
   }
 };
@@ -90,11 +92,11 @@ struct Tracker {
 // on the same machine. Deletes itself when the call is done.
 class StreamCall final : public grpc::ClientReadReactor<v1::GenerateResponse> {
  public:
+  // `t0`: when the request is due (its latencies count from there).
   StreamCall(v1::Generator::Stub* stub, const ClientConnection& connection, const v1::GenerateRequest& req, double timeout,
-             Tracker* tracker)
-      : req_(req), tracker_(tracker) {
+             SteadyClock::time_point t0, Tracker* tracker)
+      : req_(req), tracker_(tracker), t0_(t0) {
     connection.Prepare(&ctx_, timeout);
-    t0_ = SteadyClock::now();
     stub->async()->GenerateStream(&ctx_, &req_, this);
     StartRead(&msg_);
     StartCall();
@@ -152,7 +154,15 @@ class StreamCall final : public grpc::ClientReadReactor<v1::GenerateResponse> {
 }  // namespace
 
 LoadReport RunLoad(const ClientConnection& connection, const LoadOptions& o) {
-  auto stub = v1::Generator::NewStub(connection.channel());
+  // One connection per kCallsPerConnection calls in flight: a server takes
+  // max_concurrent_streams (128 by default) on one, and calls beyond would
+  // wait in the client, their wait counted as the server's latency.
+  constexpr int64_t kCallsPerConnection = 100;
+  std::vector<std::unique_ptr<v1::Generator::Stub>> stubs;
+  stubs.push_back(v1::Generator::NewStub(connection.channel()));
+  while (static_cast<int64_t>(stubs.size()) * kCallsPerConnection < o.concurrency) {
+    stubs.push_back(v1::Generator::NewStub(connection.NewChannel()));
+  }
 
   // Arrival times (seconds from the start): all at 0 in closed loop.
   std::vector<double> arrival(static_cast<size_t>(o.requests), 0.0);
@@ -169,8 +179,9 @@ LoadReport RunLoad(const ClientConnection& connection, const LoadOptions& o) {
   Tracker tracker;
   const auto start = SteadyClock::now();
   for (int64_t i = 0; i < o.requests; ++i) {
-    std::this_thread::sleep_until(start + std::chrono::duration_cast<SteadyClock::duration>(
-                                              std::chrono::duration<double>(arrival[static_cast<size_t>(i)])));
+    const auto due = start + std::chrono::duration_cast<SteadyClock::duration>(
+                                 std::chrono::duration<double>(arrival[static_cast<size_t>(i)]));
+    std::this_thread::sleep_until(due);
     {
       std::unique_lock<std::mutex> lock(tracker.mu);
       tracker.cv.wait(lock, [&] { return tracker.in_flight < o.concurrency; });
@@ -184,7 +195,10 @@ LoadReport RunLoad(const ClientConnection& connection, const LoadOptions& o) {
     req.set_n(o.n);
     req.set_temperature(static_cast<float>(o.temperature));
     req.set_seed(o.seed + static_cast<uint64_t>(i));
-    new StreamCall(stub.get(), connection, req, o.timeout_seconds, &tracker);
+    // Poisson arrivals are timed from when they were due, so the wait for a
+    // free slot counts (no coordinated omission); closed-loop calls from now.
+    new StreamCall(stubs[static_cast<size_t>(i) % stubs.size()].get(), connection, req, o.timeout_seconds,
+                   o.rate > 0 ? due : SteadyClock::now(), &tracker);
   }
   {
     std::unique_lock<std::mutex> lock(tracker.mu);

@@ -6,6 +6,9 @@
 // gRPC's callback API, so messages are timed on the gRPC threads that
 // receive them and no thread of ours wakes per message: on a machine the
 // server shares, the load generator takes as little CPU from it as it can.
+// Calls spread over one connection per 100 in flight (a server takes 128 on
+// one). With `rate`, a request's latencies count from when it was due, so
+// an arrival that waits for one of the `concurrency` slots counts the wait.
 //
 // Thread-safety: RunLoad is called from one thread at a time; it returns once
 // every call it started is done.
