@@ -43,6 +43,10 @@ Status ModelConfig::Validate() const {
   if (routing_enabled) {
     if (!(capacity > 0.0) || !(capacity <= 1.0)) return bad("routing.capacity", "must be in (0, 1]");
     if (routed_layers.empty()) return bad("routing.routed_layers", "must list at least one layer when routing is enabled");
+    if (routed_layers.size() > 64) {
+      return bad("routing.routed_layers", "lists " + std::to_string(routed_layers.size()) +
+                                              " layers; at most 64 (a token's route is a 64-bit mask of them)");
+    }
     std::set<int64_t> seen;
     for (int64_t l : routed_layers) {
       if (l < 0 || l >= n_layers) return bad("routing.routed_layers", "has layer " + std::to_string(l) + " outside [0, n_layers)");

@@ -1,6 +1,7 @@
 #include "engine/prefix_reuse.h"
 
 #include <algorithm>
+#include <exception>
 
 namespace modserve {
 
@@ -79,7 +80,7 @@ int64_t PrefixReuse::Attach(SeqId id, const std::vector<int64_t>& tokens, int64_
       auto [k, v] = kv_->GatherSlots(torch::tensor(from, torch::kLong).to(kv_->device()));  // [n, H, hd] each
       kv_->Write(to, k, v);
     }
-  } catch (const c10::Error&) {
+  } catch (const std::exception&) {  // torch's errors and any other: the pins and shares below are undone either way
     ok = false;
   }
   for (int64_t b : partial) {

@@ -80,6 +80,18 @@ TEST(ModelConfig, InvalidFieldsNameTheKey) {
     EXPECT_NE(r.status().message().find(c.expect), std::string::npos) << r.status().message();
     EXPECT_NE(r.status().message().find("m/config.json"), std::string::npos);
   }
+  {
+    // 130 layers route 65 by default: one more than a token's 64-bit route mask holds.
+    nlohmann::json many = ModelConfig().ToJson();
+    many["architecture"]["n_layers"] = 130;
+    many["routing"].erase("routed_layers");
+    auto r = ModelConfig::FromJson(many, "m/config.json");
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find("routing.routed_layers lists 65 layers; at most 64"), std::string::npos)
+        << r.status().message();
+    many["architecture"]["n_layers"] = 128;  // 64 routed: fits
+    EXPECT_TRUE(ModelConfig::FromJson(many, "m/config.json").ok());
+  }
   nlohmann::json j = ModelConfig().ToJson();
   j.erase("architecture");
   auto r = ModelConfig::FromJson(j, "config.json");
