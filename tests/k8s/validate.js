@@ -4,7 +4,8 @@
 // fields, kinds), then what schemas cannot: selectors match the pod labels,
 // Service and probe ports match the mod-server config in the ConfigMap, the
 // termination grace period exceeds the drain grace plus the preStop pause,
-// the HPA targets the Deployment.
+// the HPA targets the Deployment (which leaves replicas to it), the thread
+// counts fit the pod's CPUs, and the request log goes to stderr.
 //   node validate.js RENDERED.yaml
 'use strict';
 const fs = require('fs');
@@ -54,6 +55,8 @@ if (!deploy || !configMap) {
   for (const h of byKind('HorizontalPodAutoscaler')) {
     const t = h.spec.scaleTargetRef;
     if (t.kind !== 'Deployment' || t.name !== deploy.metadata.name) fail(`HPA ${h.metadata.name}: does not target the Deployment`);
+    // The HPA owns the replica count: one in the Deployment resets it on every apply.
+    if (deploy.spec.replicas !== undefined) fail(`Deployment sets replicas (${deploy.spec.replicas}) though HPA ${h.metadata.name} scales it`);
   }
   for (const m of byKind('ServiceMonitor')) {
     const targets = byKind('Service').filter((s) => matches(m.spec.selector.matchLabels, s.metadata.labels || {}));
@@ -90,6 +93,17 @@ if (!deploy || !configMap) {
       if (target === undefined) fail(`Service ${s.metadata.name} port ${p.name}: target ${p.targetPort} is no container port`);
     }
   }
+  // Thread counts sized to the pod's CPUs, not the node's (0 means one per
+  // hardware thread the node has), and the request log on for kubectl logs.
+  const cpuOf = (q) => (q === undefined ? undefined : String(q).endsWith('m') ? Number(String(q).slice(0, -1)) / 1000 : Number(q));
+  const res = container.resources || {};
+  const cpus = cpuOf((res.limits || {}).cpu) || cpuOf((res.requests || {}).cpu);
+  if (!cpus) fail('the container requests no CPU');
+  for (const key of ['threads', 'torch_threads']) {
+    const n = cfg[key];
+    if (!(Number.isInteger(n) && n >= 1 && n <= Math.ceil(cpus))) fail(`config ${key} ${n} must be 1 .. the pod's ${cpus} CPUs (0 would follow the node's cores)`);
+  }
+  if (cfg.request_log !== 'stderr') fail(`config request_log ${cfg.request_log} is not stderr (kubectl logs reads it)`);
   const pause = container.lifecycle && container.lifecycle.preStop && container.lifecycle.preStop.exec
     ? Number(container.lifecycle.preStop.exec.command[1]) : 0;
   const grace = pod.spec.terminationGracePeriodSeconds;
