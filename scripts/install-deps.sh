@@ -13,7 +13,7 @@ build_pkgs=(
   prometheus-cpp-dev libyaml-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
-test_pkgs=(python3-grpcio python3-protobuf prometheus)
+test_pkgs=(python3-grpcio python3-protobuf prometheus openssl)
 runtime_pkgs=(
   ca-certificates libtorch1.13 libopenblas0-openmp libgrpc++1.51 libgrpc29 libprotobuf32
   libprometheus-cpp-core1.0 libyaml-cpp0.7

@@ -2,7 +2,9 @@
 # The Python and Node client examples against a real mod-server (shipped
 # model, loopback, a free port): each makes one unary and one streaming call
 # and must get the same tokens both ways, then tokenizes the prompt and gets
-# a guided answer from a list. Python stubs are generated from
+# a guided answer from a list, and n=2 completions the same in unary and
+# stream; then the same against a server with TLS and a bearer token.
+# Python stubs are generated from
 # proto/ here; the Node packages are installed from npm into a scratch folder.
 # Then mod-client's --logprobs prints a line per generated token, and its
 # --logit-bias, --min-tokens, --ignore-eos, --stop-token-ids, --prompt-token-ids,
@@ -15,9 +17,10 @@ set -euo pipefail
 bin=$1
 src=$2
 work=$(mktemp -d)
-server=""
+server="" secure=""
 cleanup() {
   if [[ -n "$server" ]]; then kill "$server" 2>/dev/null || true; fi
+  if [[ -n "$secure" ]]; then kill "$secure" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -38,6 +41,7 @@ check() {  # check NAME OUTPUT_FILE
   grep -qE '^prompt logprobs: 14 tokens, total -[0-9]+\.[0-9]{3}$' "$2" || { echo "FAIL: $1 prompt logprobs"; exit 1; }
   grep -q '^tokenize: 14 ids, prompt_tokens 15$' "$2" || { echo "FAIL: $1 tokenize"; exit 1; }
   grep -qE '^guided choice: (yes|no)$' "$2" || { echo "FAIL: $1 guided choice"; exit 1; }
+  grep -q '^n=2: 2 completions, stream the same: yes$' "$2" || { echo "FAIL: $1 n=2 completions"; exit 1; }
   echo "PASS: $1"
 }
 
@@ -57,6 +61,36 @@ check node "$work/node.out"
 [[ "$(grep '^prompt logprobs' "$work/py.out")" == "$(grep '^prompt logprobs' "$work/node.out")" ]] ||
   { echo "FAIL: Python and Node scored the prompt differently"; exit 1; }
 echo "PASS: Python and Node give the same prompt score"
+
+echo "== Python and Node against a server with TLS and a bearer token"
+# A self-signed certificate for 127.0.0.1 (openssl comes with ca-certificates).
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" -days 1 -subj /CN=localhost \
+  -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" 2>/dev/null
+printf 'example-token-0123456789\n' >"$work/token"
+"$bin/mod-server" --model "$src/models/mod-small" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
+  --tls-cert-file "$work/cert.pem" --tls-key-file "$work/key.pem" --auth-token-file "$work/token" 2>"$work/secure.log" &
+secure=$!
+for _ in $(seq 1 300); do grep -q '(port [0-9]*)' "$work/secure.log" && break; sleep 0.1; done
+secure_address="127.0.0.1:$(grep -o '(port [0-9]*)' "$work/secure.log" | head -1 | tr -dc 0-9)"
+PYTHONPATH="$work/py" /usr/bin/python3 "$src/client/python/example.py" --server "$secure_address" --max-tokens 24 \
+  --tls-ca "$work/cert.pem" --token-file "$work/token" >"$work/py-secure.out"
+check "python (TLS, token)" "$work/py-secure.out"
+node "$work/node/example.js" --server "$secure_address" --proto-dir "$src/proto" --max-tokens=24 \
+  --tls-ca "$work/cert.pem" --token-file "$work/token" >"$work/node-secure.out"
+check "node (TLS, token)" "$work/node-secure.out"
+if PYTHONPATH="$work/py" /usr/bin/python3 "$src/client/python/example.py" --server "$secure_address" \
+  --tls-ca "$work/cert.pem" >/dev/null 2>"$work/noauth.err"; then
+  echo "FAIL: the Python example without the token was served"; exit 1
+fi
+grep -q '^python client: UNAUTHENTICATED' "$work/noauth.err" || { cat "$work/noauth.err"; exit 1; }
+if node "$work/node/example.js" --server "$secure_address" --proto-dir "$src/proto" --max-tokens x 2>"$work/badarg.err"; then
+  echo "FAIL: the Node example took --max-tokens x"; exit 1
+fi
+grep -q 'max-tokens must be a positive number, got x' "$work/badarg.err" || { cat "$work/badarg.err"; exit 1; }
+kill -TERM "$secure"
+wait "$secure" || true
+secure=""
+echo "PASS: the examples with TLS and a token; without the token: UNAUTHENTICATED"
 
 echo "== mod-client --logprobs"
 "$bin/mod-client" --server "$address" generate --max-tokens 8 --logprobs 2 >"$work/lp.out"
