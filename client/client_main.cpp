@@ -274,7 +274,7 @@ Status Run(int argc, char** argv) {
   f.Define("top-p", "0", "nucleus mass (0: none)");
   f.Define("top-k", "0", "top-k cut (0: none)");
   f.Define("min-p", "0", "generate, stream: drop tokens less likely than this times the most likely (0: none)");
-  f.Define("seed", "0", "sampling seed (unset: the server picks)");
+  f.Define("seed", "0", "sampling seed (unset: the server picks; bench: request i gets seed + i, default 1 + i)");
   f.Define("repetition-penalty", "0", "generate, stream: divides (or multiplies) the logits of tokens seen so far (0: none)");
   f.Define("presence-penalty", "0", "generate, stream: subtracted from the logits of tokens generated so far");
   f.Define("frequency-penalty", "0", "generate, stream: subtracted per time a token was generated so far");
@@ -438,6 +438,11 @@ Status Run(int argc, char** argv) {
     MODSERVE_RETURN_IF_ERROR(f.Get("prompt-bytes", &o.prompt_bytes));
     MODSERVE_RETURN_IF_ERROR(f.Get("shared-prefix-bytes", &o.shared_prefix_bytes));
     MODSERVE_RETURN_IF_ERROR(f.Get("temperature", &o.temperature));
+    if (f.Has("seed")) {  // request i samples with seed + i
+      int64_t seed = 0;
+      MODSERVE_RETURN_IF_ERROR(f.Get("seed", &seed));
+      o.seed = static_cast<uint64_t>(seed);
+    }
     o.ignore_eos = f.Bool("ignore-eos");
     MODSERVE_RETURN_IF_ERROR(GetPriority(f, &o.priority));
     int32_t max_tokens = 0;

@@ -228,8 +228,12 @@ std::string LoadReport::ToText() {
   o << "request throughput: " << succeeded / seconds << " req/s\n";
   o << "output tokens/s: " << output_tokens / seconds << " (" << output_tokens << " tokens)\n";
   auto line = [&](const char* name, LatencyStats& s) {
+    if (s.count() == 0) {  // no sample (e.g. every call failed): no figure, rather than 0 ms
+      o << name << " ms: none measured\n";
+      return;
+    }
     o << name << " ms: mean " << s.Mean() * 1e3 << "  p50 " << s.Percentile(50) * 1e3 << "  p90 "
-      << s.Percentile(90) * 1e3 << "  p99 " << s.Percentile(99) * 1e3 << "\n";
+      << s.Percentile(90) * 1e3 << "  p99 " << s.Percentile(99) * 1e3 << "  (" << s.count() << " samples)\n";
   };
   line("time to first token", ttft);
   line("time per output token", tpot);
@@ -240,6 +244,7 @@ std::string LoadReport::ToText() {
 
 std::string LoadReport::ToJson() {
   auto stats = [](LatencyStats& s) {
+    if (s.count() == 0) return nlohmann::json{{"count", 0}};  // no figures where nothing was measured
     return nlohmann::json{{"mean", s.Mean()}, {"p50", s.Percentile(50)}, {"p90", s.Percentile(90)}, {"p99", s.Percentile(99)}, {"count", s.count()}};
   };
   nlohmann::json j = {{"requests", requests},
