@@ -172,6 +172,8 @@ KvOccupancy Engine::Occupancy() const {
   return o;
 }
 
+int64_t Engine::ReleasableBlocks(SeqId id) const { return impl_->kv->manager().ReleasableBlocks(id); }
+
 StatusOr<StepResult> Engine::Step(const std::vector<SequenceChunk>& batch, bool return_all_logits) {
   return impl_->Step(batch, return_all_logits);
 }

@@ -131,6 +131,9 @@ class Engine {
   StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch, bool return_all_logits = false);
 
   KvOccupancy Occupancy() const;
+  // KV blocks releasing sequence `id` would free (not those it shares with
+  // other sequences); 0 for an unknown id.
+  int64_t ReleasableBlocks(SeqId id) const;
 
  private:
   std::unique_ptr<Impl> impl_;

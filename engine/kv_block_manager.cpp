@@ -26,6 +26,16 @@ void KvBlockManager::Release(SeqId id) {
   seqs_.erase(it);
 }
 
+int64_t KvBlockManager::ReleasableBlocks(SeqId id) const {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return 0;
+  int64_t n = 0;
+  for (const LayerCache& layer : it->second) {
+    for (int64_t b : layer.blocks) n += uses_[static_cast<size_t>(b)] == 1;  // a block is in a layer's table once
+  }
+  return n;
+}
+
 KvBlockManager::LayerCache& KvBlockManager::At(SeqId id, int64_t layer) {
   auto it = seqs_.find(id);
   if (it == seqs_.end() || layer < 0 || layer >= opts_.n_layers) throw std::out_of_range("KvBlockManager: unknown sequence or layer");

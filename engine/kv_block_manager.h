@@ -64,6 +64,9 @@ class KvBlockManager {
   // Drops one cache entry when the pool runs short; returns false when none is left.
   void set_evictor(std::function<bool()> evict_one) { evict_one_ = std::move(evict_one); }
 
+  // Blocks Release(id) would add to free_blocks(): those of its tables no
+  // other table (or pin) uses; 0 for an unknown id.
+  int64_t ReleasableBlocks(SeqId id) const;
   int64_t NumTokens(SeqId id, int64_t layer) const;
   const std::vector<int64_t>& BlockTable(SeqId id, int64_t layer) const;
   // Appends the slots of every cached token of (id, layer), in order, to `out`.

@@ -42,6 +42,7 @@ class EngineAdapter final : public StepEngine {
     return engine_->MatchPrefix(id, tokens, limit, salt);
   }
   int64_t CachedBlocks() const override { return engine_->Occupancy().cached_blocks; }
+  int64_t ReleasableBlocks(SeqId id) const override { return engine_->ReleasableBlocks(id); }
   int64_t FreeBlocks() const override {
     const KvOccupancy occ = engine_->Occupancy();
     return occ.total_blocks - occ.used_blocks;

@@ -432,9 +432,13 @@ bool Scheduler::Step() {
   for (auto& [h, a] : running_) {
     if (static_cast<int64_t>(a->tokens.size()) - a->cached > 1) plan(*a);
   }
-  // The blocks `r` would give back if preempted now: those it holds (as
-  // estimated) and its reservation in this step's plan.
-  auto reclaimable = [&](const Active& r) { return EstimateBlocks(0, r.cached) + EstimateBlocks(r.cached, find_planned(r).second); };
+  // The blocks `r` would give back if preempted now: those it holds alone
+  // (not those it shares with others, e.g. the prompt blocks of an n > 1
+  // group: preempting it would not free them) and its reservation in this
+  // step's plan.
+  auto reclaimable = [&](const Active& r) {
+    return engine_->ReleasableBlocks(static_cast<SeqId>(r.handle)) + EstimateBlocks(r.cached, find_planned(r).second);
+  };
   int64_t free_blocks = engine_->FreeBlocks();
   std::vector<const Active*> preempted;  // for priority in this step: not readmitted in it
   while (!waiting_.empty() && std::min(budget, prefill_budget) > 0) {

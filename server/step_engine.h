@@ -40,6 +40,8 @@ class StepEngine {
   virtual StatusOr<StepResult> Step(const std::vector<SequenceChunk>& batch, bool all_logits) = 0;
   virtual int64_t FreeBlocks() const = 0;  // blocks only the prefix cache holds included
   virtual int64_t CachedBlocks() const { return 0; }  // blocks only the prefix cache holds
+  // Blocks Release(id) would add to FreeBlocks(): not those other sequences share.
+  virtual int64_t ReleasableBlocks(SeqId id) const = 0;
   // Prefix caching: starts the new sequence `id` from the K/V of the longest
   // prefix of tokens[0, limit) cached under `salt` and returns its length (the
   // tokens the sequence then holds; 0: none); the sequence's own prefixes are

@@ -48,6 +48,13 @@ class FakeEngine : public StepEngine {
   }
   void Release(SeqId id) override { seqs_.erase(id); }
   int64_t FreeBlocks() const override { return total_ - Used(seqs_); }
+  // Its blocks, less those `shared_blocks` says other sequences also use.
+  int64_t ReleasableBlocks(SeqId id) const override {
+    auto it = seqs_.find(id);
+    if (it == seqs_.end()) return 0;
+    const auto shared = shared_blocks.find(id);
+    return std::max<int64_t>(0, Blocks(it->second) - (shared == shared_blocks.end() ? 0 : shared->second));
+  }
   // A stand-in prefix cache (Info().prefix_caching once prefix_hit > 0):
   // every new sequence finds its first `prefix_hit` tokens cached (at most
   // `limit`, never its last token).
@@ -114,6 +121,7 @@ class FakeEngine : public StepEngine {
   }
   int64_t sequences() const { return static_cast<int64_t>(seqs_.size()); }
   int64_t prefix_hit = 0;
+  std::map<SeqId, int64_t> shared_blocks;  // per sequence: blocks ReleasableBlocks leaves out (as if shared)
   std::set<SeqId> refuse_add;  // sequences AddSequence fails for (INTERNAL)
   std::vector<int64_t> match_limits;  // the limit of every MatchPrefix call
   std::vector<std::string> match_salts;
@@ -129,9 +137,10 @@ class FakeEngine : public StepEngine {
     int64_t tokens = 0, routed = 0;
   };
   int64_t Blocks(int64_t n) const { return (n + bs_ - 1) / bs_; }
+  int64_t Blocks(const Seq& s) const { return 2 * Blocks(s.tokens) + Blocks(s.routed); }  // two dense layers, one routed
   int64_t Used(const std::map<SeqId, Seq>& seqs) const {
     int64_t used = 0;
-    for (const auto& [id, s] : seqs) used += 2 * Blocks(s.tokens) + Blocks(s.routed);
+    for (const auto& [id, s] : seqs) used += Blocks(s);
     return used;
   }
 

@@ -117,6 +117,9 @@ TEST(KvBlockManager, SharedBlocksReturnToThePoolWhenTheLastUseOrHoldGoes) {
   EXPECT_NE(m.BlockTable(2, 0)[2], table[2]) << "an append never writes into another table's block";
   EXPECT_EQ(m.Share(2, 0, {table[0]}).code(), StatusCode::kInvalidArgument) << "only an empty layer takes shared blocks";
 
+  EXPECT_EQ(m.ReleasableBlocks(1), 1) << "c alone: a and b are in 2's table too";
+  EXPECT_EQ(m.ReleasableBlocks(2), 1) << "its own appended block";
+  EXPECT_EQ(m.ReleasableBlocks(99), 0);
   m.Release(1);
   EXPECT_EQ(m.cached_blocks(), 1) << "c: held, in no table";
   EXPECT_EQ(m.free_blocks(), 3) << "2 in the pool, and c";
@@ -220,6 +223,20 @@ TEST(KvBlockManager, RandomSharingHoldsAndEvictionKeepTheCountsExact) {
           ASSERT_EQ(it->second, l) << "block " << b << " in tables of two layers";
         }
       }
+    }
+    // What releasing each sequence would free: its blocks no other table has.
+    std::map<int64_t, int64_t> tables_with;  // block -> tables that have it
+    for (SeqId id : seqs) {
+      for (int64_t l = 0; l < kLayers; ++l) {
+        for (int64_t b : m.BlockTable(id, l)) ++tables_with[b];
+      }
+    }
+    for (SeqId id : seqs) {
+      int64_t alone = 0;
+      for (int64_t l = 0; l < kLayers; ++l) {
+        for (int64_t b : m.BlockTable(id, l)) alone += tables_with[b] == 1;
+      }
+      ASSERT_EQ(m.ReleasableBlocks(id), alone) << "sequence " << id;
     }
     int64_t cached = 0;
     for (int64_t b : std::set<int64_t>(holds.begin(), holds.end())) cached += layer_of.count(b) == 0;

@@ -188,6 +188,34 @@ TEST(Scheduler, NoPreemptionWhereItCouldNotMakeRoom) {
   EXPECT_EQ(e.FreeBlocks(), 120);
 }
 
+// As AHigherPriorityRequestPreemptsForKvBlocks, but the two background
+// requests share their blocks with each other (as an n > 1 group shares its
+// prompt's): preempting them would free nothing, so the urgent request waits
+// for them instead of throwing their progress away.
+TEST(Scheduler, NoPreemptionOfRequestsWhoseBlocksAreShared) {
+  FakeEngine e(64, 4);
+  Preemptions seen;
+  Scheduler s(&e, {}, &seen);
+  std::vector<Collected> got(3);
+  auto one = s.Submit(Prio("background one", 30, 1), Into(&got[0]));
+  auto two = s.Submit(Prio("background two", 30, 1), Into(&got[1]));
+  ASSERT_TRUE(one.ok() && two.ok());
+  e.shared_blocks[static_cast<SeqId>(*one)] = 1000;
+  e.shared_blocks[static_cast<SeqId>(*two)] = 1000;
+  for (int i = 0; i < 40 && e.FreeBlocks() > 8; ++i) s.Step();
+  ASSERT_LE(e.FreeBlocks(), 8);
+  ASSERT_FALSE(got[0].done() || got[1].done());
+  ASSERT_TRUE(s.Submit(Prio("urgent request", 2, 0), Into(&got[2])).ok());
+  RunUntilIdle(s);
+  EXPECT_EQ(seen.priority, 0) << "preempting requests that free no blocks makes no room";
+  EXPECT_EQ(RecomputedSequences(e), 0);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(got[i].done());
+    EXPECT_TRUE(got[i].last().status.ok()) << got[i].last().status.ToString();
+  }
+  EXPECT_EQ(e.FreeBlocks(), 64);
+}
+
 TEST(Scheduler, MemoryPreemptionSparesTheHighestPriority) {
   // As PreemptsAndRecomputesWhenBlocksRunOut, but the newest request ranks
   // first: memory preemption takes the newest of the lowest priority instead.
