@@ -359,6 +359,9 @@ StatusOr<StepResult> Engine::Impl::Step(const std::vector<SequenceChunk>& batch,
   } catch (const c10::Error& e) {
     rollback();
     return Internal(std::string("engine step failed: ") + e.what_without_backtrace());
+  } catch (const std::exception& e) {  // e.g. bad_alloc: all-or-nothing all the same
+    rollback();
+    return Internal(std::string("engine step failed: ") + e.what());
   }
 
   if (prefix) {
