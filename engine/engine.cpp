@@ -1,5 +1,6 @@
 #include "engine/engine.h"
 
+#include <exception>
 #include <limits>
 #include <thread>
 #include <tuple>
