@@ -195,6 +195,13 @@ Status BuildRequest(const Flags& f, v1::GenerateRequest* req) {
   return Status::Ok();
 }
 
+// The routed layers a token computed, "1,3".
+std::string RouteLayers(const v1::TokenRoute& route) {
+  std::string layers;
+  for (int l : route.computed_layers()) layers += (layers.empty() ? "" : ",") + std::to_string(l);
+  return layers;
+}
+
 // A byte-level token as text: 'c' for printable ASCII, \xNN for other bytes,
 // <id> for the special tokens.
 std::string TokenText(int id) {
@@ -356,6 +363,9 @@ Status Run(int argc, char** argv) {
         const auto i = static_cast<size_t>(msg.index());
         if (i >= texts.size()) return InvalidArgument("the server sent a message of completion " + std::to_string(i));
         texts[i] += msg.text();
+        for (int t = 0; f.Bool("routes") && t < msg.token_ids_size() && t < msg.routes_size(); ++t) {  // as they come
+          std::cout << "completion " << i << " token " << msg.token_ids(t) << " layers [" << RouteLayers(msg.routes(t)) << "]\n";
+        }
         lps[i].insert(lps[i].end(), msg.logprobs().begin(), msg.logprobs().end());
         prompt_logprobs.insert(prompt_logprobs.end(), msg.prompt_logprobs().begin(), msg.prompt_logprobs().end());
         if (msg.has_usage()) lasts[i] = msg;
@@ -371,9 +381,7 @@ Status Run(int argc, char** argv) {
       prompt_logprobs.insert(prompt_logprobs.end(), msg.prompt_logprobs().begin(), msg.prompt_logprobs().end());
       if (f.Bool("routes")) {
         for (int i = 0; i < msg.token_ids_size(); ++i) {
-          std::string layers;
-          for (int l : msg.routes(i).computed_layers()) layers += (layers.empty() ? "" : ",") + std::to_string(l);
-          std::cout << "token " << msg.token_ids(i) << " layers [" << layers << "]\n";
+          std::cout << "token " << msg.token_ids(i) << " layers [" << RouteLayers(msg.routes(i)) << "]\n";
         }
         if (!msg.text().empty()) std::cout << "text \"" << msg.text() << "\"\n";
       } else {
@@ -429,6 +437,17 @@ Status Run(int argc, char** argv) {
     return Status::Ok();
   }
   if (cmd == "bench") {
+    // Flags of a single request that bench would silently not send.
+    for (const char* flag : {"prompt", "prompt-token-ids", "top-p", "top-k", "min-p", "repetition-penalty", "presence-penalty",
+                             "frequency-penalty", "stop", "stop-token-ids", "include-stop", "truncate-prompt-tokens",
+                             "min-tokens", "logit-bias", "cache-salt", "guided-regex", "guided-json", "guided-choice",
+                             "routes", "logprobs", "prompt-logprobs"}) {
+      if (f.Has(flag)) {
+        return InvalidArgument(std::string("--") + flag +
+                               " is not used by bench (its requests: --prompt-bytes, --shared-prefix-bytes, --max-tokens, "
+                               "--temperature, --seed, --ignore-eos, --priority, --n)");
+      }
+    }
     LoadOptions o;
     o.timeout_seconds = timeout;
     MODSERVE_RETURN_IF_ERROR(f.Get("concurrency", &o.concurrency));

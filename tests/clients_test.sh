@@ -202,7 +202,16 @@ if "$bin/mod-client" --server "$address" generate --n 9 2>"$work/n.err" >/dev/nu
   echo "FAIL: --n 9 was accepted (max_n is 8)"; exit 1
 fi
 grep -q "INVALID_ARGUMENT.*n must be in \[0, 8\]" "$work/n.err" || { echo "FAIL: --n 9 message:"; cat "$work/n.err"; exit 1; }
+# Routes of interleaved completions: each line names its completion; 2 x 4 tokens.
+"$bin/mod-client" --server "$address" stream --max-tokens 4 --n 2 --routes >"$work/n.routes"
+[[ $(grep -cE '^completion [01] token [0-9]+ layers \[[0-9,]*\]$' "$work/n.routes") == 8 ]] ||
+  { echo "FAIL: stream --n 2 --routes:"; cat "$work/n.routes"; exit 1; }
 echo "PASS: mod-client --n"
+if "$bin/mod-client" --server "$address" bench --requests 1 --stop x 2>"$work/bad.err" >/dev/null; then
+  echo "FAIL: bench took --stop, which it does not send"; exit 1
+fi
+grep -q -- '--stop is not used by bench' "$work/bad.err" || { cat "$work/bad.err"; exit 1; }
+echo "PASS: bench refuses a single request's flags"
 for bad in 65=1 '65:1,' 65:1x :1 65: 65:1,65:2; do
   if "$bin/mod-client" --server "$address" generate --logit-bias "$bad" 2>"$work/bad.err"; then
     echo "FAIL: --logit-bias $bad was accepted"; exit 1
