@@ -21,9 +21,10 @@ FinishReason GenerationState::Add(int64_t token, bool ends_early) {
   // generation from the token after them on (the sampler holds EOS back for
   // as many picks, unless a guide leaves nothing else: `ends_early`).
   const bool may_stop = static_cast<int64_t>(tokens_.size()) > criteria_.min_tokens;
-  if ((may_stop || ends_early) && criteria_.eos_id >= 0 && token == criteria_.eos_id) return finish_ = FinishReason::kEos;
+  const bool may_end = may_stop || ends_early;  // by EOS or a stop token
+  if (may_end && criteria_.eos_id >= 0 && token == criteria_.eos_id) return finish_ = FinishReason::kEos;
   const auto& ids = criteria_.stop_token_ids;
-  if ((may_stop || ends_early) && std::find(ids.begin(), ids.end(), token) != ids.end()) {
+  if (may_end && std::find(ids.begin(), ids.end(), token) != ids.end()) {
     matched_stop_token_ = token;
     return finish_ = FinishReason::kStop;
   }

@@ -108,6 +108,24 @@ class Converter {
     return types;
   }
 
+  // The names in `required` (none when absent).
+  StatusOr<std::set<std::string>> RequiredNames(const Json& s, const std::string& at) const {
+    std::set<std::string> names;
+    if (!s.contains("required")) return names;
+    if (!s["required"].is_array()) return Error(at + "/required", "required must be an array of names");
+    for (const auto& r : s["required"]) {
+      if (!r.is_string()) return Error(at + "/required", "required must be an array of names");
+      names.insert(r.get<std::string>());
+    }
+    return names;
+  }
+
+  // The values of `enum`, which must be there.
+  StatusOr<const Json*> EnumValues(const Json& s, const std::string& at) const {
+    if (!s["enum"].is_array() || s["enum"].empty()) return Error(at + "/enum", "enum must be a non-empty array");
+    return &s["enum"];
+  }
+
   Status Branches(const Json& s, const char* key, const std::string& at) const {
     if (!s[key].is_array() || s[key].empty()) return Error(at + "/" + key, std::string(key) + " must be a non-empty array");
     return Status::Ok();
@@ -122,8 +140,9 @@ class Converter {
       values.push_back(s["const"]);
       rest.erase("const");
     } else {
-      if (!s["enum"].is_array() || s["enum"].empty()) return Error(at + "/enum", "enum must be a non-empty array");
-      values.assign(s["enum"].begin(), s["enum"].end());
+      auto listed = EnumValues(s, at);
+      if (!listed.ok()) return listed.status();
+      values.assign((*listed)->begin(), (*listed)->end());
       rest.erase("enum");
     }
     std::string alts;
@@ -147,8 +166,9 @@ class Converter {
     MODSERVE_RETURN_IF_ERROR(KnownKeywords(s, at));
     if (s.contains("const") && s["const"] != v) return false;
     if (s.contains("enum")) {
-      if (!s["enum"].is_array() || s["enum"].empty()) return Error(at + "/enum", "enum must be a non-empty array");
-      if (std::find(s["enum"].begin(), s["enum"].end(), v) == s["enum"].end()) return false;
+      auto listed = EnumValues(s, at);
+      if (!listed.ok()) return listed.status();
+      if (std::find((*listed)->begin(), (*listed)->end(), v) == (*listed)->end()) return false;
     }
     for (const char* key : {"anyOf", "oneOf"}) {
       if (!s.contains(key)) continue;
@@ -195,12 +215,10 @@ class Converter {
     }
     if (v.is_object()) {
       if (s.contains("properties") && !s["properties"].is_object()) return Error(at + "/properties", "properties must be an object");
-      if (s.contains("required")) {
-        if (!s["required"].is_array()) return Error(at + "/required", "required must be an array of names");
-        for (const auto& r : s["required"]) {
-          if (!r.is_string()) return Error(at + "/required", "required must be an array of names");
-          if (!v.contains(r.get<std::string>())) return false;
-        }
+      auto names = RequiredNames(s, at);
+      if (!names.ok()) return names.status();
+      for (const std::string& r : *names) {
+        if (!v.contains(r)) return false;
       }
       for (const auto& [key, value] : v.items()) {
         const bool listed = s.contains("properties") && s["properties"].contains(key);
@@ -272,14 +290,9 @@ class Converter {
     std::vector<std::string> parts;  // "key": value, in the schema's order
     std::vector<bool> required;
     std::set<std::string> listed;
-    if (s.contains("required") && !s["required"].is_array()) return Error(at + "/required", "required must be an array of names");
-    std::set<std::string> names;
-    if (s.contains("required")) {
-      for (const auto& r : s["required"]) {
-        if (!r.is_string()) return Error(at + "/required", "required must be an array of names");
-        names.insert(r.get<std::string>());
-      }
-    }
+    auto required_names = RequiredNames(s, at);
+    if (!required_names.ok()) return required_names.status();
+    const std::set<std::string>& names = *required_names;
     if (s.contains("properties")) {
       if (!s["properties"].is_object()) return Error(at + "/properties", "properties must be an object");
       for (const auto& [key, sub] : s["properties"].items()) {
