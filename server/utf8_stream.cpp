@@ -5,8 +5,6 @@
 namespace modserve {
 namespace {
 
-constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
-
 // Length of the sequence a lead byte starts (0: not a lead byte).
 int SequenceLength(uint8_t b) {
   if (b < 0x80) return 1;
@@ -55,7 +53,7 @@ std::string Utf8StreamDecoder::Push(std::string_view bytes) {
       out.append(held_, i, static_cast<size_t>(r));
       i += static_cast<size_t>(r);
     } else {
-      out.append(kReplacement);
+      out.append(kReplacementCharacter);
       i += static_cast<size_t>(-r);
     }
   }
@@ -66,7 +64,7 @@ std::string Utf8StreamDecoder::Push(std::string_view bytes) {
 std::string Utf8StreamDecoder::Flush() {
   if (held_.empty()) return "";
   held_.clear();
-  return std::string(kReplacement);
+  return std::string(kReplacementCharacter);
 }
 
 size_t ValidUtf8PrefixLength(std::string_view s) {

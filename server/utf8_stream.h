@@ -13,6 +13,9 @@
 
 namespace modserve {
 
+// U+FFFD REPLACEMENT CHARACTER, which stands in for invalid bytes.
+inline constexpr std::string_view kReplacementCharacter = "\xEF\xBF\xBD";
+
 class Utf8StreamDecoder {
  public:
   // Appends `bytes` and returns the text that is now complete.
