@@ -660,8 +660,46 @@ TEST(MetricsHttpServer, ServesMetricsAndRefusesOtherPaths) {
   EXPECT_NE(page.find("modserve_batch_tokens_count 1"), std::string::npos);
   EXPECT_NE(page.find("modserve_layer_capacity{layer=\"3\"} 0.125"), std::string::npos);
   EXPECT_NE(HttpGet(port, "GET / HTTP/1.1\r\n\r\n").find("404"), std::string::npos);
-  EXPECT_NE(HttpGet(port, "POST /metrics HTTP/1.1\r\n\r\n").find("405"), std::string::npos);
+  const std::string post = HttpGet(port, "POST /metrics HTTP/1.1\r\n\r\n");
+  EXPECT_NE(post.find("405"), std::string::npos);
+  EXPECT_NE(post.find("Allow: GET, HEAD\r\n"), std::string::npos) << post;
   EXPECT_NE(HttpGet(port, "garbage").find("400"), std::string::npos);
+}
+
+// A client that opens a connection and trickles (or sends nothing) holds up
+// no scrape, and is dropped when its exchange time is up.
+TEST(MetricsHttpServer, ASlowClientNeitherBlocksScrapesNorStaysForever) {
+  auto server = MetricsHttpServer::Start("127.0.0.1:0", [] { return std::string("up 1\n"); }, std::chrono::milliseconds(1500));
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  const int port = (*server)->port();
+  std::vector<int> slow;
+  for (int i = 0; i < 3; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    if (i > 0) {
+      ASSERT_EQ(::send(fd, "GET /met", 8, 0), 8);  // a head that never ends
+    }
+    slow.push_back(fd);
+  }
+  // Served while all three are open and unanswered (the old one-at-a-time
+  // server answered it only after each had timed out).
+  EXPECT_NE(HttpGet(port, "GET /metrics HTTP/1.1\r\n\r\n").find("up 1"), std::string::npos);
+  for (int fd : slow) {
+    char byte;
+    EXPECT_EQ(::recv(fd, &byte, 1, MSG_DONTWAIT), -1) << "a slow client was answered or dropped too soon";
+  }
+  for (int fd : slow) {
+    timeval tv{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char byte;
+    EXPECT_EQ(::recv(fd, &byte, 1, 0), 0) << "a slow client was not dropped at its deadline";  // closed, not timed out
+    ::close(fd);
+  }
+  EXPECT_NE(HttpGet(port, "GET /metrics HTTP/1.1\r\n\r\n").find("up 1"), std::string::npos);
 }
 
 TEST(MetricsHttpServer, BusyPortIsAClearError) {
