@@ -35,6 +35,7 @@ struct ServerApp::Impl {
   int grpc_port = 0;
   std::thread loop;
   std::atomic<bool> stop{false};
+  std::atomic<bool> grace_cut{false};  // CutGrace: the drain stops waiting
   bool draining = false;
   bool drained = false;
 
@@ -100,7 +101,8 @@ ServerApp::~ServerApp() {
 int ServerApp::grpc_port() const { return impl_->grpc_port; }
 int ServerApp::metrics_port() const { return impl_->metrics->port(); }
 
-StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg, const EngineLoader& load) {
+StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg, const EngineLoader& load,
+                                                      const std::function<void()>& before_serving) {
   MODSERVE_RETURN_IF_ERROR(cfg.Validate());
   // Secrets first: a bad key or token file stops the start before anything listens.
   auto credentials = MakeServerCredentials(cfg);
@@ -174,6 +176,7 @@ StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerConfig& cfg, c
     }
   });
   marked.get_future().wait();
+  if (before_serving) before_serving();
   impl->service.Attach(impl->scheduler.get(), DescribeModel(cfg, model_config, info, impl->metrics.get()), impl->metrics.get());
   impl->SetServing(true);
   return std::make_unique<ServerApp>(std::move(impl));
@@ -191,17 +194,20 @@ void ServerApp::BeginDrain() {
   m.scheduler->StopAdmitting();
 }
 
+void ServerApp::CutGrace() { impl_->grace_cut.store(true); }
+
 void ServerApp::FinishDrain(std::chrono::duration<double> grace) {
   Impl& m = *impl_;
   BeginDrain();
   if (m.drained) return;
   m.drained = true;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(grace);
-  while (!m.scheduler->idle() && std::chrono::steady_clock::now() < deadline) {
+  while (!m.scheduler->idle() && !m.grace_cut.load() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   if (!m.scheduler->idle()) {
-    m.scheduler->CancelAll(Unavailable("the server shut down before the request finished (drain grace period over)"));
+    m.scheduler->CancelAll(Unavailable(std::string("the server shut down before the request finished (") +
+                                       (m.grace_cut.load() ? "drain cut short by a second stop signal)" : "drain grace period over)")));
     const auto hard = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (!m.scheduler->idle() && std::chrono::steady_clock::now() < hard) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));

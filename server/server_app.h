@@ -7,8 +7,8 @@
 // the SIGTERM path. This file is torch-free: LoadLibTorchEngine
 // (engine_loader.h) loads the real engine; tests can load a fake one.
 //
-// Thread-safety: Start, Drain and the destructor from one thread; the ports
-// and ReopenLogs from any.
+// Thread-safety: Start, Drain and the destructor from one thread; the ports,
+// ReopenLogs and CutGrace from any.
 #pragma once
 
 #include <chrono>
@@ -33,7 +33,10 @@ using EngineLoader = std::function<StatusOr<LoadedEngine>(const ServerConfig&)>;
 class ServerApp {
  public:
   struct Impl;
-  static StatusOr<std::unique_ptr<ServerApp>> Start(const ServerConfig& config, const EngineLoader& load);
+  // `before_serving`, if set, runs once the engine is loaded, before any
+  // request can be accepted (main uses it to stop exiting at once on SIGTERM).
+  static StatusOr<std::unique_ptr<ServerApp>> Start(const ServerConfig& config, const EngineLoader& load,
+                                                    const std::function<void()>& before_serving = nullptr);
   explicit ServerApp(std::unique_ptr<Impl> impl);
   ~ServerApp();  // drains with no grace if Drain was not called
 
@@ -50,6 +53,9 @@ class ServerApp {
   void BeginDrain();
   // ... then wait for in-flight requests and stop.
   void FinishDrain(std::chrono::duration<double> grace);
+  // From any thread, during FinishDrain: stop waiting now, as if the grace
+  // period were over (the second SIGTERM/SIGINT).
+  void CutGrace();
   // SIGHUP: the request log (a file) opens its path again (RequestLog::Reopen).
   Status ReopenLogs();
 

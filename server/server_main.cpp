@@ -1,12 +1,16 @@
 // mod-server: serves a Mixture-of-Depths model over gRPC (see README "Server").
 // SIGTERM/SIGINT drain: health goes NOT_SERVING, new requests get UNAVAILABLE,
 // in-flight requests get drain_grace_seconds to finish, then the process exits 0.
+// Before the model is loaded (nothing accepted yet) they exit 0 at once; a
+// second one during the drain ends the in-flight requests (UNAVAILABLE) now.
 // SIGHUP reopens the request log file (after logrotate moved it).
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <thread>
 
 #include "engine/allocator_tuning.h"
 #include "engine/thread_priority.h"
@@ -20,8 +24,18 @@ namespace {
 // threads before main() (so blocking the signals in main cannot cover every
 // thread), and a handler is safe in any of them.
 int stop_pipe[2] = {-1, -1};
+// False until just before the first request can be accepted: until then a
+// stop signal exits at once (a large model can take longer to load than
+// the orchestrator's grace period, and nothing is in flight to drain).
+std::atomic<bool> accepting{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "read in a signal handler");
 
 void OnSignal(int sig) {
+  if (sig != SIGHUP && !accepting.load()) {
+    static const char kMessage[] = "mod-server: stop signal before serving: exiting\n";
+    [[maybe_unused]] ssize_t n = ::write(2, kMessage, sizeof(kMessage) - 1);
+    ::_exit(0);
+  }
   const unsigned char b = static_cast<unsigned char>(sig);
   [[maybe_unused]] ssize_t n = ::write(stop_pipe[1], &b, 1);
 }
@@ -31,6 +45,16 @@ int WaitForSignal() {
   while (::read(stop_pipe[0], &b, 1) < 0 && errno == EINTR) {
   }
   return b;
+}
+
+// SIGHUP: the request log opens its path again.
+void ReopenLogs(modserve::ServerApp& app) {
+  const modserve::Status reopened = app.ReopenLogs();
+  if (reopened.ok()) {
+    std::fprintf(stderr, "mod-server: SIGHUP: request log reopened\n");
+  } else {
+    std::fprintf(stderr, "mod-server: SIGHUP: %s\n", reopened.message().c_str());
+  }
 }
 
 }  // namespace
@@ -58,7 +82,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::fprintf(stderr, "mod-server: loading %s (%s, %s)\n", cfg->model.c_str(), cfg->device.c_str(), cfg->dtype.c_str());
-  auto app = modserve::ServerApp::Start(*cfg, modserve::LoadLibTorchEngine);
+  auto app = modserve::ServerApp::Start(*cfg, modserve::LoadLibTorchEngine, [] { accepting.store(true); });
   if (!app.ok()) {
     std::fprintf(stderr, "mod-server: %s\n", app.status().ToString().c_str());
     return 1;
@@ -81,18 +105,27 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "mod-server: serving modserve.v1.Generator on %s (port %d), metrics on http://%s/metrics (port %d)\n",
                cfg->listen.c_str(), (*app)->grpc_port(), cfg->metrics_listen.c_str(), (*app)->metrics_port());
   int sig = WaitForSignal();
-  for (; sig == SIGHUP; sig = WaitForSignal()) {
-    const modserve::Status reopened = (*app)->ReopenLogs();
-    if (reopened.ok()) {
-      std::fprintf(stderr, "mod-server: SIGHUP: request log reopened\n");
-    } else {
-      std::fprintf(stderr, "mod-server: SIGHUP: %s\n", reopened.message().c_str());
-    }
-  }
+  for (; sig == SIGHUP; sig = WaitForSignal()) ReopenLogs(**app);
   (*app)->BeginDrain();
-  std::fprintf(stderr, "mod-server: %s: draining (grace %.1f s)\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-               cfg->drain_grace_seconds);
+  std::fprintf(stderr, "mod-server: %s: draining (grace %.1f s; another SIGTERM or SIGINT ends it now)\n",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->drain_grace_seconds);
+  // Signals during the drain: SIGHUP still reopens the log; a second stop
+  // signal cuts the grace short. The byte 0 (from main) ends the watch.
+  std::thread watch([&app] {
+    for (int s = WaitForSignal(); s != 0; s = WaitForSignal()) {
+      if (s == SIGHUP) {
+        ReopenLogs(**app);
+        continue;
+      }
+      std::fprintf(stderr, "mod-server: %s during the drain: ending in-flight requests now\n", s == SIGTERM ? "SIGTERM" : "SIGINT");
+      (*app)->CutGrace();
+      return;
+    }
+  });
   (*app)->FinishDrain(std::chrono::duration<double>(cfg->drain_grace_seconds));
+  const unsigned char end = 0;
+  [[maybe_unused]] ssize_t n = ::write(stop_pipe[1], &end, 1);
+  watch.join();
   std::fprintf(stderr, "mod-server: stopped\n");
   return 0;
 }

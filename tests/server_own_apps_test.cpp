@@ -7,6 +7,7 @@
 #include <grpcpp/grpcpp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -346,6 +347,86 @@ TEST(ServerProcess, SigtermDrainsInFlightRequestsAndExitsZero) {
     EXPECT_EQ(beside_tokens[i], 200) << i;
   }
   EXPECT_EQ(WaitExit(p.pid, 30), 0) << p.err;
+  ::close(p.err_fd);
+}
+
+// SIGTERM while the model loads: nothing is in flight, so the process exits
+// 0 at once rather than after the load (a large model can outlast the
+// orchestrator's grace period). The load is held by a config.json that is
+// a FIFO nobody writes.
+TEST(ServerProcess, SigtermWhileLoadingExitsZeroAtOnce) {
+  const std::string dir = testing::TempDir("loading_model");
+  ASSERT_EQ(::mkfifo((dir + "/config.json").c_str(), 0600), 0);
+  Process p = Spawn({std::string(MODSERVE_BINARY_DIR) + "/mod-server", "--model", dir, "--listen", "127.0.0.1:0",
+                     "--metrics-listen", "127.0.0.1:0"});
+  testing::KillAtExit guard{p};
+  ASSERT_FALSE(ReadUntil(p, std::regex("loading"), 30).empty()) << p.err;
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // inside the load, blocked on the FIFO
+  ::kill(p.pid, SIGTERM);
+  EXPECT_EQ(WaitExit(p.pid, 10), 0) << p.err;
+  p.pid = -1;
+  testing::ReadToEnd(p, 2);
+  EXPECT_NE(p.err.find("stop signal before serving"), std::string::npos) << p.err;
+  EXPECT_EQ(p.err.find("serving modserve.v1.Generator"), std::string::npos) << p.err;
+  ::close(p.err_fd);
+}
+
+// A second SIGTERM during a long drain ends it at once: the requests still
+// running or queued end with UNAVAILABLE naming why, none is left without
+// an answer, and the process exits 0. (One request runs at a time, so the
+// 24 queued behind it would take seconds against a 120 s grace.)
+TEST(ServerProcess, ASecondSigtermEndsTheDrainAtOnce) {
+  Process p = Spawn({std::string(MODSERVE_BINARY_DIR) + "/mod-server", "--model", kModel, "--listen", "127.0.0.1:0",
+                     "--metrics-listen", "127.0.0.1:0", "--drain-grace-seconds", "120", "--max-running", "1"});
+  testing::KillAtExit guard{p};
+  auto m = ReadUntil(p, std::regex("\\(port (\\d+)\\)"), 60);
+  ASSERT_FALSE(m.empty()) << p.err;
+  auto stub = v1::Generator::NewStub(grpc::CreateChannel("127.0.0.1:" + m[1].str(), grpc::InsecureChannelCredentials()));
+  constexpr int kStreams = 24;
+  std::vector<grpc::Status> status(kStreams);
+  std::atomic<int> first_tokens{0};
+  std::vector<std::thread> streams;
+  for (int i = 0; i < kStreams; ++i) {
+    streams.emplace_back([&, i] {
+      grpc::ClientContext c;
+      c.set_deadline(In(120));
+      v1::GenerateRequest r = Request("Drain " + std::to_string(i), 200);
+      r.set_ignore_eos(true);
+      auto reader = stub->GenerateStream(&c, r);
+      v1::GenerateResponse msg;
+      bool first = true;
+      while (reader->Read(&msg)) {
+        if (first) ++first_tokens;
+        first = false;
+      }
+      status[i] = reader->Finish();
+    });
+  }
+  for (int i = 0; i < 2000 && first_tokens == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_GT(first_tokens.load(), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the rest are queued by now
+  ::kill(p.pid, SIGTERM);
+  ASSERT_FALSE(ReadUntil(p, std::regex("draining"), 10).empty()) << p.err;
+  const auto second = std::chrono::steady_clock::now();
+  ::kill(p.pid, SIGTERM);
+  EXPECT_EQ(WaitExit(p.pid, 20), 0) << p.err;
+  p.pid = -1;
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - second).count();
+  for (auto& t : streams) t.join();
+  int ok = 0, cut = 0;
+  for (int i = 0; i < kStreams; ++i) {
+    if (status[i].ok()) {
+      ++ok;
+    } else {
+      EXPECT_EQ(status[i].error_code(), grpc::StatusCode::UNAVAILABLE) << i << ": " << status[i].error_message();
+      EXPECT_NE(status[i].error_message().find("second stop signal"), std::string::npos) << status[i].error_message();
+      ++cut;
+    }
+  }
+  EXPECT_GT(cut, 0) << "every request finished: the second SIGTERM did not cut the drain (" << seconds << " s)";
+  testing::ReadToEnd(p, 2);
+  EXPECT_NE(p.err.find("SIGTERM during the drain"), std::string::npos) << p.err;
+  std::printf("second SIGTERM: exit after %.2f s; %d requests finished, %d ended UNAVAILABLE\n", seconds, ok, cut);
   ::close(p.err_fd);
 }
 
