@@ -34,7 +34,9 @@ Status Flags::Parse(int argc, char** argv) {
     if (it == defs_.end()) return InvalidArgument("unknown flag --" + name + " (see --help)");
     if (!has_value) {
       if (it->second.is_bool) {
-        value = "true";
+        // Bare "--name" is true; "--name true|false" takes the next argument.
+        const bool next_is_bool = i + 1 < argc && (std::string(argv[i + 1]) == "true" || std::string(argv[i + 1]) == "false");
+        value = next_is_bool ? argv[++i] : "true";
       } else {
         if (i + 1 >= argc) return InvalidArgument("flag --" + name + " needs a value");
         value = argv[++i];

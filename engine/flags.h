@@ -1,5 +1,6 @@
 // Flags: a small command-line parser for modserve's tools. Accepts
-// "--name value", "--name=value" and bare boolean "--name"; every flag must be
+// "--name value", "--name=value" and, for a boolean, bare "--name" (true) or
+// "--name true|false"; every flag must be
 // declared, so a typo is an error that names the flag.
 //
 // Thread-safety: not thread-safe; parse once at start-up.

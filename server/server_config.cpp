@@ -3,8 +3,10 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -19,6 +21,7 @@ struct Key {
   std::string name, help;
   std::function<std::string(const ServerConfig&)> get;
   std::function<Status(ServerConfig*, const std::string&)> set;
+  bool is_bool = false;  // its flag may be given bare (--prefix-caching)
 };
 
 Status ParseInt(const std::string& text, int64_t* out) {
@@ -67,7 +70,8 @@ Key BoolKey(std::string name, std::string help, bool ServerConfig::*field) {
             if (v != "true" && v != "false") return InvalidArgument("expected true or false, got \"" + v + "\"");
             c->*field = v == "true";
             return Status::Ok();
-          }};
+          },
+          /*is_bool=*/true};
 }
 
 const std::vector<Key>& Keys() {
@@ -207,15 +211,19 @@ Status ServerConfig::Validate() const {
   return Status::Ok();
 }
 
-StatusOr<ServerConfig> ParseServerConfigYaml(const std::string& text, const std::string& source) {
-  ServerConfig c;
+namespace {
+
+// Sets the keys `text` holds on *c; `keys` (if set) receives their names.
+Status ParseYamlInto(const std::string& text, const std::string& source, ServerConfig* out, std::set<std::string>* keys) {
+  ServerConfig& c = *out;
+  std::set<std::string> seen;
   YAML::Node root;
   try {
     root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     return InvalidArgument(source + ": not valid YAML: " + e.what());
   }
-  if (root.IsNull()) return c;  // an empty file: all defaults
+  if (root.IsNull()) return Status::Ok();  // an empty file: all defaults
   if (!root.IsMap()) return InvalidArgument(source + ": expected a mapping of keys to values at the top level");
   for (const auto& kv : root) {
     std::string key;
@@ -229,10 +237,33 @@ StatusOr<ServerConfig> ParseServerConfigYaml(const std::string& text, const std:
       if (k.name == key) found = &k;
     }
     if (found == nullptr) return InvalidArgument(source + ": unknown key \"" + key + "\"");
+    if (!seen.insert(key).second) {
+      return InvalidArgument(source + ": duplicate key \"" + key + "\" (each key may appear once)");
+    }
     if (!kv.second.IsScalar()) return InvalidArgument(source + ": key \"" + key + "\" must be a single value");
     Status s = found->set(&c, kv.second.Scalar());
     if (!s.ok()) return InvalidArgument(source + ": key \"" + key + "\": " + s.message());
   }
+  if (keys != nullptr) *keys = std::move(seen);
+  return Status::Ok();
+}
+
+// The key a Validate() message is about: the longest key name it begins with.
+std::string KeyOfMessage(const std::string& message) {
+  std::string best;
+  for (const auto& k : Keys()) {
+    const bool starts = message.rfind(k.name, 0) == 0 &&
+                        (message.size() == k.name.size() || !(std::isalnum(static_cast<unsigned char>(message[k.name.size()])) || message[k.name.size()] == '_'));
+    if (starts && k.name.size() > best.size()) best = k.name;
+  }
+  return best;
+}
+
+}  // namespace
+
+StatusOr<ServerConfig> ParseServerConfigYaml(const std::string& text, const std::string& source) {
+  ServerConfig c;
+  MODSERVE_RETURN_IF_ERROR(ParseYamlInto(text, source, &c, nullptr));
   return c;
 }
 
@@ -240,22 +271,23 @@ StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv, bool* help) {
   Flags flags("mod-server", "serves a Mixture-of-Depths model over gRPC (see proto/modserve/v1/modserve.proto)");
   flags.Define("config", "", "YAML config file (keys as below, with underscores); flags override it");
   const ServerConfig defaults;
-  for (const auto& k : Keys()) flags.Define(FlagName(k.name), k.get(defaults), k.help);
+  for (const auto& k : Keys()) flags.Define(FlagName(k.name), k.get(defaults), k.help, k.is_bool);
   MODSERVE_RETURN_IF_ERROR(flags.Parse(argc, argv));
   *help = flags.help_requested();
   if (*help) return defaults;
-  if (!flags.positional().empty()) return InvalidArgument("unexpected argument \"" + flags.positional()[0] + "\"");
+  if (!flags.positional().empty()) {
+    return InvalidArgument("unexpected argument \"" + flags.positional()[0] + "\" (flags are --name value or --name=value)");
+  }
 
   ServerConfig c;
+  std::set<std::string> from_file;  // keys the config file set
   const std::string path = flags.Str("config");
   if (!path.empty()) {
     std::ifstream in(path);
     if (!in) return NotFound("config file " + path + " cannot be read");
     std::stringstream ss;
     ss << in.rdbuf();
-    auto parsed = ParseServerConfigYaml(ss.str(), path);
-    if (!parsed.ok()) return parsed.status();
-    c = *parsed;
+    MODSERVE_RETURN_IF_ERROR(ParseYamlInto(ss.str(), path, &c, &from_file));
   }
   for (const auto& k : Keys()) {
     const std::string flag = FlagName(k.name);
@@ -263,8 +295,17 @@ StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv, bool* help) {
     Status s = k.set(&c, flags.Str(flag));
     if (!s.ok()) return InvalidArgument("--" + flag + ": " + s.message());
   }
+  // A bad value is blamed on where it came from: its flag, else the file.
   Status v = c.Validate();
-  if (!v.ok()) return InvalidArgument((path.empty() ? std::string("config") : path) + ": " + v.message());
+  if (!v.ok()) {
+    const std::string key = KeyOfMessage(v.message());
+    // A default that another key's value made invalid is the config's as a whole.
+    const std::string where = key.empty()                       ? (path.empty() ? std::string("config") : path)
+                              : flags.Has(FlagName(key))        ? "--" + FlagName(key)
+                              : from_file.count(key) != 0       ? path
+                                                                : std::string("config");
+    return InvalidArgument(where + ": " + v.message());
+  }
   return c;
 }
 

@@ -269,6 +269,21 @@ TEST(Flags, ParsesAndRejectsUnknownFlags) {
   Status st = g.Parse(3, const_cast<char**>(bad));
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("--stepz"), std::string::npos);
+  // A boolean is bare, or takes "true"/"false" after it (not other words).
+  Flags b;
+  b.Define("dense", "false", "dense", true);
+  b.Define("fast", "true", "fast", true);
+  const char* bools[] = {"prog", "--dense", "--fast", "false", "word"};
+  ASSERT_TRUE(b.Parse(5, const_cast<char**>(bools)).ok());
+  EXPECT_TRUE(b.Bool("dense"));
+  EXPECT_FALSE(b.Bool("fast"));
+  EXPECT_EQ(b.positional(), std::vector<std::string>{"word"});
+  Flags b2;
+  b2.Define("dense", "false", "dense", true);
+  const char* bad_bool[] = {"prog", "--dense=1"};
+  Status sb = b2.Parse(2, const_cast<char**>(bad_bool));
+  ASSERT_FALSE(sb.ok());
+  EXPECT_NE(sb.message().find("--dense takes true or false"), std::string::npos) << sb.message();
   const char* notint[] = {"prog", "--steps", "ten"};
   ASSERT_TRUE(g.Parse(3, const_cast<char**>(notint)).ok());
   EXPECT_FALSE(g.Int("steps").ok());

@@ -63,6 +63,14 @@ TEST(ServerConfig, YamlThenFlagsOverride) {
   EXPECT_EQ(c->listen, "127.0.0.1:6000");
   EXPECT_EQ(c->limits.max_tokens, 99);
   EXPECT_DOUBLE_EQ(c->drain_grace_seconds, 2.5);
+  // A boolean key's flag may be bare, or take true/false after it.
+  auto bare = LoadArgs({"--config", path, "--prefix-caching"});
+  ASSERT_TRUE(bare.ok()) << bare.status().ToString();
+  EXPECT_TRUE(bare->prefix_caching);
+  auto spaced = LoadArgs({"--prefix-caching", "false", "--max-queue", "3"});
+  ASSERT_TRUE(spaced.ok()) << spaced.status().ToString();
+  EXPECT_FALSE(spaced->prefix_caching);
+  EXPECT_EQ(spaced->max_queue, 3);
 }
 
 TEST(ServerConfig, IoPriorityAutoIsIdleOnlyForACpuEngineOnOneTorchThreadAndTwoCpus) {
@@ -103,7 +111,13 @@ TEST(ServerConfig, ErrorsNameTheKeyFlagOrFile) {
       {"scheduling_policy: lifo\n", {}, "scheduling_policy must be fcfs or priority, got \"lifo\""},
       {"", {"--scheduling-policy", "Priority"}, "scheduling_policy must be fcfs or priority, got \"Priority\""},
       {"prefix_caching: maybe\n", {}, "key \"prefix_caching\": expected true or false, got \"maybe\""},
-      {"", {"--prefix-caching", "1"}, "--prefix-caching: expected true or false, got \"1\""},
+      {"", {"--prefix-caching=1"}, "--prefix-caching takes true or false, not \"1\""},
+      {"", {"--prefix-caching", "1"}, "unexpected argument \"1\""},
+      // A flag's bad value is the flag's, though a file was given too.
+      {"max_queue: 8\n", {"--max-queue", "0"}, "--max-queue: max_queue must be in [1"},
+      {"max_queue: 8\nmax_running: 4\nmax_queue: 9\n", {}, "duplicate key \"max_queue\""},
+      // A default made invalid by another key is the config's as a whole.
+      {"max_stop: 2\n", {"--max-tokens", "10"}, "config: default_max_tokens must be in [1, 10]"},
       {"default_max_tokens: 5000\n", {}, "default_max_tokens must be in [1, 1024]"},
       {"", {"--guide-cache-mb", "-1"}, "guide_cache_mb must be in [0, 1048576], got -1"},
       {"{{{\n", {}, "not valid YAML"},
@@ -122,8 +136,10 @@ TEST(ServerConfig, ErrorsNameTheKeyFlagOrFile) {
     auto r = LoadArgs(args);
     ASSERT_FALSE(r.ok()) << c.yaml;
     EXPECT_NE(r.status().message().find(c.expect), std::string::npos) << r.status().message();
-    if (!c.yaml.empty() && c.expect.rfind("--", 0) != 0) {
-      EXPECT_NE(r.status().message().find(path), std::string::npos) << "names the file: " << r.status().message();
+    const bool files_fault = c.expect.rfind("--", 0) != 0 && c.expect.rfind("config:", 0) != 0 && c.expect.rfind("unexpected", 0) != 0;
+    if (!c.yaml.empty()) {
+      EXPECT_EQ(r.status().message().find(path) != std::string::npos, files_fault)
+          << (files_fault ? "names the file: " : "blames the file for a flag's value: ") << r.status().message();
     }
   }
   auto missing = LoadArgs({"--config", "/nonexistent/modserve.yaml"});
