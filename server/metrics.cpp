@@ -112,7 +112,10 @@ StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string&
   // Buckets span CPU (tens of ms per step) and GPU (sub-millisecond) latencies.
   const Histogram::BucketBoundaries latency = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
   const Histogram::BucketBoundaries request = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
-  m->ttft = &prometheus::BuildHistogram().Name("modserve_time_to_first_token_seconds").Help("From arrival to the first generated token").Register(reg).Add({}, latency);
+  // TTFT includes the time queued behind others: under load it can run to minutes.
+  Histogram::BucketBoundaries first_token = latency;
+  first_token.insert(first_token.end(), {30, 60, 120});
+  m->ttft = &prometheus::BuildHistogram().Name("modserve_time_to_first_token_seconds").Help("From arrival to the first generated token").Register(reg).Add({}, first_token);
   m->itl = &prometheus::BuildHistogram().Name("modserve_inter_token_latency_seconds").Help("Between consecutive generated tokens of a request").Register(reg).Add({}, latency);
   m->duration = &prometheus::BuildHistogram().Name("modserve_request_duration_seconds").Help("From arrival to the end of a request").Register(reg).Add({}, request);
   m->batch_tokens = &prometheus::BuildHistogram()

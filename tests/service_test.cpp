@@ -674,6 +674,11 @@ TEST(MetricsHttpServer, ServesMetricsAndRefusesOtherPaths) {
   EXPECT_NE(page.find("modserve_layer_tokens_total{decision=\"computed\",layer=\"3\"} 2"), std::string::npos);
   EXPECT_NE(page.find("modserve_requests_total{code=\"OK\",finish_reason=\"eos\"} 1"), std::string::npos);
   EXPECT_NE(page.find("modserve_batch_tokens_count 1"), std::string::npos);
+  // A first token after 45 s queued lands in a bucket, not only in +Inf.
+  (*m)->OnFirstToken(45);
+  const std::string later = HttpGet(port, "GET /metrics HTTP/1.1\r\n\r\n");
+  EXPECT_NE(later.find("modserve_time_to_first_token_seconds_bucket{le=\"30\"} 0"), std::string::npos) << later;
+  EXPECT_NE(later.find("modserve_time_to_first_token_seconds_bucket{le=\"60\"} 1"), std::string::npos) << later;
   EXPECT_NE(page.find("modserve_layer_capacity{layer=\"3\"} 0.125"), std::string::npos);
   EXPECT_NE(HttpGet(port, "GET / HTTP/1.1\r\n\r\n").find("404"), std::string::npos);
   const std::string post = HttpGet(port, "POST /metrics HTTP/1.1\r\n\r\n");
