@@ -72,15 +72,18 @@ std::string FormatRequestRecord(const RequestRecord& r, std::chrono::system_cloc
 }
 
 // Writes all of `data` to `fd` (retrying short writes and EINTR); gives up on
-// an error (the destination is gone: those lines are lost, not retried).
-static void WriteAll(int fd, const char* data, size_t n) {
+// an error (a full disk, a closed pipe: those lines are lost, not retried)
+// and returns its errno, else 0.
+static int WriteAll(int fd, const char* data, size_t n) {
   while (n > 0) {
     const ssize_t w = ::write(fd, data, n);
     if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return;
+    if (w < 0) return errno;
+    if (w == 0) return EIO;
     data += w;
     n -= static_cast<size_t>(w);
   }
+  return 0;
 }
 
 struct RequestLog::Shared {
@@ -97,6 +100,28 @@ struct RequestLog::Shared {
   int64_t unreported = 0;         // under mu: of those, not yet said in a written line
   bool stop = false;              // under mu
   bool done = false;              // under mu: the writer wrote everything and returned
+  bool failing = false;           // writer only: the last write failed (said once on stderr)
+
+  // Writes one chunk of `lines` whole lines; a failed write counts them as
+  // dropped (said in the next line written) and, the first time after a
+  // success, on stderr.
+  void WriteChunk(const std::string& chunk, int64_t lines) {
+    const int error = WriteAll(fd, chunk.data(), chunk.size());
+    if (error == 0) {
+      failing = false;
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      dropped += lines;
+      unreported += lines;
+    }
+    if (!failing) {
+      std::fprintf(stderr, "mod-server: request log: cannot write to %s: %s; lines are dropped (counted in log_lines_dropped) until a write succeeds\n",
+                   path.empty() ? (fd == STDOUT_FILENO ? "stdout" : "stderr") : path.c_str(), std::strerror(error));
+    }
+    failing = true;
+  }
 
   // The writer thread: takes every queued line at once and writes them in
   // whole-line chunks of at most PIPE_BUF bytes, each one write(2): on a pipe
@@ -126,15 +151,18 @@ struct RequestLog::Shared {
         first.insert(first.size() - 1, ",\"log_lines_dropped\":" + std::to_string(note));
       }
       chunk.clear();
+      int64_t in_chunk = 0;
       for (const std::string& line : lines) {
         if (!chunk.empty() && chunk.size() + line.size() + 1 > PIPE_BUF) {
-          WriteAll(fd, chunk.data(), chunk.size());
+          WriteChunk(chunk, in_chunk);
           chunk.clear();
+          in_chunk = 0;
         }
         chunk += line;
         chunk += '\n';
+        ++in_chunk;
       }
-      WriteAll(fd, chunk.data(), chunk.size());
+      WriteChunk(chunk, in_chunk);
       lines.clear();
       lock.lock();
     }

@@ -145,6 +145,26 @@ TEST(RequestLog, AStuckDestinationNeverBlocksWritersAndDropsAreReported) {
   ::unlink(fifo.c_str());
 }
 
+// A destination that refuses the bytes (a full disk) loses the lines, but
+// each is counted as dropped, and stderr says so once, not per line.
+TEST(RequestLog, FailedWritesAreCountedAsDroppedAndSaidOnce) {
+  ::testing::internal::CaptureStderr();
+  auto log = RequestLog::Open("/dev/full");
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  constexpr int kLines = 30;
+  for (int i = 0; i < kLines; ++i) {
+    (*log)->Write("{\"i\":" + std::to_string(i) + "}");
+    if (i % 10 == 9) std::this_thread::sleep_for(std::chrono::milliseconds(50));  // several batches, several writes
+  }
+  for (int i = 0; i < 200 && (*log)->dropped() < kLines; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ((*log)->dropped(), kLines);
+  log->reset();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  const std::string said = "request log: cannot write to /dev/full: No space left on device";
+  EXPECT_NE(err.find(said), std::string::npos) << err;
+  EXPECT_EQ(err.find(said), err.rfind(said)) << "said once: " << err;
+}
+
 TEST(RequestLog, ClosingOnAStuckDestinationWaitsOnlyBriefly) {
   const std::string fifo = ::testing::TempDir() + "/request_log_stuck";
   ::unlink(fifo.c_str());
