@@ -24,14 +24,19 @@ struct ServerMetrics::Impl {
   struct LayerCounters {
     Counter* computed = nullptr;
     Counter* skipped = nullptr;
-    Gauge* agreement = nullptr;
-    int64_t agreement_tokens = 0, agreement_matches = 0;  // step thread only
+    std::string layer;                // its label
+    Gauge* agreement = nullptr;       // added with the first prompt chunk that measures it (no 0 before data)
+    Counter* agreement_tokens = nullptr;
+    Counter* agreement_matches = nullptr;
+    int64_t agreed_tokens = 0, agreed_matches = 0;  // step thread only: the lifetime ratio's terms
     std::vector<Counter*> experts;  // MoDE: one per expert
     Counter* noop = nullptr;        // integrated MoDE
   };
   std::map<int64_t, LayerCounters> layers;  // by layer index; set before steps run
   Family<Counter>* layer_tokens = nullptr;
   Family<Gauge>* agreement = nullptr;
+  Family<Counter>* agreement_tokens = nullptr;
+  Family<Counter>* agreement_matches = nullptr;
   Family<Counter>* expert_tokens = nullptr;
 
   Family<Counter>* requests = nullptr;
@@ -77,8 +82,16 @@ StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string&
                             .Register(reg);
   m->agreement = &prometheus::BuildGauge()
                         .Name("modserve_predictor_agreement_ratio")
-                        .Help("Fraction of prompt tokens (prefill chunks of >= 8 tokens) where the predictor's decision equals top-k routing over the chunk")
+                        .Help("Fraction of prompt tokens (prefill chunks of >= 8 tokens) where the predictor's decision equals top-k routing over the chunk, since start (for a recent window: rate of modserve_predictor_agreement_matches_total / rate of modserve_predictor_agreement_tokens_total)")
                         .Register(reg);
+  m->agreement_tokens = &prometheus::BuildCounter()
+                               .Name("modserve_predictor_agreement_tokens_total")
+                               .Help("Prompt tokens whose predictor decision was compared with top-k routing (prefill chunks of >= 8 tokens)")
+                               .Register(reg);
+  m->agreement_matches = &prometheus::BuildCounter()
+                                .Name("modserve_predictor_agreement_matches_total")
+                                .Help("Of modserve_predictor_agreement_tokens_total, those where the predictor agreed with top-k")
+                                .Register(reg);
   m->requests = &prometheus::BuildCounter()
                      .Name("modserve_requests_total")
                      .Help("Requests that ended, by finish reason (length, eos, stop; none if it failed) and gRPC code")
@@ -168,7 +181,9 @@ void ServerMetrics::SetRoutedLayers(const std::vector<int64_t>& routed_layers, d
     Impl::LayerCounters lc;
     lc.computed = &impl_->layer_tokens->Add({{"layer", layer}, {"decision", "computed"}});
     lc.skipped = &impl_->layer_tokens->Add({{"layer", layer}, {"decision", "skipped"}});
-    lc.agreement = &impl_->agreement->Add({{"layer", layer}});
+    lc.layer = layer;
+    lc.agreement_tokens = &impl_->agreement_tokens->Add({{"layer", layer}});
+    lc.agreement_matches = &impl_->agreement_matches->Add({{"layer", layer}});
     for (int64_t e = 0; e < experts; ++e) {
       lc.experts.push_back(&impl_->expert_tokens->Add({{"layer", layer}, {"expert", std::to_string(e)}}));
     }
@@ -202,9 +217,12 @@ void ServerMetrics::OnStep(const StepReport& r) {
     }
     if (lc.noop != nullptr) lc.noop->Increment(static_cast<double>(ls.skipped));
     if (ls.agreement_tokens > 0) {
-      lc.agreement_tokens += ls.agreement_tokens;
-      lc.agreement_matches += ls.agreement_matches;
-      lc.agreement->Set(static_cast<double>(lc.agreement_matches) / static_cast<double>(lc.agreement_tokens));
+      lc.agreement_tokens->Increment(static_cast<double>(ls.agreement_tokens));
+      lc.agreement_matches->Increment(static_cast<double>(ls.agreement_matches));
+      lc.agreed_tokens += ls.agreement_tokens;
+      lc.agreed_matches += ls.agreement_matches;
+      if (lc.agreement == nullptr) lc.agreement = &impl_->agreement->Add({{"layer", lc.layer}});
+      lc.agreement->Set(static_cast<double>(lc.agreed_matches) / static_cast<double>(lc.agreed_tokens));
     }
   }
   impl_->batch_tokens->Observe(static_cast<double>(r.batch_tokens));

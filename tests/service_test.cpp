@@ -669,11 +669,24 @@ TEST(MetricsHttpServer, ServesMetricsAndRefusesOtherPaths) {
   const int port = (*m)->port();
   ASSERT_GT(port, 0);
   const std::string page = HttpGet(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  // No agreement measured yet: no ratio (a 0 would read as total disagreement).
+  EXPECT_EQ(page.find("modserve_predictor_agreement_ratio{"), std::string::npos) << page;
+  EXPECT_NE(page.find("modserve_predictor_agreement_tokens_total{layer=\"3\"} 0"), std::string::npos) << page;
+  stats.layers[2].agreement_tokens = 8;
+  stats.layers[2].agreement_matches = 6;
+  (*m)->OnStep(rep);
+  stats.layers[2].agreement_matches = 8;
+  (*m)->OnStep(rep);
+  const std::string measured = HttpGet(port, "GET /metrics HTTP/1.1\r\n\r\n");
+  EXPECT_NE(measured.find("modserve_predictor_agreement_ratio{layer=\"3\"} 0.875"), std::string::npos) << measured;
+  EXPECT_EQ(measured.find("modserve_predictor_agreement_ratio{layer=\"1\"}"), std::string::npos) << measured;
+  EXPECT_NE(measured.find("modserve_predictor_agreement_tokens_total{layer=\"3\"} 16"), std::string::npos) << measured;
+  EXPECT_NE(measured.find("modserve_predictor_agreement_matches_total{layer=\"3\"} 14"), std::string::npos) << measured;
   EXPECT_NE(page.find("200 OK"), std::string::npos);
   EXPECT_NE(page.find("modserve_layer_tokens_total{decision=\"skipped\",layer=\"1\"} 3"), std::string::npos) << page;
   EXPECT_NE(page.find("modserve_layer_tokens_total{decision=\"computed\",layer=\"3\"} 2"), std::string::npos);
   EXPECT_NE(page.find("modserve_requests_total{code=\"OK\",finish_reason=\"eos\"} 1"), std::string::npos);
-  EXPECT_NE(page.find("modserve_batch_tokens_count 1"), std::string::npos);
+  EXPECT_NE(page.find("modserve_batch_tokens_count 1"), std::string::npos);  // the page from before the agreement steps
   // A first token after 45 s queued lands in a bucket, not only in +Inf.
   (*m)->OnFirstToken(45);
   const std::string later = HttpGet(port, "GET /metrics HTTP/1.1\r\n\r\n");
