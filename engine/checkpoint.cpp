@@ -6,6 +6,7 @@
 #include <set>
 #include <sstream>
 
+#include "engine/json_strict.h"
 #include "engine/safetensors.h"
 
 namespace modserve {
@@ -28,11 +29,14 @@ StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
   const std::string path = (fs::path(dir) / "config.json").string();
   std::ifstream in(path);
   if (!in) return NotFound(path + ": cannot open (is \"" + dir + "\" a model directory?)");
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return InvalidArgument(path + ": not a regular file");
   std::stringstream ss;
   ss << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return InvalidArgument(path + ": not valid JSON");
-  return ModelConfig::FromJson(j, path);
+  if (in.bad()) return DataLoss(path + ": read failed");
+  auto j = ParseJsonStrict(ss.str());
+  if (!j.ok()) return InvalidArgument(path + ": " + j.status().message());
+  return ModelConfig::FromJson(*j, path);
 }
 
 StatusOr<MoDTransformer> LoadCheckpoint(const std::string& dir) {
@@ -76,6 +80,10 @@ StatusOr<MoDTransformer> LoadCheckpoint(const std::string& dir) {
     return model;
   } catch (const c10::Error& e) {
     return Internal(path + ": " + e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    return ResourceExhausted(path + ": the model does not fit in memory");
+  } catch (const std::exception& e) {
+    return Internal(path + ": " + e.what());
   }
 }
 

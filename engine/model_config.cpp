@@ -93,10 +93,16 @@ nlohmann::json ModelConfig::ToJson() const {
 
 namespace {
 
-// Reads an optional field of a JSON object into `out`, checking its type.
+enum class Need { kOptional, kRequired };
+
+// Reads a field of a JSON object into `out`, checking its type; an optional
+// one that is missing keeps the value `out` has.
 template <typename T>
-Status Read(const nlohmann::json& obj, const std::string& section, const char* key, T* out) {
-  if (!obj.contains(key)) return Status::Ok();
+Status Read(const nlohmann::json& obj, const std::string& section, const char* key, T* out, Need need = Need::kRequired) {
+  if (!obj.contains(key)) {
+    if (need == Need::kOptional) return Status::Ok();
+    return InvalidArgument((section.empty() ? std::string(key) : section + "." + key) + ": missing (required)");
+  }
   const auto& v = obj.at(key);
   try {
     if constexpr (std::is_same_v<T, bool>) {
@@ -122,10 +128,29 @@ Status Section(const nlohmann::json& j, const char* name, nlohmann::json* out) {
   return Status::Ok();
 }
 
+// A misspelled key would otherwise leave its field at the default, silently.
+Status OnlyKeys(const nlohmann::json& obj, const std::string& section, std::initializer_list<const char*> known) {
+  for (auto it = obj.begin(); it != obj.end(); ++it) {
+    if (std::find_if(known.begin(), known.end(), [&](const char* k) { return it.key() == k; }) != known.end()) continue;
+    std::string list;
+    for (const char* k : known) list += (list.empty() ? "" : ", ") + std::string(k);
+    return InvalidArgument((section.empty() ? std::string() : section + ".") + it.key() + ": unknown key (known: " + list + ")");
+  }
+  return Status::Ok();
+}
+
 Status ParseInto(const nlohmann::json& j, ModelConfig* c) {
   if (!j.is_object()) return InvalidArgument("top level must be a JSON object");
+  MODSERVE_RETURN_IF_ERROR(OnlyKeys(j, "", {"format", "format_version", "architecture", "routing", "mode", "moe", "tokenizer", "weights", "training"}));
+  std::string format = "modserve-checkpoint";
+  MODSERVE_RETURN_IF_ERROR(Read(j, "", "format", &format, Need::kOptional));
+  if (format != "modserve-checkpoint") return InvalidArgument("format must be \"modserve-checkpoint\" (got \"" + format + "\")");
+  int64_t version = 1;
+  MODSERVE_RETURN_IF_ERROR(Read(j, "", "format_version", &version, Need::kOptional));
+  if (version != 1) return InvalidArgument("format_version " + std::to_string(version) + " is not supported (this build reads 1)");
   nlohmann::json arch, routing, tok;
   MODSERVE_RETURN_IF_ERROR(Section(j, "architecture", &arch));
+  MODSERVE_RETURN_IF_ERROR(OnlyKeys(arch, "architecture", {"vocab_size", "n_layers", "d_model", "n_heads", "d_ff", "max_context", "rope_theta", "norm_eps"}));
   MODSERVE_RETURN_IF_ERROR(Read(arch, "architecture", "vocab_size", &c->vocab_size));
   MODSERVE_RETURN_IF_ERROR(Read(arch, "architecture", "n_layers", &c->n_layers));
   MODSERVE_RETURN_IF_ERROR(Read(arch, "architecture", "d_model", &c->d_model));
@@ -135,9 +160,11 @@ Status ParseInto(const nlohmann::json& j, ModelConfig* c) {
   MODSERVE_RETURN_IF_ERROR(Read(arch, "architecture", "rope_theta", &c->rope_theta));
   MODSERVE_RETURN_IF_ERROR(Read(arch, "architecture", "norm_eps", &c->norm_eps));
   MODSERVE_RETURN_IF_ERROR(Section(j, "routing", &routing));
+  MODSERVE_RETURN_IF_ERROR(OnlyKeys(routing, "routing", {"enabled", "capacity", "predictor_hidden", "routed_layers"}));
   MODSERVE_RETURN_IF_ERROR(Read(routing, "routing", "enabled", &c->routing_enabled));
-  MODSERVE_RETURN_IF_ERROR(Read(routing, "routing", "capacity", &c->capacity));
-  MODSERVE_RETURN_IF_ERROR(Read(routing, "routing", "predictor_hidden", &c->predictor_hidden));
+  const Need routed = c->routing_enabled ? Need::kRequired : Need::kOptional;
+  MODSERVE_RETURN_IF_ERROR(Read(routing, "routing", "capacity", &c->capacity, routed));
+  MODSERVE_RETURN_IF_ERROR(Read(routing, "routing", "predictor_hidden", &c->predictor_hidden, routed));
   c->routed_layers = ModelConfig::DefaultRoutedLayers(c->n_layers);
   if (routing.contains("routed_layers")) {
     const auto& rl = routing.at("routed_layers");
@@ -149,24 +176,30 @@ Status ParseInto(const nlohmann::json& j, ModelConfig* c) {
     }
   }
   if (!c->routing_enabled) c->routed_layers.clear();
-  MODSERVE_RETURN_IF_ERROR(Read(j, "", "mode", &c->mode));
+  MODSERVE_RETURN_IF_ERROR(Read(j, "", "mode", &c->mode, Need::kOptional));
   if (j.contains("moe")) {
     nlohmann::json moe;
     MODSERVE_RETURN_IF_ERROR(Section(j, "moe", &moe));
+    MODSERVE_RETURN_IF_ERROR(OnlyKeys(moe, "moe", {"experts", "top_k", "capacity_factor"}));
     MODSERVE_RETURN_IF_ERROR(Read(moe, "moe", "experts", &c->moe_experts));
     MODSERVE_RETURN_IF_ERROR(Read(moe, "moe", "top_k", &c->moe_top_k));
-    MODSERVE_RETURN_IF_ERROR(Read(moe, "moe", "capacity_factor", &c->moe_capacity_factor));
+    MODSERVE_RETURN_IF_ERROR(Read(moe, "moe", "capacity_factor", &c->moe_capacity_factor, Need::kOptional));
   }
   MODSERVE_RETURN_IF_ERROR(Section(j, "tokenizer", &tok));
+  MODSERVE_RETURN_IF_ERROR(OnlyKeys(tok, "tokenizer", {"type", "bos_id", "eos_id"}));
   std::string type = "byte";
-  MODSERVE_RETURN_IF_ERROR(Read(tok, "tokenizer", "type", &type));
+  MODSERVE_RETURN_IF_ERROR(Read(tok, "tokenizer", "type", &type, Need::kOptional));
   if (type != "byte") return InvalidArgument("tokenizer.type must be \"byte\" (got \"" + type + "\")");
   MODSERVE_RETURN_IF_ERROR(Read(tok, "tokenizer", "bos_id", &c->bos_id));
   MODSERVE_RETURN_IF_ERROR(Read(tok, "tokenizer", "eos_id", &c->eos_id));
   if (j.contains("weights")) {
     nlohmann::json w;
     MODSERVE_RETURN_IF_ERROR(Section(j, "weights", &w));
-    MODSERVE_RETURN_IF_ERROR(Read(w, "weights", "dtype", &c->weights_dtype));
+    MODSERVE_RETURN_IF_ERROR(OnlyKeys(w, "weights", {"file", "dtype"}));
+    std::string file = "model.safetensors";
+    MODSERVE_RETURN_IF_ERROR(Read(w, "weights", "file", &file, Need::kOptional));
+    if (file != "model.safetensors") return InvalidArgument("weights.file must be \"model.safetensors\" (got \"" + file + "\")");
+    MODSERVE_RETURN_IF_ERROR(Read(w, "weights", "dtype", &c->weights_dtype, Need::kOptional));
   }
   if (j.contains("training")) c->training = j.at("training");
   return c->Validate();

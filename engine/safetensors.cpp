@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 
 #include <nlohmann/json.hpp>
+
+#include "engine/json_strict.h"
 
 namespace modserve {
 
@@ -33,22 +36,39 @@ int64_t TensorInfo::numel() const {
   return n;
 }
 
-StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const uint8_t* data, size_t size, const std::string& source) {
-  if (size < 8) return Bad(source, "file is " + std::to_string(size) + " bytes, too short for a safetensors header");
+namespace {
+
+// The header length a file's first 8 bytes give, checked against the file's size.
+StatusOr<uint64_t> HeaderLength(const uint8_t* data, size_t available, uint64_t file_size, const std::string& source) {
+  if (file_size < 8 || available < 8) {
+    return Bad(source, "file is " + std::to_string(file_size) + " bytes, too short for a safetensors header");
+  }
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | data[i];
   if (header_len > kMaxHeaderBytes) return Bad(source, "header length " + std::to_string(header_len) + " exceeds the 100 MiB limit");
-  if (header_len > size - 8) {
+  if (header_len > file_size - 8) {
     return Bad(source, "header length " + std::to_string(header_len) + " runs past the end of the file (" +
-                           std::to_string(size) + " bytes; truncated?)");
+                           std::to_string(file_size) + " bytes; truncated?)");
   }
+  return header_len;
+}
+
+// Parses the header from `data` (at least its first 8 + header length
+// bytes) of a file of `file_size` bytes: the data section is the rest.
+StatusOr<SafetensorsHeader> ParseHeader(const uint8_t* data, size_t available, uint64_t file_size, const std::string& source) {
+  auto length = HeaderLength(data, available, file_size, source);
+  if (!length.ok()) return length.status();
+  const uint64_t header_len = *length;
+  if (available - 8 < header_len) return Bad(source, "header not read whole");
   const char* begin = reinterpret_cast<const char*>(data + 8);
-  nlohmann::json j = nlohmann::json::parse(begin, begin + header_len, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return Bad(source, "header is not a JSON object");
+  auto parsed = ParseJsonStrict(std::string_view(begin, header_len));
+  if (!parsed.ok()) return Bad(source, "header: " + parsed.status().message());
+  const nlohmann::json& j = *parsed;
+  if (!j.is_object()) return Bad(source, "header is not a JSON object");
 
   SafetensorsHeader h;
   h.data_offset = 8 + header_len;
-  const uint64_t data_size = size - h.data_offset;
+  const uint64_t data_size = file_size - h.data_offset;
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& name = it.key();
     const auto& v = it.value();
@@ -67,7 +87,7 @@ StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const uint8_t* data, size_t s
     TensorInfo t;
     t.name = name;
     if (!v["dtype"].is_string() || !ParseDType(v["dtype"].get<std::string>(), &t.dtype)) {
-      return Bad(source, where + "unsupported dtype " + v["dtype"].dump() + " (supported: F32, BF16)");
+      return Bad(source, where + "unsupported dtype " + JsonForMessage(v["dtype"]) + " (supported: F32, BF16)");
     }
     if (!v["shape"].is_array()) return Bad(source, where + "shape must be an array");
     uint64_t numel = 1;
@@ -112,26 +132,58 @@ StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const uint8_t* data, size_t s
   return h;
 }
 
+}  // namespace
+
+StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const uint8_t* data, size_t size, const std::string& source) {
+  return ParseHeader(data, size, size, source);
+}
+
 StatusOr<SafetensorsFile> SafetensorsFile::FromBytes(std::vector<uint8_t> bytes, const std::string& source) {
   auto header = ParseSafetensorsHeader(bytes.data(), bytes.size(), source);
   if (!header.ok()) return header.status();
+  return Assemble(std::move(bytes), std::move(header).value(), source);
+}
+
+SafetensorsFile SafetensorsFile::Assemble(std::vector<uint8_t> bytes, SafetensorsHeader header, const std::string& source) {
   SafetensorsFile f;
   f.bytes_ = std::move(bytes);
-  f.header_ = std::move(header).value();
+  f.header_ = std::move(header);
   f.source_ = source;
   for (size_t i = 0; i < f.header_.tensors.size(); ++i) f.index_[f.header_.tensors[i].name] = i;
   return f;
 }
 
 StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status)) return NotFound(path + ": cannot open file" + (ec ? ": " + ec.message() : ""));
+  if (!std::filesystem::is_regular_file(status)) return DataLoss(path + ": not a regular file");
+  const uint64_t size = std::filesystem::file_size(path, ec);
+  if (ec) return DataLoss(path + ": cannot determine file size: " + ec.message());
+  std::ifstream in(path, std::ios::binary);
   if (!in) return NotFound(path + ": cannot open file");
-  std::streamoff size = in.tellg();
-  if (size < 0) return DataLoss(path + ": cannot determine file size");
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  in.seekg(0);
-  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size)) return DataLoss(path + ": read failed");
-  return FromBytes(std::move(bytes), path);
+  // The header first: it is checked against the file's size before any
+  // memory is taken for the tensors (a lying or huge file fails cheaply).
+  std::vector<uint8_t> head(static_cast<size_t>(std::min<uint64_t>(size, 8)));
+  if (!in.read(reinterpret_cast<char*>(head.data()), static_cast<std::streamsize>(head.size()))) return DataLoss(path + ": read failed");
+  auto length = HeaderLength(head.data(), head.size(), size, path);
+  if (!length.ok()) return length.status();
+  head.resize(8 + *length);
+  if (!in.read(reinterpret_cast<char*>(head.data() + 8), static_cast<std::streamsize>(*length))) return DataLoss(path + ": read failed");
+  auto header = ParseHeader(head.data(), head.size(), size, path);
+  if (!header.ok()) return header.status();
+  std::vector<uint8_t> bytes;
+  try {
+    bytes.resize(static_cast<size_t>(size));
+  } catch (const std::exception&) {  // bad_alloc, length_error
+    return ResourceExhausted(path + ": its " + std::to_string(size) + " bytes do not fit in memory");
+  }
+  std::memcpy(bytes.data(), head.data(), head.size());
+  const uint64_t rest = size - head.size();
+  if (rest > 0 && !in.read(reinterpret_cast<char*>(bytes.data() + head.size()), static_cast<std::streamsize>(rest))) {
+    return DataLoss(path + ": read failed");
+  }
+  return Assemble(std::move(bytes), std::move(header).value(), path);
 }
 
 const TensorInfo* SafetensorsFile::Find(const std::string& name) const {

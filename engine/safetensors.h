@@ -5,7 +5,10 @@
 // Torch-free on purpose: the parser is fuzzed and unit-tested on its own.
 // Every malformed input (short file, lying header length, bad JSON, offsets
 // out of range, overlapping or gapped ranges, a size that does not match the
-// shape) yields a DataLoss status naming the file and the tensor, never a crash.
+// shape, a key twice, JSON nested too deep) yields a DataLoss status naming
+// the file and the tensor, never a crash; Open checks the header against the
+// file's size before it reads the tensors, and a file that is not a regular
+// file or does not fit in memory is a clear error too.
 //
 // Thread-safety: SafetensorsFile is immutable after Open(); const methods may be
 // called from any thread.
@@ -54,6 +57,8 @@ class SafetensorsFile {
   const std::string& source() const { return source_; }
 
  private:
+  static SafetensorsFile Assemble(std::vector<uint8_t> bytes, SafetensorsHeader header, const std::string& source);
+
   std::vector<uint8_t> bytes_;
   SafetensorsHeader header_;
   std::map<std::string, size_t> index_;

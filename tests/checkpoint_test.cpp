@@ -77,7 +77,16 @@ TEST(Checkpoint, MissingDirectoryOrConfig) {
   const std::string dir = TempDir("ckpt_badjson");
   SavedTinyModel(dir);
   std::ofstream(dir + "/config.json") << "{ not json";
-  ExpectLoadError(dir, {"config.json", "not valid JSON"});
+  ExpectLoadError(dir, {"config.json", "not valid JSON: parse error at line 1, column 4"});
+  // A key twice, or nesting deep enough to overflow a recursive copy, is
+  // refused by name; a directory where config.json should be is not "bad JSON".
+  std::ofstream(dir + "/config.json", std::ios::trunc) << "{\"format_version\": 1, \"format_version\": 2}";
+  ExpectLoadError(dir, {"config.json", "key \"format_version\" appears twice"});
+  std::ofstream(dir + "/config.json", std::ios::trunc) << "{\"training\": " << std::string(300000, '[') << std::string(300000, ']') << "}";
+  ExpectLoadError(dir, {"config.json", "nests deeper than 64 levels"});
+  std::filesystem::remove(dir + "/config.json");
+  std::filesystem::create_directory(dir + "/config.json");
+  ExpectLoadError(dir, {"config.json", "not a regular file"});
 }
 
 TEST(Checkpoint, ConfigErrorsNameTheKey) {

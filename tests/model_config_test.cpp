@@ -71,6 +71,14 @@ TEST(ModelConfig, InvalidFieldsNameTheKey) {
       {"/tokenizer/type", "bpe", "tokenizer.type"},
       {"/tokenizer/bos_id", 3, "tokenizer.bos_id"},
       {"/weights/dtype", "float16", "weights.dtype"},
+      // A misspelled key is refused, not left at its default.
+      {"/architecture/num_heads", 6, "architecture.num_heads: unknown key (known: vocab_size, n_layers"},
+      {"/routing/capcity", 0.5, "routing.capcity: unknown key"},
+      {"/tokenizer/eos", 257, "tokenizer.eos: unknown key"},
+      {"/extra", 1, "extra: unknown key"},
+      {"/format", "something-else", "format must be \"modserve-checkpoint\""},
+      {"/format_version", 99, "format_version 99 is not supported"},
+      {"/weights/file", "other.safetensors", "weights.file must be \"model.safetensors\""},
   };
   for (const auto& c : cases) {
     nlohmann::json j = ModelConfig().ToJson();
@@ -91,6 +99,17 @@ TEST(ModelConfig, InvalidFieldsNameTheKey) {
         << r.status().message();
     many["architecture"]["n_layers"] = 128;  // 64 routed: fits
     EXPECT_TRUE(ModelConfig::FromJson(many, "m/config.json").ok());
+  }
+  // Every field that shapes the model or its tokens is required.
+  for (const char* pointer : {"/architecture/n_heads", "/architecture/max_context", "/architecture/rope_theta",
+                              "/routing/capacity", "/tokenizer/eos_id"}) {
+    nlohmann::json m = ModelConfig().ToJson();
+    const nlohmann::json::json_pointer ptr(pointer);
+    m[ptr.parent_pointer()].erase(ptr.back());
+    auto r = ModelConfig::FromJson(m, "m/config.json");
+    ASSERT_FALSE(r.ok()) << pointer;
+    const std::string field = std::string(pointer + 1).replace(std::string(pointer + 1).find('/'), 1, ".");
+    EXPECT_NE(r.status().message().find(field + ": missing (required)"), std::string::npos) << r.status().message();
   }
   nlohmann::json j = ModelConfig().ToJson();
   j.erase("architecture");

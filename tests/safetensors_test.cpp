@@ -2,6 +2,7 @@
 // DataLoss error (never a crash) for every kind of malformed file.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -67,7 +68,15 @@ TEST(Safetensors, MalformedFilesGiveClearErrors) {
       {"too short", {1, 2, 3}, "too short"},
       {"header length past the end", Build(ok, 8, 1000), "runs past the end"},
       {"huge header length", Build(ok, 8, int64_t{1} << 40), "exceeds"},
-      {"not json", Build("{not json", 8), "not a JSON object"},
+      {"not json", Build("{not json", 8), "header: not valid JSON: parse error at line 1, column 3"},
+      {"a tensor twice", Build(R"({"w":{"dtype":"I64","shape":[9],"data_offsets":[0,99]},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8),
+       "key \"w\" appears twice"},
+      {"nested too deep", Build(R"({"w":{"dtype":)" + std::string(100000, '[') + std::string(100000, ']') + "}}", 8),
+       "nests deeper than 64 levels"},
+      {"number too large", Build(R"({"w":{"dtype":[)" + std::string(5000, '1') + R"(],"shape":[2],"data_offsets":[0,8]}})", 8),
+       "not valid JSON: number overflow"},
+      {"long dtype", Build(R"({"w":{"dtype":")" + std::string(5000, 'x') + R"(","shape":[2],"data_offsets":[0,8]}})", 8),
+       "unsupported dtype \"xxxx"},
       {"json array", Build("[1,2]", 8), "not a JSON object"},
       {"missing fields", Build(R"({"w":{"dtype":"F32"}})", 8), "tensor \"w\""},
       {"unsupported dtype", Build(R"({"w":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}})", 8), "unsupported dtype"},
@@ -88,7 +97,36 @@ TEST(Safetensors, MalformedFilesGiveClearErrors) {
     EXPECT_EQ(f.status().code(), StatusCode::kDataLoss) << c.name;
     EXPECT_NE(f.status().message().find(c.expect), std::string::npos) << c.name << ": " << f.status().message();
     EXPECT_NE(f.status().message().find("x.safetensors"), std::string::npos) << c.name << " names the file";
+    EXPECT_LT(f.status().message().size(), 400u) << c.name << ": a value in the message is cut short";
   }
+}
+
+// Open checks what it is given before reading it: a directory is refused,
+// and a header that does not account for a huge file fails before any of
+// its bytes are read into memory.
+TEST(Safetensors, OpenRefusesDirectoriesAndChecksTheHeaderBeforeReading) {
+  const auto dir = std::filesystem::temp_directory_path() / "st_open_checks";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir / "model.safetensors");
+  auto d = SafetensorsFile::Open((dir / "model.safetensors").string());
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("not a regular file"), std::string::npos) << d.status().message();
+  const std::string big = (dir / "big.safetensors").string();
+  {
+    const std::vector<uint8_t> head = Build(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8);
+    std::FILE* f = std::fopen(big.c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    ASSERT_EQ(std::fwrite(head.data(), 1, head.size(), f), head.size());
+    std::fclose(f);
+  }
+  std::error_code ec;
+  std::filesystem::resize_file(big, uint64_t{64} << 30, ec);  // 64 GiB, sparse: more than this machine's memory
+  if (ec) GTEST_SKIP() << "cannot make a sparse 64 GiB file here: " << ec.message();
+  auto b = SafetensorsFile::Open(big);
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(b.status().message().find("but the tensors cover 8"), std::string::npos) << b.status().message();
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Safetensors, RandomCorruptionNeverCrashes) {
