@@ -9,6 +9,8 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <exception>
+#include <new>
 #include <cstdio>
 #include <thread>
 
@@ -82,7 +84,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::fprintf(stderr, "mod-server: loading %s (%s, %s)\n", cfg->model.c_str(), cfg->device.c_str(), cfg->dtype.c_str());
-  auto app = modserve::ServerApp::Start(*cfg, modserve::LoadLibTorchEngine, [] { accepting.store(true); });
+  // Start reports its errors as a status; anything thrown past it (memory
+  // running out while loading, say) is reported the same way, not an abort.
+  auto app = [&]() -> modserve::StatusOr<std::unique_ptr<modserve::ServerApp>> {
+    try {
+      return modserve::ServerApp::Start(*cfg, modserve::LoadLibTorchEngine, [] { accepting.store(true); });
+    } catch (const std::bad_alloc&) {
+      return modserve::ResourceExhausted("start-up ran out of memory (model " + cfg->model + ")");
+    } catch (const std::exception& e) {
+      return modserve::Internal(std::string("start-up failed: ") + e.what());
+    }
+  }();
   if (!app.ok()) {
     std::fprintf(stderr, "mod-server: %s\n", app.status().ToString().c_str());
     return 1;
