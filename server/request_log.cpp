@@ -72,18 +72,21 @@ std::string FormatRequestRecord(const RequestRecord& r, std::chrono::system_cloc
 }
 
 // Writes all of `data` to `fd` (retrying short writes and EINTR); gives up on
-// an error (a full disk, a closed pipe: those lines are lost, not retried)
-// and returns its errno, else 0.
-static int WriteAll(int fd, const char* data, size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, data, n);
+// an error (a full disk, a closed pipe: what is left is lost, not retried).
+// Returns the bytes written; *error gets the errno (0: all written).
+static size_t WriteAll(int fd, const char* data, size_t n, int* error) {
+  size_t done = 0;
+  *error = 0;
+  while (done < n) {
+    const ssize_t w = ::write(fd, data + done, n - done);
     if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return errno;
-    if (w == 0) return EIO;
-    data += w;
-    n -= static_cast<size_t>(w);
+    if (w <= 0) {
+      *error = w < 0 ? errno : EIO;
+      break;
+    }
+    done += static_cast<size_t>(w);
   }
-  return 0;
+  return done;
 }
 
 struct RequestLog::Shared {
@@ -101,20 +104,30 @@ struct RequestLog::Shared {
   bool stop = false;              // under mu
   bool done = false;              // under mu: the writer wrote everything and returned
   bool failing = false;           // writer only: the last write failed (said once on stderr)
+  bool torn = false;              // writer only: a failed write left part of a line: end it first
 
-  // Writes one chunk of `lines` whole lines; a failed write counts them as
-  // dropped (said in the next line written) and, the first time after a
-  // success, on stderr.
-  void WriteChunk(const std::string& chunk, int64_t lines) {
-    const int error = WriteAll(fd, chunk.data(), chunk.size());
+  // Writes one chunk of whole lines; the lines a failed write did not finish
+  // count as dropped (said in the next line written) and, the first time
+  // after a success, on stderr. `note`: the drop count the chunk's first line
+  // carries, counted again if that line is lost.
+  void WriteChunk(std::string chunk, int64_t note) {
+    if (torn) chunk.insert(0, 1, '\n');  // the fragment a failed write left becomes a line of its own
+    int error = 0;
+    const size_t written = WriteAll(fd, chunk.data(), chunk.size(), &error);
     if (error == 0) {
       failing = false;
+      torn = false;
       return;
     }
+    const size_t skip = torn ? 1 : 0;
+    if (written > skip) torn = chunk[written - 1] != '\n';
+    const auto total = static_cast<int64_t>(std::count(chunk.begin() + static_cast<std::ptrdiff_t>(skip), chunk.end(), '\n'));
+    const auto finished = static_cast<int64_t>(
+        std::count(chunk.begin() + static_cast<std::ptrdiff_t>(skip), chunk.begin() + static_cast<std::ptrdiff_t>(std::max(written, skip)), '\n'));
     {
       std::lock_guard<std::mutex> lock(mu);
-      dropped += lines;
-      unreported += lines;
+      dropped += total - finished;
+      unreported += total - finished + (finished == 0 ? note : 0);
     }
     if (!failing) {
       std::fprintf(stderr, "mod-server: request log: cannot write to %s: %s; lines are dropped (counted in log_lines_dropped) until a write succeeds\n",
@@ -151,18 +164,17 @@ struct RequestLog::Shared {
         first.insert(first.size() - 1, ",\"log_lines_dropped\":" + std::to_string(note));
       }
       chunk.clear();
-      int64_t in_chunk = 0;
+      int64_t chunk_note = note;  // carried by the first chunk's first line
       for (const std::string& line : lines) {
         if (!chunk.empty() && chunk.size() + line.size() + 1 > PIPE_BUF) {
-          WriteChunk(chunk, in_chunk);
+          WriteChunk(chunk, chunk_note);
           chunk.clear();
-          in_chunk = 0;
+          chunk_note = 0;
         }
         chunk += line;
         chunk += '\n';
-        ++in_chunk;
       }
-      WriteChunk(chunk, in_chunk);
+      WriteChunk(chunk, chunk_note);
       lines.clear();
       lock.lock();
     }
