@@ -27,10 +27,12 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 
 StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
   const std::string path = (fs::path(dir) / "config.json").string();
+  std::error_code ec;
+  const auto status = fs::status(path, ec);
+  if (!fs::exists(status)) return NotFound(path + ": cannot open (is \"" + dir + "\" a model directory?)");
+  if (!fs::is_regular_file(status)) return InvalidArgument(path + ": not a regular file");  // a FIFO would block the open
   std::ifstream in(path);
   if (!in) return NotFound(path + ": cannot open (is \"" + dir + "\" a model directory?)");
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) return InvalidArgument(path + ": not a regular file");
   std::stringstream ss;
   ss << in.rdbuf();
   if (in.bad()) return DataLoss(path + ": read failed");

@@ -10,10 +10,11 @@ StatusOr<nlohmann::json> ParseJsonStrict(std::string_view text) {
   using Json = nlohmann::json;
   using Event = Json::parse_event_t;
   bool too_deep = false;
-  std::string duplicate;
+  bool duplicated = false;
+  std::string duplicate;  // the key, when duplicated (it may be "")
   std::vector<std::set<std::string>> keys;  // one set per open object
   const Json::parser_callback_t guard = [&](int depth, Event event, Json& parsed) {
-    if (too_deep || !duplicate.empty()) return false;  // refused: keep nothing more
+    if (too_deep || duplicated) return false;  // refused: keep nothing more
     switch (event) {
       case Event::object_start:
       case Event::array_start:
@@ -24,7 +25,10 @@ StatusOr<nlohmann::json> ParseJsonStrict(std::string_view text) {
         if (event == Event::object_start) keys.emplace_back();
         return true;
       case Event::key:
-        if (!keys.back().insert(parsed.get<std::string>()).second) duplicate = parsed.get<std::string>();
+        if (!keys.back().insert(parsed.get<std::string>()).second) {
+          duplicated = true;
+          duplicate = parsed.get<std::string>();
+        }
         return true;
       case Event::object_end:
         keys.pop_back();
@@ -45,7 +49,7 @@ StatusOr<nlohmann::json> ParseJsonStrict(std::string_view text) {
     return InvalidArgument("not valid JSON: " + what);
   }
   if (too_deep) return InvalidArgument("JSON nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
-  if (!duplicate.empty()) return InvalidArgument("key \"" + duplicate + "\" appears twice in one object");
+  if (duplicated) return InvalidArgument("key \"" + duplicate + "\" appears twice in one object");
   return j;
 }
 

@@ -71,6 +71,8 @@ TEST(Safetensors, MalformedFilesGiveClearErrors) {
       {"not json", Build("{not json", 8), "header: not valid JSON: parse error at line 1, column 3"},
       {"a tensor twice", Build(R"({"w":{"dtype":"I64","shape":[9],"data_offsets":[0,99]},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8),
        "key \"w\" appears twice"},
+      {"an empty name twice", Build(R"({"":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8),
+       "key \"\" appears twice"},
       {"nested too deep", Build(R"({"w":{"dtype":)" + std::string(100000, '[') + std::string(100000, ']') + "}}", 8),
        "nests deeper than 64 levels"},
       {"number too large", Build(R"({"w":{"dtype":[)" + std::string(5000, '1') + R"(],"shape":[2],"data_offsets":[0,8]}})", 8),

@@ -7,11 +7,11 @@
 #include <grpcpp/grpcpp.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -352,16 +352,23 @@ TEST(ServerProcess, SigtermDrainsInFlightRequestsAndExitsZero) {
 
 // SIGTERM while the model loads: nothing is in flight, so the process exits
 // 0 at once rather than after the load (a large model can outlast the
-// orchestrator's grace period). The load is held by a config.json that is
-// a FIFO nobody writes.
+// orchestrator's grace period). The load is made long by a config 16 times
+// the shipped model's width: its ~1 GB of parameters are built and
+// initialized (seconds) before the weights are found not to fit it, which
+// would end the load with exit 1.
 TEST(ServerProcess, SigtermWhileLoadingExitsZeroAtOnce) {
   const std::string dir = testing::TempDir("loading_model");
-  ASSERT_EQ(::mkfifo((dir + "/config.json").c_str(), 0600), 0);
+  nlohmann::json cfg;
+  std::ifstream(std::string(kModel) + "/config.json") >> cfg;
+  cfg["architecture"]["d_model"] = 3072;
+  cfg["architecture"]["n_heads"] = 24;
+  std::ofstream(dir + "/config.json") << cfg.dump();
+  std::filesystem::copy_file(std::string(kModel) + "/model.safetensors", dir + "/model.safetensors");
   Process p = Spawn({std::string(MODSERVE_BINARY_DIR) + "/mod-server", "--model", dir, "--listen", "127.0.0.1:0",
                      "--metrics-listen", "127.0.0.1:0"});
   testing::KillAtExit guard{p};
   ASSERT_FALSE(ReadUntil(p, std::regex("loading"), 30).empty()) << p.err;
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // inside the load, blocked on the FIFO
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // inside the load, building the model
   ::kill(p.pid, SIGTERM);
   EXPECT_EQ(WaitExit(p.pid, 10), 0) << p.err;
   p.pid = -1;
