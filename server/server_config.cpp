@@ -248,15 +248,23 @@ Status ParseYamlInto(const std::string& text, const std::string& source, ServerC
   return Status::Ok();
 }
 
-// The key a Validate() message is about: the longest key name it begins with.
-std::string KeyOfMessage(const std::string& message) {
-  std::string best;
+// The keys a Validate() message names (as whole words), in the order it names them.
+std::vector<std::string> KeysOfMessage(const std::string& message) {
+  auto word_char = [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) != 0 || ch == '_'; };
+  std::vector<std::pair<size_t, std::string>> found;
   for (const auto& k : Keys()) {
-    const bool starts = message.rfind(k.name, 0) == 0 &&
-                        (message.size() == k.name.size() || !(std::isalnum(static_cast<unsigned char>(message[k.name.size()])) || message[k.name.size()] == '_'));
-    if (starts && k.name.size() > best.size()) best = k.name;
+    for (size_t at = message.find(k.name); at != std::string::npos; at = message.find(k.name, at + 1)) {
+      const size_t end = at + k.name.size();
+      if ((at == 0 || !word_char(message[at - 1])) && (end == message.size() || !word_char(message[end]))) {
+        found.emplace_back(at, k.name);
+        break;
+      }
+    }
   }
-  return best;
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> keys;
+  for (auto& f : found) keys.push_back(std::move(f.second));
+  return keys;
 }
 
 }  // namespace
@@ -276,7 +284,17 @@ StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv, bool* help) {
   *help = flags.help_requested();
   if (*help) return defaults;
   if (!flags.positional().empty()) {
-    return InvalidArgument("unexpected argument \"" + flags.positional()[0] + "\" (flags are --name value or --name=value)");
+    const std::string& word = flags.positional()[0];
+    // "--prefix-caching maybe": a boolean flag takes true/false only, so the word was left over.
+    for (int i = 2; i < argc; ++i) {
+      if (word != argv[i]) continue;
+      for (const auto& k : Keys()) {
+        if (k.is_bool && std::string(argv[i - 1]) == "--" + FlagName(k.name)) {
+          return InvalidArgument("--" + FlagName(k.name) + " takes true or false (or nothing, for true), not \"" + word + "\"");
+        }
+      }
+    }
+    return InvalidArgument("unexpected argument \"" + word + "\"");
   }
 
   ServerConfig c;
@@ -295,15 +313,20 @@ StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv, bool* help) {
     Status s = k.set(&c, flags.Str(flag));
     if (!s.ok()) return InvalidArgument("--" + flag + ": " + s.message());
   }
-  // A bad value is blamed on where it came from: its flag, else the file.
+  // A bad value is blamed on where it came from: the first key the message
+  // names that a flag set, else one the file set; a default that another
+  // key's value made invalid is the config's as a whole.
   Status v = c.Validate();
   if (!v.ok()) {
-    const std::string key = KeyOfMessage(v.message());
-    // A default that another key's value made invalid is the config's as a whole.
-    const std::string where = key.empty()                       ? (path.empty() ? std::string("config") : path)
-                              : flags.Has(FlagName(key))        ? "--" + FlagName(key)
-                              : from_file.count(key) != 0       ? path
-                                                                : std::string("config");
+    const std::vector<std::string> keys = KeysOfMessage(v.message());
+    std::string where = keys.empty() && !path.empty() ? path : "config";
+    for (const std::string& key : keys) {
+      if (flags.Has(FlagName(key))) {
+        where = "--" + FlagName(key);
+        break;
+      }
+      if (where == "config" && from_file.count(key) != 0) where = path;
+    }
     return InvalidArgument(where + ": " + v.message());
   }
   return c;

@@ -112,7 +112,10 @@ TEST(ServerConfig, ErrorsNameTheKeyFlagOrFile) {
       {"", {"--scheduling-policy", "Priority"}, "scheduling_policy must be fcfs or priority, got \"Priority\""},
       {"prefix_caching: maybe\n", {}, "key \"prefix_caching\": expected true or false, got \"maybe\""},
       {"", {"--prefix-caching=1"}, "--prefix-caching takes true or false, not \"1\""},
-      {"", {"--prefix-caching", "1"}, "unexpected argument \"1\""},
+      {"", {"--prefix-caching", "1"}, "--prefix-caching takes true or false (or nothing, for true), not \"1\""},
+      {"", {"--max-queue", "3", "extra"}, "unexpected argument \"extra\""},
+      // A message naming two keys is blamed on the one a flag set.
+      {"", {"--tls-key-file", "/etc/hostname"}, "--tls-key-file: tls_cert_file and tls_key_file must be set together"},
       // A flag's bad value is the flag's, though a file was given too.
       {"max_queue: 8\n", {"--max-queue", "0"}, "--max-queue: max_queue must be in [1"},
       {"max_queue: 8\nmax_running: 4\nmax_queue: 9\n", {}, "duplicate key \"max_queue\""},
