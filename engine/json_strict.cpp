@@ -1,5 +1,6 @@
 #include "engine/json_strict.h"
 
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -10,11 +11,10 @@ StatusOr<nlohmann::json> ParseJsonStrict(std::string_view text) {
   using Json = nlohmann::json;
   using Event = Json::parse_event_t;
   bool too_deep = false;
-  bool duplicated = false;
-  std::string duplicate;  // the key, when duplicated (it may be "")
+  std::optional<std::string> duplicate;  // the first key seen twice in one object (it may be "")
   std::vector<std::set<std::string>> keys;  // one set per open object
   const Json::parser_callback_t guard = [&](int depth, Event event, Json& parsed) {
-    if (too_deep || duplicated) return false;  // refused: keep nothing more
+    if (too_deep || duplicate) return false;  // refused: keep nothing more
     switch (event) {
       case Event::object_start:
       case Event::array_start:
@@ -25,10 +25,7 @@ StatusOr<nlohmann::json> ParseJsonStrict(std::string_view text) {
         if (event == Event::object_start) keys.emplace_back();
         return true;
       case Event::key:
-        if (!keys.back().insert(parsed.get<std::string>()).second) {
-          duplicated = true;
-          duplicate = parsed.get<std::string>();
-        }
+        if (!keys.back().insert(parsed.get<std::string>()).second) duplicate = parsed.get<std::string>();
         return true;
       case Event::object_end:
         keys.pop_back();
@@ -49,7 +46,7 @@ StatusOr<nlohmann::json> ParseJsonStrict(std::string_view text) {
     return InvalidArgument("not valid JSON: " + what);
   }
   if (too_deep) return InvalidArgument("JSON nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
-  if (duplicated) return InvalidArgument("key \"" + duplicate + "\" appears twice in one object");
+  if (duplicate) return InvalidArgument("key \"" + *duplicate + "\" appears twice in one object");
   return j;
 }
 

@@ -24,11 +24,9 @@ struct ServerMetrics::Impl {
   struct LayerCounters {
     Counter* computed = nullptr;
     Counter* skipped = nullptr;
-    std::string layer;                // its label
-    Gauge* agreement = nullptr;       // added with the first prompt chunk that measures it (no 0 before data)
-    Counter* agreement_tokens = nullptr;
+    Gauge* agreement = nullptr;  // added with the first prompt chunk that measures it (no 0 before data)
+    Counter* agreement_tokens = nullptr;   // the ratio's terms (whole numbers, exact as doubles)
     Counter* agreement_matches = nullptr;
-    int64_t agreed_tokens = 0, agreed_matches = 0;  // step thread only: the lifetime ratio's terms
     std::vector<Counter*> experts;  // MoDE: one per expert
     Counter* noop = nullptr;        // integrated MoDE
   };
@@ -181,7 +179,6 @@ void ServerMetrics::SetRoutedLayers(const std::vector<int64_t>& routed_layers, d
     Impl::LayerCounters lc;
     lc.computed = &impl_->layer_tokens->Add({{"layer", layer}, {"decision", "computed"}});
     lc.skipped = &impl_->layer_tokens->Add({{"layer", layer}, {"decision", "skipped"}});
-    lc.layer = layer;
     lc.agreement_tokens = &impl_->agreement_tokens->Add({{"layer", layer}});
     lc.agreement_matches = &impl_->agreement_matches->Add({{"layer", layer}});
     for (int64_t e = 0; e < experts; ++e) {
@@ -219,10 +216,8 @@ void ServerMetrics::OnStep(const StepReport& r) {
     if (ls.agreement_tokens > 0) {
       lc.agreement_tokens->Increment(static_cast<double>(ls.agreement_tokens));
       lc.agreement_matches->Increment(static_cast<double>(ls.agreement_matches));
-      lc.agreed_tokens += ls.agreement_tokens;
-      lc.agreed_matches += ls.agreement_matches;
-      if (lc.agreement == nullptr) lc.agreement = &impl_->agreement->Add({{"layer", lc.layer}});
-      lc.agreement->Set(static_cast<double>(lc.agreed_matches) / static_cast<double>(lc.agreed_tokens));
+      if (lc.agreement == nullptr) lc.agreement = &impl_->agreement->Add({{"layer", std::to_string(ls.layer)}});
+      lc.agreement->Set(lc.agreement_matches->Value() / lc.agreement_tokens->Value());
     }
   }
   impl_->batch_tokens->Observe(static_cast<double>(r.batch_tokens));
