@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <sstream>
 
 namespace modserve {
 
@@ -24,48 +25,76 @@ std::vector<int64_t> ModelConfig::DefaultRoutedLayers(int64_t n_layers) {
 }
 
 Status ModelConfig::Validate() const {
-  auto bad = [](const std::string& key, const std::string& why) {
-    return InvalidArgument(key + " " + why);
+  // "KEY must ... (got VALUE)": the value that broke the rule is echoed so a
+  // typo can be found without opening the file.
+  auto bad = [](const std::string& key, const auto& got, const std::string& why) {
+    std::ostringstream os;
+    os << key << " " << why << " (got " << got << ")";
+    return InvalidArgument(os.str());
   };
-  if (vocab_size < 258 || vocab_size > 1 << 20) return bad("architecture.vocab_size", "must be in [258, 1048576]");
-  if (n_layers < 1 || n_layers > 256) return bad("architecture.n_layers", "must be in [1, 256]");
-  if (d_model < 2 || d_model > 65536) return bad("architecture.d_model", "must be in [2, 65536]");
-  if (n_heads < 1 || n_heads > d_model) return bad("architecture.n_heads", "must be in [1, d_model]");
-  if (d_model % n_heads != 0) return bad("architecture.n_heads", "must divide d_model");
-  if (head_dim() % 2 != 0) return bad("architecture.n_heads", "must leave an even head dimension (d_model / n_heads) for RoPE");
-  if (d_ff < 1 || d_ff > 1 << 20) return bad("architecture.d_ff", "must be in [1, 1048576]");
-  if (max_context < 1 || max_context > 1 << 20) return bad("architecture.max_context", "must be in [1, 1048576]");
-  if (!(rope_theta > 1.0) || !std::isfinite(rope_theta)) return bad("architecture.rope_theta", "must be a finite number > 1");
-  if (!(norm_eps > 0.0) || !(norm_eps < 1.0)) return bad("architecture.norm_eps", "must be in (0, 1)");
-  if (bos_id < 256 || bos_id >= vocab_size) return bad("tokenizer.bos_id", "must be in [256, vocab_size)");
-  if (eos_id < 256 || eos_id >= vocab_size || eos_id == bos_id) return bad("tokenizer.eos_id", "must be in [256, vocab_size) and differ from bos_id");
-  if (weights_dtype != "float32" && weights_dtype != "bfloat16") return bad("weights.dtype", "must be \"float32\" or \"bfloat16\"");
+  const std::string dims = "d_model " + std::to_string(d_model) + ", n_heads " + std::to_string(n_heads);
+  if (vocab_size < 258 || vocab_size > 1 << 20) return bad("architecture.vocab_size", vocab_size, "must be in [258, 1048576]");
+  if (n_layers < 1 || n_layers > 256) return bad("architecture.n_layers", n_layers, "must be in [1, 256]");
+  if (d_model < 2 || d_model > 65536) return bad("architecture.d_model", d_model, "must be in [2, 65536]");
+  if (n_heads < 1 || n_heads > d_model) return bad("architecture.n_heads", dims, "must be in [1, d_model]");
+  if (d_model % n_heads != 0) return bad("architecture.n_heads", dims, "must divide d_model");
+  if (head_dim() % 2 != 0) {
+    return bad("architecture.n_heads", dims, "must leave an even head dimension (d_model / n_heads) for RoPE");
+  }
+  if (d_ff < 1 || d_ff > 1 << 20) return bad("architecture.d_ff", d_ff, "must be in [1, 1048576]");
+  if (max_context < 1 || max_context > 1 << 20) return bad("architecture.max_context", max_context, "must be in [1, 1048576]");
+  if (!(rope_theta > 1.0) || !std::isfinite(rope_theta)) return bad("architecture.rope_theta", rope_theta, "must be a finite number > 1");
+  if (!(norm_eps > 0.0) || !(norm_eps < 1.0)) return bad("architecture.norm_eps", norm_eps, "must be in (0, 1)");
+  const std::string ids = "bos_id " + std::to_string(bos_id) + ", eos_id " + std::to_string(eos_id) + ", vocab_size " +
+                          std::to_string(vocab_size);
+  if (bos_id < 256 || bos_id >= vocab_size) return bad("tokenizer.bos_id", ids, "must be in [256, vocab_size)");
+  if (eos_id < 256 || eos_id >= vocab_size || eos_id == bos_id) {
+    return bad("tokenizer.eos_id", ids, "must be in [256, vocab_size) and differ from bos_id");
+  }
+  if (weights_dtype != "float32" && weights_dtype != "bfloat16") {
+    return bad("weights.dtype", "\"" + weights_dtype + "\"", "must be \"float32\" or \"bfloat16\"");
+  }
   if (routing_enabled) {
-    if (!(capacity > 0.0) || !(capacity <= 1.0)) return bad("routing.capacity", "must be in (0, 1]");
-    if (routed_layers.empty()) return bad("routing.routed_layers", "must list at least one layer when routing is enabled");
+    if (!(capacity > 0.0) || !(capacity <= 1.0)) return bad("routing.capacity", capacity, "must be in (0, 1]");
+    if (routed_layers.empty()) return bad("routing.routed_layers", "[]", "must list at least one layer when routing is enabled");
     if (routed_layers.size() > 64) {
-      return bad("routing.routed_layers", "lists " + std::to_string(routed_layers.size()) +
-                                              " layers; at most 64 (a token's route is a 64-bit mask of them)");
+      return bad("routing.routed_layers", std::to_string(routed_layers.size()) + " layers",
+                 "lists at most 64 layers (a token's route is a 64-bit mask of them)");
     }
     std::set<int64_t> seen;
     for (int64_t l : routed_layers) {
-      if (l < 0 || l >= n_layers) return bad("routing.routed_layers", "has layer " + std::to_string(l) + " outside [0, n_layers)");
-      if (!seen.insert(l).second) return bad("routing.routed_layers", "lists layer " + std::to_string(l) + " twice");
+      if (l < 0 || l >= n_layers) {
+        return bad("routing.routed_layers", "layer " + std::to_string(l) + ", n_layers " + std::to_string(n_layers),
+                   "must hold layers in [0, n_layers)");
+      }
+      if (!seen.insert(l).second) return bad("routing.routed_layers", "layer " + std::to_string(l) + " twice", "must not repeat a layer");
     }
-    if (predictor_hidden < 1 || predictor_hidden > 65536) return bad("routing.predictor_hidden", "must be in [1, 65536]");
+    if (predictor_hidden < 1 || predictor_hidden > 65536) {
+      return bad("routing.predictor_hidden", predictor_hidden, "must be in [1, 65536]");
+    }
   }
+  const std::string quoted_mode = "\"" + mode + "\"";
   if (mode != "mod" && mode != "staged" && mode != "integrated") {
-    return bad("mode", "must be \"mod\", \"staged\" or \"integrated\" (got \"" + mode + "\")");
+    return bad("mode", quoted_mode, "must be \"mod\", \"staged\" or \"integrated\"");
   }
   if (mode == "mod") {
-    if (moe_experts != 0) return bad("moe.experts", "needs mode \"staged\" or \"integrated\" (mode is \"mod\")");
+    if (moe_experts != 0) {
+      return bad("moe.experts", std::to_string(moe_experts) + " with mode \"mod\"", "needs mode \"staged\" or \"integrated\"");
+    }
   } else {
-    if (!routing_enabled) return bad("mode", "\"" + mode + "\" needs routing.enabled (MoDE routes the routed layers)");
-    if (moe_experts < 2 || moe_experts > 64) return bad("moe.experts", "must be in [2, 64] in mode \"" + mode + "\"");
-    if (moe_top_k < 1 || moe_top_k > moe_experts) return bad("moe.top_k", "must be in [1, moe.experts]");
-    if (mode == "integrated" && moe_top_k != 1) return bad("moe.top_k", "must be 1 in mode \"integrated\"");
-    if (mode == "integrated" && !(capacity < 1.0)) return bad("routing.capacity", "must be < 1 in mode \"integrated\" (the no-op expert takes the rest)");
-    if (!(moe_capacity_factor >= 1.0) || !(moe_capacity_factor <= 16.0)) return bad("moe.capacity_factor", "must be in [1, 16]");
+    if (!routing_enabled) return bad("mode", quoted_mode, "needs routing.enabled (MoDE routes the routed layers)");
+    if (moe_experts < 2 || moe_experts > 64) return bad("moe.experts", moe_experts, "must be in [2, 64] in mode " + quoted_mode);
+    if (moe_top_k < 1 || moe_top_k > moe_experts) {
+      return bad("moe.top_k", "top_k " + std::to_string(moe_top_k) + ", experts " + std::to_string(moe_experts),
+                 "must be in [1, moe.experts]");
+    }
+    if (mode == "integrated" && moe_top_k != 1) return bad("moe.top_k", moe_top_k, "must be 1 in mode \"integrated\"");
+    if (mode == "integrated" && !(capacity < 1.0)) {
+      return bad("routing.capacity", capacity, "must be < 1 in mode \"integrated\" (the no-op expert takes the rest)");
+    }
+    if (!(moe_capacity_factor >= 1.0) || !(moe_capacity_factor <= 16.0)) {
+      return bad("moe.capacity_factor", moe_capacity_factor, "must be in [1, 16]");
+    }
   }
   return Status::Ok();
 }

@@ -79,7 +79,7 @@ TEST(ModeConfig, RoundTripsAndNamesBadKeys) {
   j["mode"] = "mod";
   auto r = ModelConfig::FromJson(j, "model/config.json");
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().message(), "model/config.json: moe.experts needs mode \"staged\" or \"integrated\" (mode is \"mod\")");
+  EXPECT_EQ(r.status().message(), "model/config.json: moe.experts needs mode \"staged\" or \"integrated\" (got 4 with mode \"mod\")");
 }
 
 // Each expert ran at most (staged) or exactly (integrated: expert choice)

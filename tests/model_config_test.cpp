@@ -59,18 +59,18 @@ TEST(ModelConfig, InvalidFieldsNameTheKey) {
     const char* expect;
   };
   std::vector<Case> cases = {
-      {"/architecture/n_heads", 5, "architecture.n_heads"},
-      {"/architecture/n_layers", 0, "architecture.n_layers"},
+      {"/architecture/n_heads", 5, "architecture.n_heads must divide d_model (got d_model 192, n_heads 5)"},
+      {"/architecture/n_layers", 0, "architecture.n_layers must be in [1, 256] (got 0)"},
       {"/architecture/d_model", "big", "architecture.d_model"},
-      {"/architecture/max_context", -1, "architecture.max_context"},
+      {"/architecture/max_context", -1, "architecture.max_context must be in [1, 1048576] (got -1)"},
       {"/routing/capacity", 0.0, "routing.capacity"},
-      {"/routing/capacity", 1.5, "routing.capacity"},
-      {"/routing/routed_layers", nlohmann::json::array({1, 9}), "routing.routed_layers"},
-      {"/routing/routed_layers", nlohmann::json::array({1, 1}), "routing.routed_layers"},
+      {"/routing/capacity", 1.5, "routing.capacity must be in (0, 1] (got 1.5)"},
+      {"/routing/routed_layers", nlohmann::json::array({1, 9}), "(got layer 9, n_layers 6)"},
+      {"/routing/routed_layers", nlohmann::json::array({1, 1}), "must not repeat a layer (got layer 1 twice)"},
       {"/routing/routed_layers", "odd", "routing.routed_layers"},
       {"/tokenizer/type", "bpe", "tokenizer.type"},
-      {"/tokenizer/bos_id", 3, "tokenizer.bos_id"},
-      {"/weights/dtype", "float16", "weights.dtype"},
+      {"/tokenizer/bos_id", 3, "tokenizer.bos_id must be in [256, vocab_size) (got bos_id 3, eos_id 257, vocab_size 258)"},
+      {"/weights/dtype", "float16", "weights.dtype must be \"float32\" or \"bfloat16\" (got \"float16\")"},
       // A misspelled key is refused, not left at its default.
       {"/architecture/num_heads", 6, "architecture.num_heads: unknown key (known: vocab_size, n_layers"},
       {"/routing/capcity", 0.5, "routing.capcity: unknown key"},
@@ -95,7 +95,7 @@ TEST(ModelConfig, InvalidFieldsNameTheKey) {
     many["routing"].erase("routed_layers");
     auto r = ModelConfig::FromJson(many, "m/config.json");
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(r.status().message().find("routing.routed_layers lists 65 layers; at most 64"), std::string::npos)
+    EXPECT_NE(r.status().message().find("routing.routed_layers lists at most 64 layers (a token's route is a 64-bit mask of them) (got 65 layers)"), std::string::npos)
         << r.status().message();
     many["architecture"]["n_layers"] = 128;  // 64 routed: fits
     EXPECT_TRUE(ModelConfig::FromJson(many, "m/config.json").ok());
