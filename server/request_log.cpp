@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -89,6 +90,16 @@ static size_t WriteAll(int fd, const char* data, size_t n, int* error) {
   return done;
 }
 
+// The size of the regular file `fd` appends to (O_APPEND: every write lands
+// at its end), or -1 for anything else (a pipe, a terminal, a file written
+// at an offset).
+static off_t AppendedFileSize(int fd) {
+  struct stat st;
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || (flags & O_APPEND) == 0 || ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return -1;
+  return st.st_size;
+}
+
 struct RequestLog::Shared {
   // A raw descriptor, not stdio: a FILE would be flushed by exit(), and on a
   // stuck destination that flush would hang the process the writer left.
@@ -112,14 +123,25 @@ struct RequestLog::Shared {
   // carries, counted again if that line is lost.
   void WriteChunk(std::string chunk, int64_t note) {
     if (torn) chunk.insert(0, 1, '\n');  // the fragment a failed write left becomes a line of its own
+    const off_t start = AppendedFileSize(fd);
     int error = 0;
-    const size_t written = WriteAll(fd, chunk.data(), chunk.size(), &error);
+    size_t written = WriteAll(fd, chunk.data(), chunk.size(), &error);
     if (error == 0) {
       failing = false;
       torn = false;
       return;
     }
     const size_t skip = torn ? 1 : 0;
+    if (written > skip && chunk[written - 1] != '\n') {
+      // Cut short inside a line: on a file only we appended to since `start`,
+      // the fragment is cut off again, so the file holds whole lines only.
+      const size_t last_newline = chunk.rfind('\n', written - 1);
+      const size_t whole = std::max(skip, last_newline == std::string::npos ? 0 : last_newline + 1);  // bytes of whole lines
+      if (start >= 0 && AppendedFileSize(fd) == start + static_cast<off_t>(written) &&
+          ::ftruncate(fd, start + static_cast<off_t>(whole)) == 0) {
+        written = whole;
+      }
+    }
     if (written > skip) torn = chunk[written - 1] != '\n';
     const auto total = static_cast<int64_t>(std::count(chunk.begin() + static_cast<std::ptrdiff_t>(skip), chunk.end(), '\n'));
     const auto finished = static_cast<int64_t>(

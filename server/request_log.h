@@ -5,7 +5,8 @@
 // ever blocks on the destination: a line is queued, and when kMaxQueued
 // lines wait (the destination is stuck) new ones are dropped and counted,
 // as are lines whose write fails (a full disk: said once on stderr until a
-// write succeeds again; the fragment of a line cut short is ended by a
+// write succeeds again; a line cut short is cut off again in a file only
+// this log appended to, and elsewhere (a pipe) its fragment is ended by a
 // newline, so the lines after it stay whole); the next line written carries "log_lines_dropped":
 // the lines dropped since the last such note. Reopen() (mod-server on SIGHUP) opens a file
 // destination's path again, so that after logrotate moved the file the log

@@ -1,14 +1,22 @@
 // Tests of the request log (server/request_log.h): records as one JSON object
 // with only the known fields, Reopen after a move, a stuck destination that
-// never blocks writers and counts its drops, a bounded close, and an
-// unopenable file. Part of service_tests.
+// never blocks writers and counts its drops, a write cut short that leaves
+// only whole lines in the file, a bounded close, and an unopenable file.
+// Part of service_tests.
 #include "server/request_log.h"
 
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
+#include <cstdio>
+#include <sstream>
+
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <string>
@@ -163,6 +171,58 @@ TEST(RequestLog, FailedWritesAreCountedAsDroppedAndSaidOnce) {
   const std::string said = "request log: cannot write to /dev/full: No space left on device";
   EXPECT_NE(err.find(said), std::string::npos) << err;
   EXPECT_EQ(err.find(said), err.rfind(said)) << "said once: " << err;
+}
+
+// A write cut short inside a line (here by the file-size limit, in a child
+// process so the limit is its own) leaves no fragment in the appended file:
+// it holds whole JSON lines only, and every line not in it is counted as
+// dropped.
+TEST(RequestLog, AWriteCutShortLeavesOnlyWholeLinesInTheFile) {
+  const std::string path = ::testing::TempDir() + "/request_log_fsize";
+  ::unlink(path.c_str());
+  constexpr int kLines = 30;
+  constexpr rlim_t kLimit = 1000;  // the 81-byte lines end at 972 and 1053: the 13th is cut
+  auto line = [](int i) {
+    char id[8];
+    std::snprintf(id, sizeof id, "%02d", i);
+    return "{\"i\":\"" + std::string(id) + "\",\"pad\":\"" + std::string(61, 'x') + "\"}";
+  };
+  ASSERT_EQ(line(0).size() + 1, 81u);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::signal(SIGXFSZ, SIG_IGN);  // a write past the limit fails with EFBIG instead
+    const rlimit limit{kLimit, kLimit};
+    if (::setrlimit(RLIMIT_FSIZE, &limit) != 0 || !std::freopen("/dev/null", "w", stderr)) ::_exit(101);
+    auto log = RequestLog::Open(path);
+    if (!log.ok()) ::_exit(102);
+    for (int i = 0; i < kLines; ++i) (*log)->Write(line(i));
+    for (int wait = 0; wait < 500; ++wait) {  // until every line is written or counted
+      std::ifstream in(path);
+      const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (std::count(text.begin(), text.end(), '\n') + (*log)->dropped() == kLines) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ::_exit(static_cast<int>((*log)->dropped()));
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  const int dropped = WEXITSTATUS(status);
+  ASSERT_LE(dropped, kLines) << "the child failed before writing (exit " << dropped << ")";
+  std::ifstream in(path);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(text.empty());
+  EXPECT_LT(text.size(), kLimit);
+  EXPECT_EQ(text.back(), '\n') << "a fragment is left at the end";
+  std::istringstream lines(text);
+  int whole = 0;
+  for (std::string l; std::getline(lines, l);) {
+    EXPECT_EQ(l, line(whole)) << "line " << whole;
+    ++whole;
+  }
+  EXPECT_EQ(whole, static_cast<int>(kLimit / 81));
+  EXPECT_EQ(whole + dropped, kLines);
 }
 
 TEST(RequestLog, ClosingOnAStuckDestinationWaitsOnlyBriefly) {
