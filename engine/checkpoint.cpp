@@ -23,6 +23,28 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   return os.str();
 }
 
+std::string CountString(double n) {
+  std::ostringstream os;
+  os.precision(n < 1e15 ? 15 : 3);  // exact while it is a count anyone would type
+  os << n;
+  return os.str();
+}
+
+// A config asking for more than twice the parameters the file holds is
+// refused before the model is built: a typo such as d_model 1920 for 192
+// would otherwise allocate (and randomly initialise) that whole model first,
+// and a large one could end the process for memory instead of naming the
+// mismatch. Closer counts build the model, which is then cheap, so the
+// tensor-by-tensor check can name the tensor that differs.
+Status CheckParameterCount(const ModelConfig& cfg, const SafetensorsFile& file, const std::string& path) {
+  double in_file = 0;
+  for (const auto& t : file.header().tensors) in_file += static_cast<double>(t.numel());
+  const double wanted = MoDTransformerImpl::ParameterCount(cfg);
+  if (wanted <= 2 * in_file) return Status::Ok();
+  return DataLoss(path + ": config.json describes a model of " + CountString(wanted) + " parameters but the file holds " +
+                  CountString(in_file) + " (check the architecture and routing sizes in config.json)");
+}
+
 }  // namespace
 
 StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
@@ -48,6 +70,7 @@ StatusOr<MoDTransformer> LoadCheckpoint(const std::string& dir) {
   auto file = SafetensorsFile::Open(path);
   if (!file.ok()) return file.status();
   const DType want = cfg->weights_dtype == "bfloat16" ? DType::kBF16 : DType::kF32;
+  MODSERVE_RETURN_IF_ERROR(CheckParameterCount(*cfg, *file, path));
 
   try {
     MoDTransformer model(*cfg);

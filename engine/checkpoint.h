@@ -3,7 +3,9 @@
 //
 // Loading builds the model from the config and requires the file to hold
 // exactly the model's tensors, each with the config's shape and dtype, all
-// finite; any mismatch is an error naming the file and the tensor. Saving is
+// finite; any mismatch is an error naming the file and the tensor. A config
+// that implies more than twice the file's parameters (a typo'd width, say) is
+// refused before the model is built, naming both counts. Saving is
 // atomic per file and round-trips bit-exactly (f32; bf16 round-trips the bf16
 // values).
 //

@@ -234,6 +234,21 @@ ForwardOutput MoDTransformerImpl::Forward(const torch::Tensor& tokens, RouteMode
   return out;
 }
 
+double MoDTransformerImpl::ParameterCount(const ModelConfig& cfg) {
+  // Mirrors the constructors above: BlockImpl, PredictorImpl, MixtureOfExpertsImpl.
+  const double d = static_cast<double>(cfg.d_model), ff = static_cast<double>(cfg.d_ff);
+  const double hidden = static_cast<double>(cfg.predictor_hidden);
+  const double mlp = 2.0 * d * ff;                                  // fc1 [ff, d], fc2 [d, ff]
+  const double predictor = d * hidden + hidden + hidden + 1.0;      // fc1 [h, d] + bias, fc2 [1, h] + bias
+  double count = 2.0 * d * static_cast<double>(cfg.vocab_size) + d;  // tok_emb, lm_head, final_norm
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    count += 2.0 * d + 4.0 * d * d;  // attn_norm, mlp_norm, wqkv [3d, d], wo [d, d]
+    count += cfg.HasExperts(l) ? d * static_cast<double>(cfg.ExpertChoices()) + static_cast<double>(cfg.moe_experts) * mlp : mlp;
+    if (cfg.SkipsAttention(l)) count += d + predictor;  // router [1, d], predictor
+  }
+  return count;
+}
+
 double MoDTransformerImpl::ForwardFlopsPerToken(const ModelConfig& cfg, int64_t seq_len, double compute_fraction) {
   const double d = static_cast<double>(cfg.d_model), ff = static_cast<double>(cfg.d_ff);
   const double attn_proj = 2.0 * 4.0 * d * d, mlp = 2.0 * 2.0 * d * ff;

@@ -143,6 +143,11 @@ class MoDTransformerImpl : public torch::nn::Module {
   // Forward FLOPs per token (multiply-adds x 2) of the matmuls, for a sequence
   // of `seq_len` tokens where routed layers compute `compute_fraction` of them.
   static double ForwardFlopsPerToken(const ModelConfig& cfg, int64_t seq_len, double compute_fraction);
+  // Elements of all parameters a model built from `cfg` holds, computed from
+  // the config alone (no allocation): LoadCheckpoint compares it with the
+  // file before it builds the model. A double, since a bad config can ask for
+  // more than int64 holds.
+  static double ParameterCount(const ModelConfig& cfg);
 
   torch::nn::Embedding tok_emb{nullptr};
   torch::nn::ModuleList layers{nullptr};

@@ -98,6 +98,22 @@ TEST(Checkpoint, ConfigErrorsNameTheKey) {
   ExpectLoadError(dir, {"config.json", "architecture.n_heads"});
 }
 
+TEST(Checkpoint, AConfigFarLargerThanTheFileIsRefusedBeforeTheModelIsBuilt) {
+  const std::string dir = TempDir("ckpt_huge_cfg");
+  MoDTransformer model = SavedTinyModel(dir);
+  int64_t in_file = 0;
+  for (const auto& p : model->parameters()) in_file += p.numel();
+  // A typo'd width: one wqkv alone would be 3 * 65536^2 floats (48 GiB). Built
+  // first, as before, it was a ResourceExhausted "does not fit in memory".
+  nlohmann::json j = model->config().ToJson();
+  j["architecture"]["d_model"] = 65536;
+  std::ofstream(dir + "/config.json") << j.dump();
+  auto loaded = LoadCheckpoint(dir);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), StatusCode::kDataLoss) << loaded.status().ToString();
+  ExpectLoadError(dir, {"model.safetensors", "config.json describes a model of", "parameters but the file holds " + std::to_string(in_file) + " "});
+}
+
 TEST(Checkpoint, MissingTensor) {
   const std::string dir = TempDir("ckpt_missing");
   MoDTransformer model = SavedTinyModel(dir);

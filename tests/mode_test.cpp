@@ -300,6 +300,16 @@ TEST(ModeCheckpoint, RoundTripsAndAMismatchIsAClearError) {
       << missing.status().message();
 }
 
+TEST(ModeModel, ParameterCountFromTheConfigMatchesTheBuiltModel) {
+  for (const ModelConfig& c : {testing::TinyConfig(), testing::TinyConfig(/*routed=*/false), ModeConfig("staged"),
+                               ModeConfig("integrated", 3)}) {
+    MoDTransformer m(c);
+    int64_t built = 0;
+    for (const auto& p : m->parameters()) built += p.numel();
+    EXPECT_EQ(MoDTransformerImpl::ParameterCount(c), static_cast<double>(built)) << c.mode << ", routed " << c.routing_enabled;
+  }
+}
+
 TEST(ModeModel, FlopsPerTokenFollowTheMode) {
   ModelConfig mod = testing::TinyConfig(), staged = ModeConfig("staged"), integrated = ModeConfig("integrated");
   const double f = 0.25;
