@@ -97,18 +97,32 @@ void PrefixCache::Insert(SeqId id, const std::vector<int64_t>& tokens, const std
         if (n > table.size()) throw std::logic_error("PrefixCache: sequence " + std::to_string(id) + " holds fewer rows than recorded");
         e.blocks.emplace_back(table.begin(), table.begin() + static_cast<std::ptrdiff_t>(n));
       }
-      for (const auto& layer : e.blocks) {
-        for (int64_t b : layer) blocks_->Hold(b);  // after every check: a throw takes no hold
+      // What can throw (the checks above, bad_alloc in the three inserts)
+      // comes first and is undone on a throw; the holds and links, which
+      // cannot throw, come last: a failed insert leaves neither a hold nor
+      // a half-linked entry.
+      found = next_id_;
+      e.last_use = clock_ + 1;
+      auto entry = entries_.emplace(found, std::move(e)).first;
+      bool hashed = false;
+      try {
+        by_hash_.emplace(hash, found);
+        hashed = true;
+        leaves_.insert({clock_ + 1, found});
+      } catch (...) {
+        if (hashed) by_hash_.erase(hash);
+        entries_.erase(entry);
+        throw;
       }
-      found = next_id_++;
+      ++next_id_;
+      ++clock_;
+      for (const auto& layer : entry->second.blocks) {
+        for (int64_t b : layer) blocks_->Hold(b);  // the blocks are in the table: cannot throw
+      }
       if (parent >= 0) {
         Entry& p = entries_.at(parent);
         if (p.children++ == 0) leaves_.erase({p.last_use, parent});
       }
-      by_hash_.emplace(hash, found);
-      entries_.emplace(found, std::move(e));
-      entries_.at(found).last_use = ++clock_;
-      leaves_.insert({clock_, found});
     } else {
       Touch(found);
     }

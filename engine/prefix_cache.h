@@ -58,6 +58,8 @@ class PrefixCache {
   // Records the prefixes of sequence `id` (which holds at least these rows)
   // ending at each boundary: boundary_rows[k][layer] are the rows of the
   // prefix of (k + 1) * granularity tokens. Entries already there are marked used.
+  // On a throw (bad_alloc), the entries recorded before it stay whole and the
+  // one it was adding is not there: no hold, no link.
   void Insert(SeqId id, const std::vector<int64_t>& tokens, const std::vector<std::vector<int64_t>>& boundary_rows,
               const std::string& salt = "");
   // Drops the least recently used leaf; false when the cache is empty.

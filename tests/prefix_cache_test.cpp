@@ -1,11 +1,13 @@
 // Tests for the prefix cache's index: longest-prefix matches in whole
 // granularity steps, per-layer rows and blocks, verification of every link,
-// holds on the blocks, and least-recently-used eviction of leaves.
+// holds on the blocks, least-recently-used eviction of leaves, and whole
+// entries with no stray hold when memory runs out in Insert.
 #include <gtest/gtest.h>
 
 #include <numeric>
 
 #include "engine/prefix_cache.h"
+#include "failing_allocator.h"
 
 namespace modserve {
 namespace {
@@ -116,6 +118,42 @@ TEST(PrefixCache, InsertingAKnownPrefixAddsNoHolds) {
   f.cache.Clear();
   EXPECT_EQ(f.blocks.free_blocks(), 64);
   EXPECT_EQ(free_before, 64 - 3) << "two blocks at layer 0, one at layer 1";
+}
+
+TEST(PrefixCache, RunningOutOfMemoryInInsertLeavesWholeEntriesAndNoHold) {
+  // A failure at each of Insert's allocations in turn: the entries recorded
+  // before it stay whole and matchable, the one it hit is not there at all,
+  // and once the cache is cleared and the sequence released, no block is held.
+  const std::vector<int64_t> tokens = Iota(12);  // prefixes of 4, 8 and 12 tokens
+  for (int64_t n = 0;; ++n) {
+    ASSERT_LT(n, 1000) << "Insert never ran without failing";
+    Fixture f;
+    ASSERT_TRUE(f.blocks.AddSequence(1).ok());
+    ASSERT_TRUE(f.blocks.Append(1, 0, 12).ok());
+    ASSERT_TRUE(f.blocks.Append(1, 1, 6).ok());
+    const std::vector<std::vector<int64_t>> rows = {{4, 2}, {8, 4}, {12, 6}};
+    bool threw = false;
+    testing::FailAllocationAfter(n);
+    try {
+      f.cache.Insert(1, tokens, rows);
+    } catch (const std::bad_alloc&) {
+      threw = true;
+    }
+    const bool failed = testing::AllocationFailed();
+    testing::StopFailingAllocations();
+    EXPECT_EQ(threw, failed) << "allocation " << n;
+    const int64_t entries = f.cache.size();
+    EXPECT_EQ(f.cache.Match(tokens, 12).length, entries * kG) << "allocation " << n;
+    f.cache.Clear();
+    EXPECT_EQ(f.cache.size(), 0) << "allocation " << n;
+    f.blocks.Release(1);
+    EXPECT_EQ(f.blocks.free_blocks(), f.blocks.num_blocks()) << "allocation " << n;
+    if (!failed) {
+      EXPECT_EQ(entries, 3);
+      EXPECT_GE(n, 3 * 4) << "each entry allocates its tokens, rows, blocks and map node";
+      break;
+    }
+  }
 }
 
 }  // namespace
