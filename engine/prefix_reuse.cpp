@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <new>
 
 namespace modserve {
 
@@ -14,36 +15,49 @@ PrefixReuse::PrefixReuse(KvCache* kv, const ModelConfig& cfg, const std::vector<
 PrefixReuse::~PrefixReuse() { kv_->manager().set_evictor(nullptr); }
 
 void PrefixReuse::Record(const std::vector<SequenceChunk>& batch, const std::vector<int64_t>& starts, const StepResult& result) {
-  const KvBlockManager& m = kv_->manager();
-  const int64_t G = cache_.granularity(), L = static_cast<int64_t>(writes_all_.size());
   for (size_t b = 0; b < batch.size(); ++b) {
     const SequenceChunk& c = batch[b];
-    Seq& s = seqs_.at(c.id);
-    const std::vector<uint64_t>& routes = result.routes[b];
-    const auto n = static_cast<int64_t>(c.tokens.size());
-    if ((starts[b] + n) / G == starts[b] / G) {  // no boundary in this chunk
-      s.tokens.insert(s.tokens.end(), c.tokens.begin(), c.tokens.end());
-      continue;
+    auto it = seqs_.find(c.id);
+    if (it == seqs_.end() || !it->second.recording) continue;
+    Seq& s = it->second;
+    try {
+      RecordChunk(s, c, starts[b], result.routes[b]);
+    } catch (const std::bad_alloc&) {
+      // Its tokens and boundary rows may now disagree: record no more of it
+      // (the step itself applied; only the caching of this sequence stops).
+      s.recording = false;
+      s.tokens = {};
+      s.boundary_rows = {};
     }
-    // Rows per layer before the chunk, then walk its tokens.
-    std::vector<int64_t> rows(static_cast<size_t>(L));
-    for (int64_t l = 0; l < L; ++l) {
-      int64_t wrote = 0;
-      for (int64_t i = 0; i < n; ++i) wrote += Writes(l, routes[static_cast<size_t>(i)]);
-      rows[static_cast<size_t>(l)] = m.NumTokens(c.id, l) - wrote;
-    }
-    for (int64_t i = 0; i < n; ++i) {
-      s.tokens.push_back(c.tokens[static_cast<size_t>(i)]);
-      for (int64_t l = 0; l < L; ++l) rows[static_cast<size_t>(l)] += Writes(l, routes[static_cast<size_t>(i)]);
-      if ((starts[b] + i + 1) % G == 0) s.boundary_rows.push_back(rows);
-    }
-    cache_.Insert(c.id, s.tokens, s.boundary_rows, s.salt);
   }
+}
+
+void PrefixReuse::RecordChunk(Seq& s, const SequenceChunk& c, int64_t start, const std::vector<uint64_t>& routes) {
+  const KvBlockManager& m = kv_->manager();
+  const int64_t G = cache_.granularity(), L = static_cast<int64_t>(writes_all_.size());
+  const auto n = static_cast<int64_t>(c.tokens.size());
+  if ((start + n) / G == start / G) {  // no boundary in this chunk
+    s.tokens.insert(s.tokens.end(), c.tokens.begin(), c.tokens.end());
+    return;
+  }
+  // Rows per layer before the chunk, then walk its tokens.
+  std::vector<int64_t> rows(static_cast<size_t>(L));
+  for (int64_t l = 0; l < L; ++l) {
+    int64_t wrote = 0;
+    for (int64_t i = 0; i < n; ++i) wrote += Writes(l, routes[static_cast<size_t>(i)]);
+    rows[static_cast<size_t>(l)] = m.NumTokens(c.id, l) - wrote;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    s.tokens.push_back(c.tokens[static_cast<size_t>(i)]);
+    for (int64_t l = 0; l < L; ++l) rows[static_cast<size_t>(l)] += Writes(l, routes[static_cast<size_t>(i)]);
+    if ((start + i + 1) % G == 0) s.boundary_rows.push_back(rows);
+  }
+  cache_.Insert(c.id, s.tokens, s.boundary_rows, s.salt);
 }
 
 int64_t PrefixReuse::Attach(SeqId id, const std::vector<int64_t>& tokens, int64_t limit, const std::string& salt) {
   auto it = seqs_.find(id);
-  if (it == seqs_.end() || !it->second.tokens.empty()) return 0;
+  if (it == seqs_.end() || !it->second.recording || !it->second.tokens.empty()) return 0;
   it->second.salt = salt;
   PrefixMatch match = cache_.Match(tokens, limit, salt);
   if (match.length == 0) return 0;

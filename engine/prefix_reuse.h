@@ -31,6 +31,8 @@ class PrefixReuse {
   void Add(SeqId id) { seqs_[id] = {}; }
   void Release(SeqId id) { seqs_.erase(id); }
   // After a step that applied: `starts[b]` is chunk b's first position.
+  // Never throws bad_alloc: a sequence whose recording runs out of memory is
+  // recorded no further (its cached prefixes so far stay whole and correct).
   void Record(const std::vector<SequenceChunk>& batch, const std::vector<int64_t>& starts, const StepResult& result);
   // Gives the new, empty sequence `id` the K/V of the longest prefix of
   // tokens[0, limit) cached under `salt`; returns its length (0: none, or the
@@ -46,7 +48,9 @@ class PrefixReuse {
     std::string salt;
     std::vector<int64_t> tokens;
     std::vector<std::vector<int64_t>> boundary_rows;  // per block_size-th position: rows per layer
+    bool recording = true;                            // false after a recording ran out of memory
   };
+  void RecordChunk(Seq& s, const SequenceChunk& c, int64_t start, const std::vector<uint64_t>& routes);
   // Whether a token with `route` wrote K/V at layer l.
   bool Writes(int64_t l, uint64_t route) const {
     const auto i = static_cast<size_t>(l);

@@ -2,7 +2,8 @@
 // prefix (shared full blocks, copied partial rows, per-layer sparse row
 // counts) gives the logits of one that ran every token, in MoD and both MoDE
 // modes; the sequence that wrote the prefix is unaffected; cached prefixes
-// give way when the pool is short; and nothing leaks under random use.
+// give way when the pool is short; and nothing leaks under random use, nor
+// when memory runs out while a step is recorded.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -10,7 +11,9 @@
 
 #include "engine/checkpoint.h"
 #include "engine/engine_torch.h"
+#include "engine/prefix_reuse.h"
 #include "engine_test_util.h"
+#include "failing_allocator.h"
 #include "test_models.h"
 
 namespace modserve {
@@ -199,6 +202,61 @@ TEST(EnginePrefixCache, RandomUseWithSharedPrefixesStaysExactAndNeverLeaks) {
   EXPECT_EQ(e->Occupancy().used_blocks, 0);
   e->ClearPrefixCache();
   EXPECT_EQ(e->Occupancy().cached_blocks, 0);
+}
+
+TEST(PrefixReuse, RunningOutOfMemoryWhileRecordingStopsThatSequencesRecordingOnly) {
+  // Record after a step of 12 tokens, failing at each of its allocations in
+  // turn: it never throws, the prefixes it recorded are whole (a new sequence
+  // attaches a multiple of the block size), a sequence it failed on records
+  // nothing more, and once all is released and cleared no block is held.
+  const ModelConfig cfg = testing::TinyConfig();  // layers 1 and 3 routed
+  const int64_t bs = 4;
+  std::vector<int64_t> tokens(16);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int64_t>(i) + 40;
+  StepResult result;
+  result.routes.emplace_back();
+  for (int64_t i = 0; i < 12; ++i) result.routes[0].push_back((i % 2 == 0 ? 1u : 0u) | 2u);  // layer 1: even tokens; layer 3: all
+  for (int64_t n = 0;; ++n) {
+    ASSERT_LT(n, 1000) << "Record never ran without failing";
+    KvCache kv({64, bs, cfg.n_layers}, cfg.n_heads, cfg.head_dim(), torch::TensorOptions().dtype(torch::kFloat));
+    KvBlockManager& m = kv.manager();
+    PrefixReuse reuse(&kv, cfg, {-1, 0, -1, 1});
+    reuse.Add(1);
+    ASSERT_TRUE(m.AddSequence(1).ok());
+    for (int64_t l : {0, 2, 3}) ASSERT_TRUE(m.Append(1, l, 12).ok());
+    ASSERT_TRUE(m.Append(1, 1, 6).ok());
+    const std::vector<SequenceChunk> chunk = {{1, std::vector<int64_t>(tokens.begin(), tokens.begin() + 12)}};
+    const std::vector<int64_t> starts = {0};
+    testing::FailAllocationAfter(n);
+    EXPECT_NO_THROW(reuse.Record(chunk, starts, result)) << "allocation " << n;
+    const bool failed = testing::AllocationFailed();
+    testing::StopFailingAllocations();
+    const int64_t entries = reuse.entries();
+    EXPECT_LE(entries, 3) << "allocation " << n;
+
+    // The next 4 tokens complete a fourth prefix unless recording stopped.
+    for (int64_t l = 0; l < cfg.n_layers; ++l) ASSERT_TRUE(m.Append(1, l, 4).ok());
+    StepResult next;
+    next.routes.push_back(std::vector<uint64_t>(4, 3u));
+    reuse.Record({{1, std::vector<int64_t>(tokens.begin() + 12, tokens.end())}}, {12}, next);
+    EXPECT_EQ(reuse.entries(), failed ? entries : 4) << "allocation " << n;
+
+    reuse.Add(2);
+    ASSERT_TRUE(m.AddSequence(2).ok());
+    const int64_t attached = reuse.Attach(2, tokens, 16, "");
+    EXPECT_EQ(attached % bs, 0) << "allocation " << n;
+    EXPECT_EQ(attached, reuse.entries() * bs) << "allocation " << n;
+    for (SeqId id : {1, 2}) {
+      reuse.Release(id);
+      m.Release(id);
+    }
+    reuse.Clear();
+    EXPECT_EQ(m.free_blocks(), m.num_blocks()) << "allocation " << n;
+    if (!failed) {
+      EXPECT_EQ(entries, 3);
+      break;
+    }
+  }
 }
 
 }  // namespace
