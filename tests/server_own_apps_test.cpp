@@ -350,12 +350,26 @@ TEST(ServerProcess, SigtermDrainsInFlightRequestsAndExitsZero) {
   ::close(p.err_fd);
 }
 
+// Writes a safetensors file holding one f32 tensor "padding" of `numel`
+// zeros, as a sparse file (instant, and no disk is used for the zeros).
+void WriteSparsePaddingFile(const std::string& path, uint64_t numel) {
+  const std::string header = nlohmann::json{{"padding", {{"dtype", "F32"}, {"shape", {numel}}, {"data_offsets", {0, 4 * numel}}}}}.dump();
+  std::ofstream out(path, std::ios::binary);
+  uint64_t length = header.size();  // little-endian u64, then the JSON header
+  for (int i = 0; i < 8; ++i) out.put(static_cast<char>((length >> (8 * i)) & 0xff));
+  out << header;
+  out.close();
+  std::filesystem::resize_file(path, 8 + header.size() + 4 * numel);
+}
+
 // SIGTERM while the model loads: nothing is in flight, so the process exits
 // 0 at once rather than after the load (a large model can outlast the
 // orchestrator's grace period). The load is made long by a config 16 times
-// the shipped model's width: its ~1 GB of parameters are built and
-// initialized (seconds) before the weights are found not to fit it, which
-// would end the load with exit 1.
+// the shipped model's width (~257 M parameters) and a file of 160 M zero
+// parameters (enough to pass the loader's check that the config does not
+// imply more than twice the file's parameters): the model is built and
+// initialized (seconds) before its tensors are found missing from the file,
+// which would end the load with exit 1.
 TEST(ServerProcess, SigtermWhileLoadingExitsZeroAtOnce) {
   const std::string dir = testing::TempDir("loading_model");
   nlohmann::json cfg;
@@ -363,7 +377,7 @@ TEST(ServerProcess, SigtermWhileLoadingExitsZeroAtOnce) {
   cfg["architecture"]["d_model"] = 3072;
   cfg["architecture"]["n_heads"] = 24;
   std::ofstream(dir + "/config.json") << cfg.dump();
-  std::filesystem::copy_file(std::string(kModel) + "/model.safetensors", dir + "/model.safetensors");
+  WriteSparsePaddingFile(dir + "/model.safetensors", 160'000'000);
   Process p = Spawn({std::string(MODSERVE_BINARY_DIR) + "/mod-server", "--model", dir, "--listen", "127.0.0.1:0",
                      "--metrics-listen", "127.0.0.1:0"});
   testing::KillAtExit guard{p};
