@@ -246,8 +246,10 @@ void Scheduler::TakeInboxAndEndCancelled() {
   const auto now = Clock::now();
   auto verdict = [&](const Active& a) -> Status {
     if (all) return all_status;
-    if (cancel.count(a.handle)) return Cancelled("request cancelled by the client");
+    // The deadline before the cancel: gRPC ends a call whose deadline
+    // passed by cancelling it, so both arrive together and the expiry is the cause.
     if (now >= a.req.deadline) return DeadlineExceeded("deadline expired after " + std::to_string(a.gen.tokens().size()) + " generated tokens");
+    if (cancel.count(a.handle)) return Cancelled("request cancelled by the client");
     if (const auto it = group_failed_.find(a.handle); it != group_failed_.end()) return it->second;
     return Status::Ok();
   };
@@ -459,8 +461,9 @@ bool Scheduler::Step() {
       // Wait for a slot or blocks, unless a running request ranks below it.
       Active* victim = LowestRunning();
       if (victim == nullptr || victim->req.priority <= a.req.priority) break;
-      if (slot) {
-        // Short of blocks only: preempt nothing unless all those below `a` could make room.
+      if (short_by > 0) {
+        // Short of blocks (with or without a slot): preempt nothing unless
+        // all those below `a` could make room (a slot alone would not admit it).
         int64_t below = 0;
         for (const auto& [h, r] : running_) {
           if (r->req.priority > a.req.priority) below += reclaimable(*r);

@@ -188,6 +188,33 @@ TEST(Scheduler, NoPreemptionWhereItCouldNotMakeRoom) {
   EXPECT_EQ(e.FreeBlocks(), 120);
 }
 
+// As NoPreemptionWhereItCouldNotMakeRoom, but the newcomer also finds no
+// slot: preempting the priority-5 request would give it a slot but not the
+// blocks, so nothing is preempted then either (before, it was preempted for
+// the slot, the newcomer still did not fit, and its progress was lost).
+TEST(Scheduler, NoPreemptionForASlotWhereTheBlocksWouldStillBeShort) {
+  FakeEngine e(120, 4);
+  SchedulerOptions o;
+  o.max_prefill_tokens = 0;
+  o.max_running = 2;
+  Preemptions seen;
+  Scheduler s(&e, o, &seen);
+  std::vector<Collected> got(3);
+  ASSERT_TRUE(s.Submit(Prio("background one", 80, 0), Into(&got[0])).ok());
+  ASSERT_TRUE(s.Submit(Prio("b", 80, 5), Into(&got[1])).ok());
+  for (int i = 0; i < 41; ++i) s.Step();
+  ASSERT_FALSE(got[0].done() || got[1].done());
+  ASSERT_LT(e.FreeBlocks(), 90) << "too few blocks for the 151-token prompt (about 95 by the estimate)";
+  ASSERT_TRUE(s.Submit(Prio(std::string(150, 'x'), 4, 1), Into(&got[2])).ok());
+  RunUntilIdle(s);
+  EXPECT_EQ(seen.priority, 0) << "a slot without the blocks does not admit the newcomer";
+  EXPECT_EQ(seen.memory, 0);
+  EXPECT_EQ(RecomputedSequences(e), 0);
+  EXPECT_EQ(got[1].text, Expected("abcdefghij", 2, 80));
+  EXPECT_EQ(got[2].text, Expected("abcdefghij", 151, 4));
+  EXPECT_EQ(e.FreeBlocks(), 120);
+}
+
 // As AHigherPriorityRequestPreemptsForKvBlocks, but the two background
 // requests share their blocks with each other (as an n > 1 group shares its
 // prompt's): preempting them would free nothing, so the urgent request waits
