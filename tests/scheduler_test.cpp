@@ -304,6 +304,29 @@ TEST(Scheduler, ExpiredDeadlineEndsTheRequestAndFreesBlocks) {
   EXPECT_EQ(e.sequences(), 0);
 }
 
+// gRPC ends a call past its deadline by cancelling it: a cancel that comes
+// with an expired deadline ends the request as DEADLINE_EXCEEDED (as the
+// client sees it), not CANCELLED.
+TEST(Scheduler, ACancelAfterTheDeadlineEndsTheRequestAsDeadlineExceeded) {
+  FakeEngine e(1000, 4);
+  Scheduler s(&e, {});
+  Collected expired, cancelled;
+  GenerationRequest r = Req("hello", 1000);
+  r.deadline = Clock::now() + std::chrono::milliseconds(30);
+  auto h = s.Submit(std::move(r), Into(&expired));
+  auto live = s.Submit(Req("hello", 1000), Into(&cancelled));
+  ASSERT_TRUE(h.ok() && live.ok());
+  s.Step();
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  s.Cancel(*h);
+  s.Cancel(*live);
+  s.Step();
+  ASSERT_TRUE(expired.done() && cancelled.done());
+  EXPECT_EQ(expired.last().status.code(), StatusCode::kDeadlineExceeded) << expired.last().status.ToString();
+  EXPECT_EQ(cancelled.last().status.code(), StatusCode::kCancelled) << "no deadline: a cancel is a cancel";
+  EXPECT_EQ(e.sequences(), 0);
+}
+
 
 // Sequences preempted before their first `prompt_len` tokens had all been
 // fed (then fed again from BOS).

@@ -68,6 +68,7 @@ class ServerE2E : public ::testing::Test {
 
   std::map<std::string, double> Metrics() { return Scrape(app_->metrics_port()); }
   double Cancelled() { return Metrics()["modserve_requests_total{code=\"CANCELLED\",finish_reason=\"none\"}"]; }
+  double DeadlineExceeded() { return Metrics()["modserve_requests_total{code=\"DEADLINE_EXCEEDED\",finish_reason=\"none\"}"]; }
 
   // Streams `r`, cancels after `messages` messages and returns the call's
   // final code (-1 cast to a code if the stream ended before that many).

@@ -361,12 +361,15 @@ TEST_F(ServerE2E, CancelMidStreamFreesTheRequest) {
 
 TEST_F(ServerE2E, ExpiredDeadlineFreesTheRequest) {
   ASSERT_TRUE(WaitIdle());
+  const double cancelled_before = Cancelled(), expired_before = DeadlineExceeded();
   // Nearly the whole context, under a deadline far shorter than generating it
   // takes here (~0.5 ms a token alone on the shipped model).
   StreamResult s = Stream(Request("Once upon a time", 230), /*timeout=*/0.03);
   EXPECT_EQ(s.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_LT(s.ids.size(), 230u);
   EXPECT_TRUE(WaitIdle());
+  EXPECT_EQ(DeadlineExceeded(), expired_before + 1) << "counted as expired (gRPC cancels the call at its deadline too)";
+  EXPECT_EQ(Cancelled(), cancelled_before);
 }
 
 // A timeout of centuries (Python's timeout=1e10, the longest grpc-timeout
