@@ -125,6 +125,11 @@ void PrefixCache::Insert(SeqId id, const std::vector<int64_t>& tokens, const std
       }
     } else {
       Touch(found);
+      // Another routing of the same tokens (routing that is not bit-equal
+      // across batches can flip a token near the threshold): this
+      // sequence's longer prefixes are not linked under it, or a match
+      // would pair the entry's row counts with this sequence's blocks.
+      if (entries_.at(found).rows != boundary_rows[k]) return;
     }
     parent = found;
   }

@@ -57,7 +57,10 @@ class PrefixCache {
   PrefixMatch Match(const std::vector<int64_t>& tokens, int64_t limit, const std::string& salt = "");
   // Records the prefixes of sequence `id` (which holds at least these rows)
   // ending at each boundary: boundary_rows[k][layer] are the rows of the
-  // prefix of (k + 1) * granularity tokens. Entries already there are marked used.
+  // prefix of (k + 1) * granularity tokens. Entries already there are marked
+  // used; at one whose rows differ from this sequence's (the same tokens
+  // routed otherwise), recording stops: its descendants' blocks always
+  // agree with its rows.
   // On a throw (bad_alloc), the entries recorded before it stay whole and the
   // one it was adding is not there: no hold, no link.
   void Insert(SeqId id, const std::vector<int64_t>& tokens, const std::vector<std::vector<int64_t>>& boundary_rows,

@@ -120,6 +120,26 @@ TEST(PrefixCache, InsertingAKnownPrefixAddsNoHolds) {
   EXPECT_EQ(free_before, 64 - 3) << "two blocks at layer 0, one at layer 1";
 }
 
+// A sequence that routed a cached prefix otherwise (here layer 1 holds one
+// row of the first 4 tokens, not 2) records nothing below that entry: a
+// longer entry of its blocks under the other's rows would hand a match
+// row counts that are not those of the blocks it gets.
+TEST(PrefixCache, APrefixRoutedOtherwiseIsNotRecordedUnderTheCachedOne) {
+  Fixture f;
+  f.Run(1, Iota(8));
+  ASSERT_TRUE(f.cache.EvictOne());  // the 8-token leaf; the 4-token entry stays
+  ASSERT_EQ(f.cache.size(), 1);
+  ASSERT_TRUE(f.blocks.AddSequence(2).ok());
+  ASSERT_TRUE(f.blocks.Append(2, 0, 8).ok());
+  ASSERT_TRUE(f.blocks.Append(2, 1, 3).ok());
+  f.cache.Insert(2, Iota(8), {{4, 1}, {8, 3}});
+  EXPECT_EQ(f.cache.size(), 1);
+  const PrefixMatch m = f.cache.Match(Iota(9), 9);
+  EXPECT_EQ(m.length, 4);
+  EXPECT_EQ(m.boundary_rows, (std::vector<std::vector<int64_t>>{{4, 2}}));
+  EXPECT_EQ(m.blocks[1], (std::vector<int64_t>{f.blocks.BlockTable(1, 1)[0]})) << "sequence 1's blocks, with its rows";
+}
+
 TEST(PrefixCache, RunningOutOfMemoryInInsertLeavesWholeEntriesAndNoHold) {
   // A failure at each of Insert's allocations in turn: the entries recorded
   // before it stay whole and matchable, the one it hit is not there at all,
