@@ -163,6 +163,16 @@ TEST(Scheduler, AHigherPriorityRequestPreemptsForKvBlocks) {
   EXPECT_EQ(e.FreeBlocks(), 64);
 }
 
+// The setup of the two tests below: a priority-0 and a priority-5 request
+// of 80 tokens run 41 steps on `s` (into got[0], got[1]), leaving too few
+// blocks for a 151-token prompt.
+void RunBackgroundHoldingTheBlocks(Scheduler& s, std::vector<Collected>& got) {
+  ASSERT_TRUE(s.Submit(Prio("background one", 80, 0), Into(&got[0])).ok());
+  ASSERT_TRUE(s.Submit(Prio("b", 80, 5), Into(&got[1])).ok());
+  for (int i = 0; i < 41; ++i) s.Step();
+  ASSERT_FALSE(got[0].done() || got[1].done());
+}
+
 TEST(Scheduler, NoPreemptionWhereItCouldNotMakeRoom) {
   // The blocks are held by a request of higher priority than the newcomer:
   // preempting the one below it would not free enough, so nothing is preempted.
@@ -172,10 +182,7 @@ TEST(Scheduler, NoPreemptionWhereItCouldNotMakeRoom) {
   Preemptions seen;
   Scheduler s(&e, o, &seen);
   std::vector<Collected> got(3);
-  ASSERT_TRUE(s.Submit(Prio("background one", 80, 0), Into(&got[0])).ok());
-  ASSERT_TRUE(s.Submit(Prio("b", 80, 5), Into(&got[1])).ok());
-  for (int i = 0; i < 41; ++i) s.Step();
-  ASSERT_FALSE(got[0].done() || got[1].done());
+  ASSERT_NO_FATAL_FAILURE(RunBackgroundHoldingTheBlocks(s, got));
   const int64_t free_before = e.FreeBlocks();
   ASSERT_LT(free_before, 90) << "too few blocks for the 151-token prompt (about 95 by the estimate)";
   ASSERT_TRUE(s.Submit(Prio(std::string(150, 'x'), 4, 1), Into(&got[2])).ok());
@@ -200,10 +207,7 @@ TEST(Scheduler, NoPreemptionForASlotWhereTheBlocksWouldStillBeShort) {
   Preemptions seen;
   Scheduler s(&e, o, &seen);
   std::vector<Collected> got(3);
-  ASSERT_TRUE(s.Submit(Prio("background one", 80, 0), Into(&got[0])).ok());
-  ASSERT_TRUE(s.Submit(Prio("b", 80, 5), Into(&got[1])).ok());
-  for (int i = 0; i < 41; ++i) s.Step();
-  ASSERT_FALSE(got[0].done() || got[1].done());
+  ASSERT_NO_FATAL_FAILURE(RunBackgroundHoldingTheBlocks(s, got));
   ASSERT_LT(e.FreeBlocks(), 90) << "too few blocks for the 151-token prompt (about 95 by the estimate)";
   ASSERT_TRUE(s.Submit(Prio(std::string(150, 'x'), 4, 1), Into(&got[2])).ok());
   RunUntilIdle(s);
