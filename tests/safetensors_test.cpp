@@ -10,18 +10,12 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/safetensors.h"
+#include "safetensors_bytes.h"
 
 namespace modserve {
 namespace {
 
-std::vector<uint8_t> Build(const std::string& header_json, size_t data_bytes, int64_t claimed_len = -1) {
-  std::vector<uint8_t> out(8);
-  uint64_t n = claimed_len >= 0 ? static_cast<uint64_t>(claimed_len) : header_json.size();
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<uint8_t>(n >> (8 * i));
-  out.insert(out.end(), header_json.begin(), header_json.end());
-  out.resize(out.size() + data_bytes, 0);
-  return out;
-}
+using testing::SafetensorsBytes;
 
 StatusOr<SafetensorsFile> Parse(const std::vector<uint8_t>& bytes) { return SafetensorsFile::FromBytes(bytes, "x.safetensors"); }
 
@@ -66,32 +60,32 @@ TEST(Safetensors, MalformedFilesGiveClearErrors) {
   const std::string ok = R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
   std::vector<BadCase> cases = {
       {"too short", {1, 2, 3}, "too short"},
-      {"header length past the end", Build(ok, 8, 1000), "runs past the end"},
-      {"huge header length", Build(ok, 8, int64_t{1} << 40), "exceeds"},
-      {"not json", Build("{not json", 8), "header: not valid JSON: parse error at line 1, column 3"},
-      {"a tensor twice", Build(R"({"w":{"dtype":"I64","shape":[9],"data_offsets":[0,99]},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8),
+      {"header length past the end", SafetensorsBytes(ok, 8, 1000), "runs past the end"},
+      {"huge header length", SafetensorsBytes(ok, 8, int64_t{1} << 40), "exceeds"},
+      {"not json", SafetensorsBytes("{not json", 8), "header: not valid JSON: parse error at line 1, column 3"},
+      {"a tensor twice", SafetensorsBytes(R"({"w":{"dtype":"I64","shape":[9],"data_offsets":[0,99]},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8),
        "key \"w\" appears twice"},
-      {"an empty name twice", Build(R"({"":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8),
+      {"an empty name twice", SafetensorsBytes(R"({"":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8),
        "key \"\" appears twice"},
-      {"nested too deep", Build(R"({"w":{"dtype":)" + std::string(100000, '[') + std::string(100000, ']') + "}}", 8),
+      {"nested too deep", SafetensorsBytes(R"({"w":{"dtype":)" + std::string(100000, '[') + std::string(100000, ']') + "}}", 8),
        "nests deeper than 64 levels"},
-      {"number too large", Build(R"({"w":{"dtype":[)" + std::string(5000, '1') + R"(],"shape":[2],"data_offsets":[0,8]}})", 8),
+      {"number too large", SafetensorsBytes(R"({"w":{"dtype":[)" + std::string(5000, '1') + R"(],"shape":[2],"data_offsets":[0,8]}})", 8),
        "not valid JSON: number overflow"},
-      {"long dtype", Build(R"({"w":{"dtype":")" + std::string(5000, 'x') + R"(","shape":[2],"data_offsets":[0,8]}})", 8),
+      {"long dtype", SafetensorsBytes(R"({"w":{"dtype":")" + std::string(5000, 'x') + R"(","shape":[2],"data_offsets":[0,8]}})", 8),
        "unsupported dtype \"xxxx"},
-      {"json array", Build("[1,2]", 8), "not a JSON object"},
-      {"missing fields", Build(R"({"w":{"dtype":"F32"}})", 8), "tensor \"w\""},
-      {"unsupported dtype", Build(R"({"w":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}})", 8), "unsupported dtype"},
-      {"negative dim", Build(R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8), "non-negative"},
-      {"offsets past data", Build(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4), "outside"},
-      {"size mismatch", Build(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8), "does not match"},
-      {"reversed offsets", Build(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", 8), "outside"},
-      {"overlap", Build(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8),
+      {"json array", SafetensorsBytes("[1,2]", 8), "not a JSON object"},
+      {"missing fields", SafetensorsBytes(R"({"w":{"dtype":"F32"}})", 8), "tensor \"w\""},
+      {"unsupported dtype", SafetensorsBytes(R"({"w":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}})", 8), "unsupported dtype"},
+      {"negative dim", SafetensorsBytes(R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8), "non-negative"},
+      {"offsets past data", SafetensorsBytes(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4), "outside"},
+      {"size mismatch", SafetensorsBytes(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8), "does not match"},
+      {"reversed offsets", SafetensorsBytes(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", 8), "outside"},
+      {"overlap", SafetensorsBytes(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8),
        "overlapping or gapped"},
-      {"gap", Build(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8), "overlapping or gapped"},
-      {"trailing bytes", Build(ok, 12), "cover"},
-      {"huge shape", Build(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", 8), "too large"},
-      {"bad metadata", Build(R"({"__metadata__":{"k":1}})", 0), "__metadata__"},
+      {"gap", SafetensorsBytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8), "overlapping or gapped"},
+      {"trailing bytes", SafetensorsBytes(ok, 12), "cover"},
+      {"huge shape", SafetensorsBytes(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", 8), "too large"},
+      {"bad metadata", SafetensorsBytes(R"({"__metadata__":{"k":1}})", 0), "__metadata__"},
   };
   for (const auto& c : cases) {
     auto f = Parse(c.bytes);
@@ -115,7 +109,7 @@ TEST(Safetensors, OpenRefusesDirectoriesAndChecksTheHeaderBeforeReading) {
   EXPECT_NE(d.status().message().find("not a regular file"), std::string::npos) << d.status().message();
   const std::string big = (dir / "big.safetensors").string();
   {
-    const std::vector<uint8_t> head = Build(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8);
+    const std::vector<uint8_t> head = SafetensorsBytes(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8);
     std::FILE* f = std::fopen(big.c_str(), "wb");
     ASSERT_NE(f, nullptr);
     ASSERT_EQ(std::fwrite(head.data(), 1, head.size(), f), head.size());
@@ -133,7 +127,7 @@ TEST(Safetensors, OpenRefusesDirectoriesAndChecksTheHeaderBeforeReading) {
 
 TEST(Safetensors, RandomCorruptionNeverCrashes) {
   const std::string ok = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[2,2],"data_offsets":[8,16]}})";
-  const std::vector<uint8_t> good = Build(ok, 16);
+  const std::vector<uint8_t> good = SafetensorsBytes(ok, 16);
   ASSERT_TRUE(Parse(good).ok());
   std::mt19937 rng(7);
   int rejected = 0;

@@ -23,6 +23,7 @@
 #include "grpc_test_util.h"
 #include "metrics_scrape.h"
 #include "process.h"
+#include "safetensors_bytes.h"
 #include "modserve/v1/modserve.grpc.pb.h"
 #include "engine/checkpoint.h"
 #include "server/engine_loader.h"
@@ -354,12 +355,9 @@ TEST(ServerProcess, SigtermDrainsInFlightRequestsAndExitsZero) {
 // zeros, as a sparse file (instant, and no disk is used for the zeros).
 void WriteSparsePaddingFile(const std::string& path, uint64_t numel) {
   const std::string header = nlohmann::json{{"padding", {{"dtype", "F32"}, {"shape", {numel}}, {"data_offsets", {0, 4 * numel}}}}}.dump();
-  std::ofstream out(path, std::ios::binary);
-  uint64_t length = header.size();  // little-endian u64, then the JSON header
-  for (int i = 0; i < 8; ++i) out.put(static_cast<char>((length >> (8 * i)) & 0xff));
-  out << header;
-  out.close();
-  std::filesystem::resize_file(path, 8 + header.size() + 4 * numel);
+  const std::vector<uint8_t> head = testing::SafetensorsBytes(header, 0);
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(head.data()), static_cast<std::streamsize>(head.size()));
+  std::filesystem::resize_file(path, head.size() + 4 * numel);
 }
 
 // SIGTERM while the model loads: nothing is in flight, so the process exits
